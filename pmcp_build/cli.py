@@ -1,0 +1,147 @@
+"""The `pmcp-build` command line: argument parsing and output, nothing else.
+
+Every command body runs under `_guard`, which turns a UserError into one line on
+stderr and exit 1, and any other exception into a short "internal error" line; the
+traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import UserError
+from .loader import LoadedManifest, load_manifest
+from .manifest import MANIFEST_NAME
+
+app = typer.Typer(
+    name="pmcp-build",
+    help="Turn MCP servers into AWS Lambda deployments, declaratively.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    debug = False
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guard(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if _State.debug:
+                raise
+            for line in str(exc).splitlines():
+                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _State.debug:
+                raise
+            err.print(
+                f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback)",
+                markup=True,
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"pmcp-build {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    directory: Annotated[
+        Path | None,
+        typer.Option("-C", "--directory", help="Run as if started in DIR.", metavar="DIR"),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    _State.debug = debug or bool(os.environ.get("PMCP_DEBUG"))
+    if directory is not None:
+        if not directory.is_dir():
+            raise typer.BadParameter(f"{directory} is not a folder", param_hint="-C")
+        os.chdir(directory)
+
+
+ManifestOption = Annotated[
+    Path,
+    typer.Option("-f", "--file", help="The manifest to read.", metavar="FILE"),
+]
+
+
+def _load(file: Path) -> LoadedManifest:
+    return load_manifest(file)
+
+
+@app.command()
+@_guard
+def validate(file: ManifestOption = Path(MANIFEST_NAME)) -> None:
+    """Check metorial.toml without building or calling AWS."""
+    loaded = _load(file)
+    m = loaded.manifest
+    targets = ", ".join(f"{n} ({t.kind})" for n, t in m.targets.items()) or "none"
+    out.print(
+        f"{loaded.path}: ok — server '{m.server.name}', {m.runtime.kind} runtime, "
+        f"targets: {targets}"
+    )
+
+
+@app.command()
+@_guard
+def schema() -> None:
+    """Print the JSON Schema of metorial.toml."""
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+@app.command()
+@_guard
+def init(
+    name: Annotated[str | None, typer.Option(help="Server name (default: the folder's).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing manifest.")] = False,
+) -> None:
+    """Write a commented metorial.toml for the current folder."""
+    from .init import write_manifest
+
+    path = write_manifest(Path.cwd(), name=name, force=force)
+    out.print(f"wrote {path}; check it with `pmcp-build validate`")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

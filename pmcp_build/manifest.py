@@ -1,0 +1,352 @@
+"""The metorial.toml models: what a user may write, and nothing else.
+
+Every model is frozen and forbids unknown keys, so a typo is an error rather than a
+silently ignored setting. Field descriptions double as the JSON Schema's help text
+and as the "what is allowed" half of error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+MANIFEST_NAME = "metorial.toml"
+
+# Lambda's runtimes: python3.11 and older run on Amazon Linux 2, newer on AL2023.
+PythonVersion = Literal["3.10", "3.11", "3.12", "3.13", "3.14"]
+Architecture = Literal["arm64", "x86_64"]
+
+ENTRYPOINT_ORDER = (
+    "server.py",
+    "main.py",
+    "index.py",
+    "app.py",
+    "handler.py",
+    "lambda.py",
+    "mcp.py",
+)
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_ANY_REF = re.compile(r"\$\{([^}]*)\}")
+LAMBDA_ENV_LIMIT = 4096
+LAMBDA_RESERVED_ENV = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _relative_path(value: str, what: str) -> str:
+    """A path inside the source or package: relative, no `..`, POSIX separators."""
+    if not value or not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if "\\" in value:
+        raise ValueError(f"{what} must use '/' separators, got {value!r}")
+    path = PurePosixPath(value)
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"{what} must be relative to the source folder, got {value!r}")
+    if ".." in path.parts:
+        raise ValueError(f"{what} must stay inside the source folder (no '..'), got {value!r}")
+    return value
+
+
+class Server(_Model):
+    """Who the server is; the name is used in function names and S3 keys."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$",
+        description="lowercase letters, digits and '-', 1-48 characters, "
+        "not starting or ending with '-'",
+    )
+    description: str = Field(default="", max_length=256, description="one line for humans")
+
+
+class Source(_Model):
+    """Where the server's code comes from: a local folder or a pinned zip at a URL."""
+
+    path: str | None = Field(
+        default=None, description="folder relative to metorial.toml (default '.')"
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(https?|file)://",
+        description="an http(s):// or file:// URL of a zip; requires sha256",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="hex sha256 of the zip at url (64 lowercase hex characters)",
+    )
+    exclude: tuple[str, ...] = Field(
+        default=(), description="glob patterns (relative to the source) left out of the package"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is None or value == ".":
+            return value
+        if not value.strip():
+            raise ValueError("path must not be empty; use '.' for the manifest's folder")
+        return value
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Source:
+        if self.path is not None and self.url is not None:
+            raise ValueError("set either 'path' or 'url', not both")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError(
+                "'url' needs 'sha256' to pin the download; "
+                'add sha256 = "<output of sha256sum on the zip>"'
+            )
+        if self.sha256 is not None and self.url is None:
+            raise ValueError("'sha256' pins a 'url' download; it has no meaning with a path")
+        return self
+
+
+class PythonRuntime(_Model):
+    """A Lambda managed python3.X runtime with the Metorial boot runtime bundled."""
+
+    kind: Literal["python"]
+    python: PythonVersion = Field(default="3.12", description="Lambda runtime python3.X")
+    architecture: Architecture = Field(default="arm64", description="Lambda architecture")
+    entrypoint: str | None = Field(
+        default=None,
+        description="the server module, e.g. 'server.py'; detected when omitted, in the order "
+        + ", ".join(ENTRYPOINT_ORDER),
+    )
+    requirements: str | None = Field(
+        default=None,
+        description="requirements file relative to the source; 'requirements.txt' is used "
+        "when present and this is omitted",
+    )
+    bytecode: bool = Field(
+        default=False,
+        strict=True,
+        description="ship .pyc compiled with --invalidation-mode unchecked-hash "
+        "(needs python3.X on the build machine); speeds up cold starts",
+    )
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        _relative_path(value, "entrypoint")
+        if not value.endswith(".py"):
+            raise ValueError(f"entrypoint must be a .py file, got {value!r}")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value, "requirements")
+
+
+class BinaryRuntime(_Model):
+    """A custom runtime (provided.al2023): an executable bootstrap or a prebuilt zip."""
+
+    kind: Literal["binary"]
+    architecture: Architecture = Field(default="arm64", description="Lambda architecture")
+    artifact: str = Field(
+        description="path (relative to the source) of the executable, e.g. "
+        "'target/lambda/NAME/bootstrap', or of a prebuilt .zip"
+    )
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, value: str) -> str:
+        return _relative_path(value, "artifact")
+
+
+Runtime = Annotated[PythonRuntime | BinaryRuntime, Field(discriminator="kind")]
+
+
+class Asset(_Model):
+    """Extra files copied into the package."""
+
+    from_: str = Field(alias="from", description="a file, folder or glob, relative to the source")
+    to: str = Field(description="where it lands in the package (a path relative to its root)")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _relative_path(value, "from")
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        value = _relative_path(value.rstrip("/") or value, "to")
+        if value.startswith("__metorial__"):
+            raise ValueError("'to' may not write into __metorial__/, the bundled boot runtime")
+        return value
+
+
+class FunctionUrl(_Model):
+    """A Lambda Function URL: the server's public MCP endpoint."""
+
+    auth: Literal["NONE", "AWS_IAM"] = Field(
+        default="AWS_IAM", description="'NONE' (public) or 'AWS_IAM' (signed requests)"
+    )
+
+
+def _check_environment(env: dict[str, str]) -> dict[str, str]:
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            raise ValueError(
+                f"environment key {key!r} is not a valid variable name "
+                "(letters, digits and '_', starting with a letter)"
+            )
+        if key in LAMBDA_RESERVED_ENV:
+            raise ValueError(f"environment key {key!r} is reserved by Lambda; rename it")
+        for ref in _ANY_REF.findall(value):
+            if not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", ref):
+                raise ValueError(
+                    f"environment.{key}: '${{{ref}}}' is not a reference pmcp-build knows; "
+                    "write '${env:NAME}' to read the variable NAME at plan time"
+                )
+    # Lambda counts the JSON of the whole map; references are counted as written
+    # here and checked again once resolved.
+    size = len(json.dumps(env, separators=(",", ":")).encode())
+    if size > LAMBDA_ENV_LIMIT:
+        raise ValueError(
+            f"environment is {size} bytes; Lambda allows {LAMBDA_ENV_LIMIT} bytes in all. "
+            "Move large values to an asset or to SSM / Secrets Manager"
+        )
+    return env
+
+
+_FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+
+
+class _AwsTarget(_Model):
+    region: str | None = Field(
+        default=None,
+        pattern=_REGION,
+        description="AWS region, e.g. 'eu-west-1'; default: AWS_REGION or the profile's",
+    )
+    profile: str | None = Field(default=None, description="AWS profile name (default chain)")
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="custom AWS endpoint (LocalStack, moto); default: AWS_ENDPOINT_URL",
+    )
+    bucket: str = Field(pattern=_BUCKET, description="S3 bucket name (3-63 chars, lowercase)")
+
+
+class LambdaTarget(_AwsTarget):
+    """A Lambda function deployed from a content-addressed S3 artifact."""
+
+    kind: Literal["lambda"]
+    function: str = Field(
+        pattern=_FUNCTION_NAME, description="function name: letters, digits, '-', '_', max 64"
+    )
+    prefix: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$",
+        description="S3 key prefix for artifacts, e.g. 'builds/chinook' (no leading '/')",
+    )
+    role: str = Field(
+        default="auto",
+        pattern=r"^(auto|arn:aws[a-z-]*:iam::\d{12}:role/.+)$",
+        description="'auto' (a basic execution role is created) or an IAM role ARN",
+    )
+    memory: int = Field(default=512, strict=True, ge=128, le=10240, description="MB, 128-10240")
+    timeout: int = Field(default=30, strict=True, ge=1, le=900, description="seconds, 1-900")
+    url: FunctionUrl | None = Field(default=None, description="optional Function URL")
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables for the function; '${env:NAME}' is read at plan time and "
+        "kept secret",
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_environment(value)
+
+
+class S3Target(_AwsTarget):
+    """Upload the package only, at a fixed key."""
+
+    kind: Literal["s3"]
+    key: str = Field(
+        pattern=r"^[^/].*\.zip$", description="object key ending in .zip, e.g. 'builds/lambda.zip'"
+    )
+
+
+class LocalTarget(_Model):
+    """No cloud: deploys into .pmcp/deployments/<target>/ for `pmcp-build serve`."""
+
+    kind: Literal["local"]
+
+
+Target = Annotated[LambdaTarget | S3Target | LocalTarget, Field(discriminator="kind")]
+
+
+class Manifest(_Model):
+    """The whole of metorial.toml."""
+
+    server: Server
+    source: Source = Field(default_factory=Source)
+    runtime: Runtime
+    assets: tuple[Asset, ...] = ()
+    targets: dict[str, Target] = Field(default_factory=dict)
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: dict[str, Target]) -> dict[str, Target]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+                raise ValueError(
+                    f"target name {name!r} must be lowercase letters, digits, '-' or '_' (max 32)"
+                )
+        return value
+
+    @field_validator("assets")
+    @classmethod
+    def _assets_unique(cls, value: tuple[Asset, ...], info: ValidationInfo) -> tuple[Asset, ...]:
+        seen: dict[str, int] = {}
+        for index, asset in enumerate(value):
+            if asset.to in seen:
+                raise ValueError(
+                    f"assets[{index}] and assets[{seen[asset.to]}] both write to {asset.to!r}; "
+                    "give each asset its own 'to'"
+                )
+            seen[asset.to] = index
+            if asset.to == "bootstrap" and isinstance(info.data.get("runtime"), BinaryRuntime):
+                raise ValueError(
+                    f"assets[{index}] writes 'bootstrap', which the binary runtime owns"
+                )
+        return value
+
+    @property
+    def source_is_url(self) -> bool:
+        return self.source.url is not None

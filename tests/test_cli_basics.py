@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pmcp_build import __version__
+from pmcp_build.loader import load_manifest
+
+from .conftest import EXAMPLES
+
+
+def test_version(cli) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+def test_help_everywhere(cli) -> None:
+    for cmd in ([], ["validate"], ["schema"], ["init"]):
+        result = cli(*cmd, "--help")
+        assert result.exit_code == 0, cmd
+        assert "Usage" in result.stdout
+
+
+def test_usage_error_exits_2(cli) -> None:
+    result = cli("validate", "--no-such-flag")
+    assert result.exit_code == 2
+
+
+def test_validate_example(cli) -> None:
+    result = cli("-C", str(EXAMPLES / "python-server"), "validate")
+    assert result.exit_code == 0, result.output
+    assert "text-tools" in result.stdout
+
+
+def test_validate_missing_file(cli, tmp_path: Path) -> None:
+    result = cli("-C", str(tmp_path), "validate")
+    assert result.exit_code == 1
+    assert "pmcp-build init" in result.stderr
+
+
+def test_validate_file_flag(cli, tmp_path: Path) -> None:
+    manifest = tmp_path / "other.toml"
+    manifest.write_text('[server]\nname = "x"\n[runtime]\nkind = "python"\n')
+    result = cli("validate", "-f", str(manifest))
+    assert result.exit_code == 0, result.output
+
+
+def test_schema_prints_json(cli) -> None:
+    result = cli("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "metorial.toml"
+    assert "server" in schema["properties"]
+
+
+def test_init_detects_entrypoint_and_requirements(cli, tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("print('hi')\n")
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    (tmp_path / "requirements.txt").write_text("humanize\n")
+    result = cli("-C", str(tmp_path), "init", "--name", "My Server")
+    assert result.exit_code == 0, result.output
+    m = load_manifest(tmp_path / "metorial.toml").manifest
+    assert m.server.name == "my-server"
+    assert m.runtime.kind == "python"
+    assert m.runtime.entrypoint == "main.py"  # main.py comes before app.py
+    assert m.runtime.requirements == "requirements.txt"
+    assert "dev" in m.targets
+
+
+def test_init_refuses_to_overwrite(cli, tmp_path: Path) -> None:
+    (tmp_path / "metorial.toml").write_text("# mine\n")
+    result = cli("-C", str(tmp_path), "init")
+    assert result.exit_code == 1
+    assert "--force" in result.stderr
+    assert (tmp_path / "metorial.toml").read_text() == "# mine\n"
+
+
+def test_init_rust_project_gets_binary_runtime(cli, tmp_path: Path) -> None:
+    (tmp_path / "Cargo.toml").write_text('[package]\nname = "chinook"\n')
+    result = cli("-C", str(tmp_path), "init", "--name", "chinook")
+    assert result.exit_code == 0, result.output
+    m = load_manifest(tmp_path / "metorial.toml").manifest
+    assert m.runtime.kind == "binary"
+
+
+def test_bad_directory_is_usage_error(cli, tmp_path: Path) -> None:
+    result = cli("-C", str(tmp_path / "nope"), "validate")
+    assert result.exit_code == 2
+
+
+def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "metorial.toml").write_text("[server\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmcp_build", "-C", str(tmp_path), "validate"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "invalid TOML" in proc.stderr
+    debug = subprocess.run(
+        [sys.executable, "-m", "pmcp_build", "--debug", "-C", str(tmp_path), "validate"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Traceback" in debug.stderr

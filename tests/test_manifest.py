@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+import tomli
+from pydantic import ValidationError
+
+from pmcp_build.errors import UserError
+from pmcp_build.loader import parse_manifest
+from pmcp_build.manifest import LambdaTarget, PythonRuntime
+from pmcp_build.schema import schema_text
+
+from .conftest import EXAMPLES, ROOT
+
+BAD = sorted((Path(__file__).parent / "bad_manifests").glob("*.toml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), path
+    return first.removeprefix("# expect: ")
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(BAD) >= 30
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_manifest_gives_one_actionable_line(cli, path: Path, tmp_path: Path) -> None:
+    target = tmp_path / "metorial.toml"
+    shutil.copy(path, target)
+    result = cli("-C", str(tmp_path), "validate")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: metorial.toml"), lines[0]
+    assert _expected(path) in lines[0]
+
+
+def test_error_names_the_line() -> None:
+    text = (
+        '[server]\nname = "demo"\n\n[runtime]\nkind = "python"\n\n[targets.prod]\n'
+        'kind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\nmemory = 1\n'
+    )
+    with pytest.raises(UserError) as info:
+        parse_manifest(text, "m.toml")
+    assert str(info.value).startswith("m.toml:11: targets.prod.memory:")
+
+
+def test_models_are_frozen_and_defaults_fill_in() -> None:
+    m = parse_manifest(
+        '[server]\nname = "demo"\n[runtime]\nkind = "python"\n'
+        '[targets.prod]\nkind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\n'
+    )
+    assert isinstance(m.runtime, PythonRuntime)
+    assert (m.runtime.python, m.runtime.architecture) == ("3.12", "arm64")
+    target = m.targets["prod"]
+    assert isinstance(target, LambdaTarget)
+    assert (target.memory, target.timeout, target.role) == (512, 30, "auto")
+    with pytest.raises(ValidationError):
+        m.server.name = "other"  # type: ignore[misc]
+
+
+def test_env_references_are_accepted_and_kept_verbatim() -> None:
+    m = parse_manifest(
+        '[server]\nname = "demo"\n[runtime]\nkind = "python"\n'
+        '[targets.prod]\nkind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\n'
+        'environment = { TOKEN = "${env:MY_TOKEN}" }\n'
+    )
+    target = m.targets["prod"]
+    assert isinstance(target, LambdaTarget)
+    assert target.environment["TOKEN"] == "${env:MY_TOKEN}"
+
+
+def test_checked_in_schema_is_current() -> None:
+    checked_in = (ROOT / "schemas" / "metorial.schema.json").read_text()
+    assert checked_in == schema_text(), (
+        "schemas/metorial.schema.json is stale: run "
+        "`pmcp-build schema > schemas/metorial.schema.json`"
+    )
+
+
+def _examples() -> list[Path]:
+    return sorted(EXAMPLES.glob("*/metorial.toml"))
+
+
+@pytest.mark.parametrize("path", _examples(), ids=lambda p: p.parent.name)
+def test_schema_validates_examples(path: Path) -> None:
+    schema = json.loads(schema_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(tomli.loads(path.read_text()), schema)
+
+
+def test_schema_rejects_what_the_models_reject() -> None:
+    schema = json.loads(schema_text())
+    bad = {"server": {"name": "Bad Name"}, "runtime": {"kind": "python"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    unknown = {"server": {"name": "ok"}, "runtime": {"kind": "python", "pyhton": "3.12"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(unknown, schema)
+
+
+def test_example_declares_the_schema_directive() -> None:
+    for path in _examples():
+        first = path.read_text().splitlines()[0]
+        match = re.match(r"#:schema (.+)", first)
+        assert match, path
+        assert (path.parent / match.group(1)).resolve() == ROOT / "schemas/metorial.schema.json"
