@@ -8,6 +8,7 @@ traceback is shown only with --debug.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -137,6 +138,100 @@ def init(
 
     path = write_manifest(Path.cwd(), name=name, force=force)
     out.print(f"wrote {path}; check it with `pmcp-build validate`")
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _quiet(json_mode: bool) -> bool:
+    """Progress output only for a person at a terminal, never in CI or --json."""
+    return json_mode or not err.is_terminal or bool(os.environ.get("CI"))
+
+
+def _check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:
+    names = list(loaded.manifest.targets)
+    for name in targets or []:
+        if name not in loaded.manifest.targets:
+            known = ", ".join(names) or "none are declared"
+            raise UserError(f"{loaded.path}: no target {name!r}; targets: {known}")
+    return list(targets) if targets else names
+
+
+@app.command()
+@_guard
+def build(
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Check the target exists.")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Build the package into .pmcp/dist/ and print its layout."""
+    from .build import build as build_package
+    from .render import layout_json, layout_lines
+
+    loaded = _load(file)
+    if target:
+        _check_targets(loaded, [target])
+    quiet = _quiet(json_out)
+    if quiet:
+        package = build_package(loaded, quiet=True)
+    else:
+        with err.status("building package (dependencies are cached after the first run)…"):
+            package = build_package(loaded, quiet=True)
+    if json_out:
+        data = {
+            "package": {
+                "path": str(package.path),
+                "sha256": package.sha256,
+                "code_sha256": package.code_sha256,
+                "size": package.size,
+            },
+            "layout": layout_json(package.layout),
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    for line in layout_lines(package.layout, zipped=package.size):
+        out.print(line, markup=False)
+    out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+
+
+@app.command("inspect")
+@_guard
+def inspect_cmd(
+    zip_path: Annotated[Path, typer.Argument(metavar="ZIP", help="A Lambda deployment zip.")],
+    architecture: Annotated[
+        str | None, typer.Option(help="Expected architecture: arm64 or x86_64.")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show any package's layout and lint it for Lambda."""
+    from .lint import inspect_zip
+    from .render import layout_json, layout_lines
+
+    if architecture not in (None, "arm64", "x86_64"):
+        raise typer.BadParameter("must be arm64 or x86_64", param_hint="--architecture")
+    if not zip_path.is_file():
+        raise UserError(f"{zip_path}: no such file")
+    result = inspect_zip(zip_path, architecture)
+    if json_out:
+        data = {
+            "ok": result.ok,
+            "zipped_size": result.zipped,
+            "findings": [{"level": f.level, "message": f.message} for f in result.findings],
+            "layout": layout_json(result.layout),
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        for line in layout_lines(result.layout, zipped=result.zipped):
+            out.print(line, markup=False)
+        for finding in result.findings:
+            stream = err if finding.level == "error" else out
+            stream.print(f"{finding.level}: {finding.message}", markup=False)
+        if result.ok:
+            out.print("ok: no problems found", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

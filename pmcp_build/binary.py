@@ -1,0 +1,135 @@
+"""Custom-runtime artifacts: what a file is (by its bytes, not its name), and whether
+Lambda's provided.al2023 runtime can execute it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from dataclasses import dataclass
+from typing import Literal
+
+from .layout import MODE_EXEC, Entry, entry_from_bytes, normal_mode
+
+ArtifactKind = Literal["zip", "elf", "script"]
+
+EM_X86_64 = 62
+EM_AARCH64 = 183
+MACHINES = {EM_X86_64: "x86_64", EM_AARCH64: "arm64"}
+
+
+class ArtifactError(ValueError):
+    """An artifact Lambda could not run; the message says why and what to do."""
+
+
+def classify(head: bytes) -> ArtifactKind | None:
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(b"\x7fELF"):
+        return "elf"
+    if head.startswith(b"#!"):
+        return "script"
+    return None
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    bits: int
+    little_endian: bool
+    machine: int
+
+    @property
+    def architecture(self) -> str | None:
+        return MACHINES.get(self.machine)
+
+
+def elf_info(head: bytes) -> ElfInfo:
+    if len(head) < 20 or not head.startswith(b"\x7fELF"):
+        raise ArtifactError("not an ELF file")
+    bits = {1: 32, 2: 64}.get(head[4], 0)
+    little = head[5] == 1
+    machine = struct.unpack("<H" if little else ">H", head[18:20])[0]
+    return ElfInfo(bits, little, machine)
+
+
+def check_elf(head: bytes, architecture: str, what: str) -> None:
+    info = elf_info(head)
+    if info.bits != 64 or not info.little_endian:
+        raise ArtifactError(
+            f"{what} is a {info.bits}-bit {'little' if info.little_endian else 'big'}-endian "
+            "ELF; Lambda runs 64-bit little-endian executables only"
+        )
+    found = info.architecture
+    if found != architecture:
+        label = found or f"machine {info.machine}"
+        raise ArtifactError(
+            f"{what} is built for {label} but [runtime].architecture is {architecture!r}; "
+            f"Lambda would fail with 'cannot execute binary file'. Rebuild for {architecture} "
+            f"(cargo lambda build --{'arm64' if architecture == 'arm64' else 'x86-64'}) or set "
+            f'architecture = "{found or architecture}"'
+        )
+
+
+def raw_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entry]:
+    """A raw executable becomes `bootstrap` at the package root, mode 0755."""
+    kind = classify(data[:4])
+    if kind == "elf":
+        check_elf(data[:64], architecture, what)
+    elif kind != "script":
+        raise ArtifactError(
+            f"{what} is neither an ELF executable, a '#!' script nor a zip "
+            f"(it starts with {data[:4]!r}); point [runtime].artifact at the built bootstrap"
+        )
+    return [entry_from_bytes("bootstrap", data, "artifact", MODE_EXEC, detail=what)]
+
+
+def zip_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entry]:
+    """A prebuilt zip is carried over entry for entry; it must have a root bootstrap."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"{what}: not a readable zip ({exc})") from exc
+    entries: list[Entry] = []
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ArtifactError(f"{what}: entry {name!r} escapes the package root")
+            mode = normal_mode((info.external_attr >> 16) & 0o777)
+            entries.append(entry_from_bytes(name, zf.read(info), "artifact", mode, detail=what))
+    problems = bootstrap_problems({e.path: e for e in entries}, architecture, what)
+    if problems:
+        raise ArtifactError(problems[0])
+    return entries
+
+
+def bootstrap_problems(files: dict[str, Entry], architecture: str | None, what: str) -> list[str]:
+    """Why a custom-runtime package would not start (empty when it would)."""
+    boot = files.get("bootstrap")
+    if boot is None:
+        wrapped = sorted(p for p in files if p.count("/") == 1 and p.endswith("/bootstrap"))
+        if wrapped:
+            folder = wrapped[0].split("/")[0]
+            return [
+                f"{what}: bootstrap is wrapped in a folder ({wrapped[0]}); Lambda looks for "
+                f"it at the zip root. Re-zip from inside {folder}/ (cd {folder} && zip -r ../x.zip .)"
+            ]
+        return [f"{what}: no 'bootstrap' at the zip root; a custom runtime needs one"]
+    problems = []
+    if boot.mode != MODE_EXEC:
+        problems.append(
+            f"{what}: bootstrap is not executable (mode {boot.mode:o}); Lambda fails with "
+            "'permission denied'. chmod 755 it before zipping"
+        )
+    head = boot.read()[:64]
+    kind = classify(head)
+    if kind == "elf" and architecture:
+        try:
+            check_elf(head, architecture, f"{what}: bootstrap")
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    elif kind is None:
+        problems.append(f"{what}: bootstrap is neither an ELF executable nor a '#!' script")
+    return problems

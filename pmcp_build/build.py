@@ -1,0 +1,150 @@
+"""From a loaded manifest to a Layout and a deterministic zip (the package)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import python_runtime as py
+from .binary import ArtifactError, classify, raw_artifact_entries, zip_artifact_entries
+from .deps import install
+from .errors import UserError
+from .globs import is_glob, matches
+from .layout import Entry, Layout, entry_from_file, make_layout
+from .loader import LoadedManifest
+from .manifest import Asset, BinaryRuntime, PythonRuntime
+from .source import SourceTree, load_source
+from .zipwriter import BlobCache, write_zip
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("PMCP_BUILD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pmcp-build"
+
+
+@dataclass(frozen=True)
+class Package:
+    layout: Layout
+    path: Path
+    sha256: str
+    size: int
+
+    @property
+    def code_sha256(self) -> str:
+        """What Lambda reports as CodeSha256: base64 of the zip's sha256 digest."""
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode()
+
+    @property
+    def sha12(self) -> str:
+        return self.sha256[:12]
+
+
+def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
+    manifest = loaded.manifest
+    cache = cache_dir()
+    tree = load_source(manifest.source, loaded.root, cache)
+    runtime = manifest.runtime
+    entries: list[Entry] = []
+    if isinstance(runtime, PythonRuntime):
+        entrypoint = py.detect_entrypoint(runtime, tree)
+        module = py.handler_module(tree)
+        entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
+        entries += py.boot_entries()
+        entries.append(py.index_entry(manifest.server.name, entrypoint, module))
+        deps = install(
+            py.requirements_file(runtime, tree),
+            runtime.python,
+            runtime.architecture,
+            cache,
+            quiet=quiet,
+        )
+        entries += py.dependency_entries(deps.root, deps.origins)
+        entries += asset_entries(manifest.assets, tree)
+        if runtime.bytecode:
+            entries += py.bytecode_entries(entries, runtime.python, cache)
+        return make_layout(
+            entries, f"python{runtime.python}", f"{module}.handler", runtime.architecture
+        )
+    assert isinstance(runtime, BinaryRuntime)
+    entries += artifact_entries(runtime, tree)
+    entries += asset_entries(manifest.assets, tree)
+    return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture)
+
+
+def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
+    path = tree.root / runtime.artifact
+    if not path.is_file():
+        raise UserError(
+            f"[runtime].artifact: {runtime.artifact!r} not found in {tree.root}; build it first "
+            "(e.g. `cargo lambda build --release --arm64`) or fix the path"
+        )
+    data = path.read_bytes()
+    try:
+        if classify(data[:4]) == "zip":
+            return zip_artifact_entries(data, runtime.architecture, runtime.artifact)
+        return raw_artifact_entries(data, runtime.architecture, runtime.artifact)
+    except ArtifactError as exc:
+        raise UserError(f"[runtime].artifact: {exc}") from exc
+
+
+def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
+    entries: list[Entry] = []
+    for index, asset in enumerate(assets):
+        src = asset.from_
+        base = tree.root / src
+        found: list[tuple[str, Path]] = []
+        if is_glob(src):
+            # Files land under `to` relative to the pattern's fixed leading folders:
+            # data/*.db -> to/x.db, data/**/*.md -> to/sub/y.md.
+            parts = src.split("/")
+            anchor = "/".join(parts[: next(i for i, p in enumerate(parts) if is_glob(p))])
+            for path in sorted(tree.root.rglob("*")):
+                rel = path.relative_to(tree.root).as_posix()
+                if path.is_file() and matches(rel, (src,)) and rel.startswith(anchor):
+                    inner = rel[len(anchor) :].lstrip("/") if anchor else rel
+                    found.append((f"{asset.to}/{inner}", path))
+        elif base.is_dir():
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    found.append((f"{asset.to}/{path.relative_to(base).as_posix()}", path))
+        elif base.is_file():
+            found.append((asset.to, base))
+        if not found:
+            raise UserError(
+                f"assets[{index}].from: {src!r} matches nothing in {tree.root}; "
+                "fix the path or remove the asset"
+            )
+        entries += [entry_from_file(dest, path, "asset", detail=src) for dest, path in found]
+    return entries
+
+
+def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}-building.zip"
+    write_zip(layout, tmp, BlobCache(cache_dir() / "blobs"))
+    digest = _sha256_file(tmp)
+    final = out_dir / f"{name}-{digest[:12]}.zip"
+    os.replace(tmp, final)
+    for old in out_dir.glob(f"{name}-*.zip"):
+        if old != final:  # dist/ holds the current build; deployments keep their own copy
+            old.unlink(missing_ok=True)
+    return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
+
+
+def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
+    layout = resolve_layout(loaded, quiet=quiet)
+    return write_package(layout, loaded.root / ".pmcp" / "dist", loaded.manifest.server.name)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

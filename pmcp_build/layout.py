@@ -1,0 +1,159 @@
+"""The package layout: every file of the zip, where it came from, and Lambda's limits.
+
+A Layout is pure data; it is decided before a single byte is compressed, so `plan`
+can show it and its identity is fixed by its entries alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import UserError
+
+Origin = Literal["source", "dependency", "boot", "generated", "asset", "artifact"]
+
+# Lambda quotas (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html)
+UNZIPPED_LIMIT = 250 * 1024 * 1024
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+# Not a Lambda quota, but a package with more files than this is a mistake
+# (a virtualenv or node_modules swept in) rather than a server.
+FILE_COUNT_LIMIT = 20_000
+
+MODE_FILE = 0o644
+MODE_EXEC = 0o755
+
+
+def normal_mode(st_mode: int) -> int:
+    """Collapse any permission bits to the two modes a package may hold."""
+    return MODE_EXEC if st_mode & 0o111 else MODE_FILE
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file in the package. Content comes from `src` on disk or from `data`."""
+
+    path: str
+    origin: Origin
+    mode: int
+    size: int
+    sha256: str
+    src: Path | None = field(default=None, compare=False, repr=False)
+    data: bytes | None = field(default=None, compare=False, repr=False)
+    detail: str = ""  # "humanize 4.9.0" for a dependency, the asset's `from`, ...
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.src is not None
+        return self.src.read_bytes()
+
+
+def entry_from_bytes(
+    path: str, data: bytes, origin: Origin, mode: int = MODE_FILE, detail: str = ""
+) -> Entry:
+    return Entry(
+        path=path,
+        origin=origin,
+        mode=mode,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+        detail=detail,
+    )
+
+
+def entry_from_file(
+    path: str, src: Path, origin: Origin, mode: int | None = None, detail: str = ""
+) -> Entry:
+    data = src.read_bytes()
+    st_mode = src.stat().st_mode
+    return Entry(
+        path=path,
+        origin=origin,
+        mode=normal_mode(st_mode) if mode is None else mode,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        src=src,
+        detail=detail,
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    entries: tuple[Entry, ...]
+    runtime: str  # "python3.12" | "provided.al2023"
+    handler: str  # "index.handler" | "bootstrap"
+    architecture: str
+
+    @property
+    def unzipped_size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def get(self, path: str) -> Entry | None:
+        for entry in self.entries:
+            if entry.path == path:
+                return entry
+        return None
+
+
+def make_layout(entries: list[Entry], runtime: str, handler: str, architecture: str) -> Layout:
+    """Sort, check for collisions and limits; the one way a Layout comes to be."""
+    by_path: dict[str, Entry] = {}
+    for entry in entries:
+        other = by_path.get(entry.path)
+        if other is not None:
+            raise UserError(
+                f"two files want the package path {entry.path!r}: "
+                f"{_describe(other)} and {_describe(entry)}; change the asset's 'to' "
+                "or exclude one of them"
+            )
+        by_path[entry.path] = entry
+    _check_dir_file_clash(by_path)
+    layout = Layout(
+        entries=tuple(sorted(by_path.values(), key=lambda e: e.path)),
+        runtime=runtime,
+        handler=handler,
+        architecture=architecture,
+    )
+    if layout.unzipped_size > UNZIPPED_LIMIT:
+        biggest = sorted(layout.entries, key=lambda e: -e.size)[:3]
+        names = ", ".join(f"{e.path} ({e.size / 1e6:.1f} MB)" for e in biggest)
+        raise UserError(
+            f"package is {layout.unzipped_size / 1e6:.1f} MB unzipped; Lambda allows "
+            f"{UNZIPPED_LIMIT / 1e6:.0f} MB. Largest files: {names}. Exclude what the server "
+            "does not need, or use a container image"
+        )
+    if len(layout.entries) > FILE_COUNT_LIMIT:
+        raise UserError(
+            f"package has {len(layout.entries)} files (limit {FILE_COUNT_LIMIT}); "
+            "add the folders the server does not need to [source].exclude"
+        )
+    return layout
+
+
+def _check_dir_file_clash(by_path: dict[str, Entry]) -> None:
+    for path, entry in by_path.items():
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in by_path:
+                raise UserError(
+                    f"{_describe(by_path[prefix])} is a file at {prefix!r}, but "
+                    f"{_describe(entry)} needs {prefix!r} to be a folder"
+                )
+
+
+def _describe(entry: Entry) -> str:
+    label = {
+        "source": "source file",
+        "asset": "asset",
+        "dependency": "dependency file",
+        "boot": "boot runtime file",
+        "generated": "generated file",
+        "artifact": "artifact file",
+    }[entry.origin]
+    detail = f" from {entry.detail}" if entry.detail else ""
+    return f"{label} {entry.path!r}{detail}"

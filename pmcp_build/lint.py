@@ -1,0 +1,145 @@
+"""`pmcp-build inspect`: read any Lambda zip back into a layout and say what is wrong."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .binary import bootstrap_problems, classify, elf_info
+from .errors import UserError
+from .layout import (
+    DIRECT_UPLOAD_LIMIT,
+    FILE_COUNT_LIMIT,
+    UNZIPPED_LIMIT,
+    Entry,
+    Layout,
+    entry_from_bytes,
+    normal_mode,
+)
+
+PYTHON_HANDLERS = ("index.py", "metorial_index.py", "lambda_function.py", "handler.py", "app.py")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class Inspection:
+    layout: Layout
+    zipped: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+
+def read_zip(path: Path) -> tuple[list[Entry], list[Finding]]:
+    findings: list[Finding] = []
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path}: not a readable zip ({exc})") from exc
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename
+            if name in seen:
+                findings.append(Finding("error", f"{name}: appears twice in the archive"))
+            seen.add(name)
+            if name.startswith("/") or ".." in name.split("/"):
+                findings.append(Finding("error", f"{name}: path escapes the package root"))
+            raw_mode = (info.external_attr >> 16) & 0o777
+            data = zf.read(info)
+            entries.append(entry_from_bytes(name, data, "artifact", normal_mode(raw_mode)))
+    return entries, findings
+
+
+def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
+    entries, findings = read_zip(path)
+    files = {e.path: e for e in entries}
+    is_custom = "bootstrap" in files or any(p.endswith("/bootstrap") for p in files)
+    if is_custom:
+        arch = architecture or _bootstrap_arch(files)
+        findings += [Finding("error", p) for p in bootstrap_problems(files, arch, path.name)]
+        runtime, handler = "provided.al2023", "bootstrap"
+    else:
+        handler_file = next((h for h in PYTHON_HANDLERS if h in files), None)
+        if handler_file is None:
+            wrapped = sorted(p for p in files if p.count("/") == 1 and p.endswith("/index.py"))
+            hint = (
+                f" (found {wrapped[0]}: the package is wrapped in a folder; zip its contents)"
+                if wrapped
+                else ""
+            )
+            findings.append(
+                Finding(
+                    "error",
+                    f"{path.name}: no handler module at the zip root (looked for "
+                    f"{', '.join(PYTHON_HANDLERS)}) and no bootstrap{hint}",
+                )
+            )
+            handler = "?"
+        else:
+            handler = handler_file[:-3] + ".handler"
+        runtime = "python3"
+        for e in entries:
+            if e.path.endswith(".pyc") and "__pycache__" in e.path:
+                data = e.read()
+                # Flags word: bit 0 set = hash-based. Timestamp pycs go stale in a zip
+                # whose times are fixed, so Lambda recompiles them on every cold start.
+                if len(data) >= 8 and int.from_bytes(data[4:8], "little") & 1 == 0:
+                    findings.append(
+                        Finding(
+                            "warning",
+                            f"{e.path}: timestamp-based .pyc; it is stale in a fixed-time zip and "
+                            "recompiled at each cold start (use bytecode = true)",
+                        )
+                    )
+                    break
+    layout = Layout(
+        entries=tuple(sorted(entries, key=lambda e: e.path)),
+        runtime=runtime,
+        handler=handler,
+        architecture=architecture or _bootstrap_arch(files) or "?",
+    )
+    zipped = path.stat().st_size
+    if layout.unzipped_size > UNZIPPED_LIMIT:
+        findings.append(
+            Finding(
+                "error",
+                f"{layout.unzipped_size / 1e6:.1f} MB unzipped is over "
+                f"Lambda's {UNZIPPED_LIMIT / 1e6:.0f} MB limit",
+            )
+        )
+    if zipped > DIRECT_UPLOAD_LIMIT:
+        findings.append(
+            Finding(
+                "warning",
+                f"{zipped / 1e6:.1f} MB zipped is over the 50 MB "
+                "direct-upload limit; deploy it through S3",
+            )
+        )
+    if len(entries) > FILE_COUNT_LIMIT:
+        findings.append(Finding("warning", f"{len(entries)} files; is a virtualenv included?"))
+    return Inspection(layout, zipped, tuple(findings))
+
+
+def _bootstrap_arch(files: dict[str, Entry]) -> str | None:
+    boot = files.get("bootstrap")
+    if boot is None:
+        return None
+    head = boot.read()[:64]
+    if classify(head) != "elf":
+        return None
+    try:
+        return elf_info(head).architecture
+    except ValueError:
+        return None

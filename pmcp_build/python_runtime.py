@@ -1,0 +1,191 @@
+"""The python runtime's parts of a package: entrypoint, boot runtime, handler module,
+dependencies and, optionally, deterministic bytecode."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jinja2
+
+from . import __version__
+from .errors import UserError
+from .layout import Entry, entry_from_bytes, entry_from_file
+from .manifest import ENTRYPOINT_ORDER, PythonRuntime
+from .source import SourceTree
+
+BOOT_DIR = Path(__file__).resolve().parent.parent / "boot"
+BOOT_PREFIX = "__metorial__"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
+    if runtime.entrypoint is not None:
+        if not tree.has(runtime.entrypoint):
+            raise UserError(
+                f"[runtime].entrypoint: {runtime.entrypoint!r} is not in the source "
+                f"({tree.root}); fix the path or remove the key to detect it"
+            )
+        return runtime.entrypoint
+    packaged = {f.path for f in tree.files}
+    for name in ENTRYPOINT_ORDER:
+        if name in packaged:
+            return name
+    raise UserError(
+        f"no entrypoint in {tree.root}: looked for {', '.join(ENTRYPOINT_ORDER)}; "
+        "add one or set [runtime].entrypoint"
+    )
+
+
+def handler_module(tree: SourceTree) -> str:
+    """`index` unless the source already has an index.py of its own."""
+    return "metorial_index" if any(f.path == "index.py" for f in tree.files) else "index"
+
+
+def boot_modules() -> list[str]:
+    return sorted(p.stem for p in BOOT_DIR.glob("*.py") if p.stem != "__init__")
+
+
+def boot_entries() -> list[Entry]:
+    return [
+        entry_from_file(f"{BOOT_PREFIX}/{p.name}", p, "boot", mode=0o644)
+        for p in sorted(BOOT_DIR.glob("*.py"))
+    ]
+
+
+def index_entry(server_name: str, entrypoint: str, module: str) -> Entry:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+    text = env.get_template("index.py.j2").render(
+        server_name=server_name,
+        entrypoint=entrypoint,
+        boot_modules=boot_modules(),
+        version=__version__,
+    )
+    return entry_from_bytes(
+        f"{module}.py", text.encode(), "generated", 0o644, detail=f"handler for {entrypoint}"
+    )
+
+
+def requirements_file(runtime: PythonRuntime, tree: SourceTree) -> Path | None:
+    if runtime.requirements is not None:
+        path = tree.root / runtime.requirements
+        if not path.is_file():
+            raise UserError(
+                f"[runtime].requirements: {runtime.requirements!r} is not in the source "
+                f"({tree.root}); fix the path or remove the key"
+            )
+        return path
+    default = tree.root / "requirements.txt"
+    return default if default.is_file() else None
+
+
+def dependency_entries(site: Path, origins: dict[str, str]) -> list[Entry]:
+    return [
+        entry_from_file(path, site / path, "dependency", detail=label)
+        for path, label in sorted(origins.items())
+    ]
+
+
+# -- bytecode ----------------------------------------------------------------------------
+
+_COMPILER = r"""
+import importlib.util, py_compile, sys, os
+src_root, out_root = sys.argv[1], sys.argv[2]
+for rel in sys.stdin.read().split("\0"):
+    if not rel:
+        continue
+    cfile = os.path.join(out_root, importlib.util.cache_from_source(rel))
+    try:
+        py_compile.compile(os.path.join(src_root, rel), cfile=cfile,
+                           dfile="/var/task/" + rel, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError:
+        pass  # a file that does not compile ships as source; Python reports it at import
+"""
+
+
+def find_python(version: str) -> str | None:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return sys.executable
+    return shutil.which(f"python{version}")
+
+
+def bytecode_entries(entries: list[Entry], version: str, cache_dir: Path) -> list[Entry]:
+    """`.pyc` files checked by hash, never by timestamp, so fixed zip times don't stale them.
+
+    Compiled by the target Python (bytecode is version specific) with /var/task paths,
+    and cached by the source's content so rebuilds compile only what changed.
+    """
+    python = find_python(version)
+    if python is None:
+        raise UserError(
+            f"[runtime].bytecode = true needs python{version} on this machine to compile "
+            f"for the python{version} runtime; install it (uv python install {version}) "
+            "or set bytecode = false"
+        )
+    tag = f"cpython-{version.replace('.', '')}"
+    store = cache_dir / "pyc" / tag
+    todo: list[Entry] = []
+    out: list[Entry] = []
+    for entry in entries:
+        if not entry.path.endswith(".py"):
+            continue
+        cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
+        if not cached.exists():
+            todo.append(entry)
+    if todo:
+        stage = cache_dir / "pyc" / f".stage-{tag}"
+        shutil.rmtree(stage, ignore_errors=True)
+        src_root, out_root = stage / "src", stage / "out"
+        for entry in todo:
+            dest = src_root / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(entry.read())
+        subprocess.run(
+            [python, "-c", _COMPILER, str(src_root), str(out_root)],
+            input="\0".join(e.path for e in todo),
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        for entry in todo:
+            built = out_root / _cache_path(entry.path, tag)
+            if built.exists():
+                cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                built.replace(cached)
+        shutil.rmtree(stage, ignore_errors=True)
+    for entry in entries:
+        if not entry.path.endswith(".py"):
+            continue
+        cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
+        if cached.exists():
+            out.append(
+                entry_from_file(
+                    _cache_path(entry.path, tag),
+                    cached,
+                    entry.origin,
+                    mode=0o644,
+                    detail=entry.detail,
+                )
+            )
+    return out
+
+
+def _cache_path(path: str, tag: str) -> str:
+    parent, _, name = path.rpartition("/")
+    pyc = f"__pycache__/{name[:-3]}.{tag}.pyc"
+    return f"{parent}/{pyc}" if parent else pyc
+
+
+def _path_key(path: str) -> str:
+    # The pyc embeds its /var/task path, so the same source at two paths differs.
+    return hashlib.sha256(path.encode()).hexdigest()[:16]

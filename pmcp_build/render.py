@@ -1,0 +1,82 @@
+"""Human-readable and JSON views of a layout."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .layout import DIRECT_UPLOAD_LIMIT, Entry, Layout
+
+_ORDER = ("generated", "source", "asset", "boot", "artifact", "dependency")
+_TITLES = {
+    "generated": "generated",
+    "source": "source",
+    "asset": "assets",
+    "boot": "boot runtime (__metorial__/)",
+    "artifact": "artifact",
+    "dependency": "dependencies",
+}
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for entry in layout.entries:
+        groups[entry.origin].append(entry)
+    lines = [f"{layout.runtime} · {layout.architecture} · handler {layout.handler}"]
+    for origin in _ORDER:
+        members = groups.get(origin)
+        if not members:
+            continue
+        total = sum(e.size for e in members)
+        lines.append(f"├─ {_TITLES[origin]}: {len(members)} files, {human(total)}")
+        if origin == "dependency":
+            by_dist: dict[str, list[Entry]] = defaultdict(list)
+            for e in members:
+                by_dist[e.detail or "unknown"].append(e)
+            for dist in sorted(by_dist, key=str.lower):
+                files = by_dist[dist]
+                size = sum(e.size for e in files)
+                lines.append(f"│   {dist:<40} {len(files):>5} files {human(size):>10}")
+        elif origin == "boot":
+            continue
+        else:
+            for e in members:
+                mode = "x" if e.mode & 0o111 else " "
+                note = f"  ← {e.detail}" if e.detail and origin in ("asset", "generated") else ""
+                lines.append(f"│   {e.path:<48} {oct(e.mode)[2:]}{mode} {human(e.size):>10}{note}")
+    total = f"└─ total: {len(layout.entries)} files, {human(layout.unzipped_size)} unzipped"
+    if zipped is not None:
+        total += f", {human(zipped)} zipped"
+        if zipped > DIRECT_UPLOAD_LIMIT:
+            total += " (over 50 MB: deployed through S3 only)"
+    lines.append(total)
+    return lines
+
+
+def layout_json(layout: Layout) -> dict[str, Any]:
+    return {
+        "runtime": layout.runtime,
+        "handler": layout.handler,
+        "architecture": layout.architecture,
+        "files": [
+            {
+                "path": e.path,
+                "origin": e.origin,
+                "detail": e.detail,
+                "mode": f"{e.mode:04o}",
+                "size": e.size,
+                "sha256": e.sha256,
+            }
+            for e in layout.entries
+        ],
+        "file_count": len(layout.entries),
+        "unzipped_size": layout.unzipped_size,
+    }
