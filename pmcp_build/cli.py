@@ -234,6 +234,81 @@ def inspect_cmd(
         raise typer.Exit(1)
 
 
+def _local_package(loaded: LoadedManifest, target: str | None, json_mode: bool) -> Any:
+    """The package `serve` and `invoke` run: a local target's deployment, else a build."""
+    from .build import build as build_package
+
+    if target:
+        _check_targets(loaded, [target])
+    if _quiet(json_mode):
+        return build_package(loaded, quiet=True)
+    with err.status("building package…"):
+        return build_package(loaded, quiet=True)
+
+
+@app.command()
+@_guard
+def serve(
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+) -> None:
+    """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
+    from .local_run import open_invoker
+    from .serve import make_server
+
+    loaded = _load(file)
+    package = _local_package(loaded, target, json_mode=False)
+    invoker = open_invoker(package.path, package.layout)
+    try:
+        server = make_server(invoker, port)
+        host, bound = server.server_address[:2]
+        print(f"serving {package.path.name} at http://{host}:{bound}/mcp (Ctrl-C to stop)",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    finally:
+        invoker.close()
+
+
+@app.command()
+@_guard
+def invoke(
+    event: Annotated[str, typer.Option("--event", "-e", help="Event JSON file, or - for stdin.")],
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+) -> None:
+    """Run one event through the built package and print the response as JSON."""
+    from .local_run import open_invoker
+
+    raw = sys.stdin.read() if event == "-" else _read_event_file(Path(event))
+    try:
+        payload = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--event {event}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(payload, dict) and payload.get("jsonrpc") == "2.0":
+        # A bare JSON-RPC message: wrap it as the platform would.
+        payload = {"action": "mcp.request", "messages": [json.dumps(payload)]}
+    loaded = _load(file)
+    package = _local_package(loaded, target, json_mode=True)
+    invoker = open_invoker(package.path, package.layout)
+    try:
+        result = invoker.invoke(payload)
+    finally:
+        invoker.close()
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+def _read_event_file(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"--event {path}: no such file")
+    return path.read_text()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,263 @@
+"""`index.handler`: the Metorial platform protocol and MCP over HTTP events.
+
+The author's module is imported once per container (at init, when Lambda gives the
+most CPU); an import failure is reported on every invocation rather than crashing
+the runtime, so the platform can show the author what went wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from . import adapt, callbacks, config, oauth
+from .metorial import MetorialServer, registry
+from .oauth import ActionError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _failure(code: str, message: str) -> dict[str, Any]:
+    return {"success": False, "error": {"code": code, "message": message}}
+
+
+class Runtime:
+    def __init__(self, entrypoint: str, root: str = ROOT) -> None:
+        self.entrypoint = entrypoint
+        self.root = root
+        self.load_error: str | None = None
+        self._engine: Any = None
+        try:
+            self._import_entrypoint()
+        except BaseException:  # noqa: BLE001 - any import failure is the author's to see
+            self.load_error = traceback.format_exc(limit=8)
+
+    def _import_entrypoint(self) -> None:
+        if self.root not in sys.path:
+            sys.path.insert(0, self.root)
+        module_name = self.entrypoint[:-3].replace("/", ".")
+        spec = importlib.util.spec_from_file_location(
+            module_name, os.path.join(self.root, self.entrypoint))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {self.entrypoint}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        if registry.server is None:
+            raise RuntimeError(
+                f"{self.entrypoint} did not call metorial.create_server(); "
+                "a server module must create one")
+
+    @property
+    def author(self) -> MetorialServer:
+        assert registry.server is not None
+        return registry.server
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from .engine import Engine  # the SDK loads here, once per container
+
+            self._engine = Engine(self.author)
+        return self._engine
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
+        if isinstance(event, (bytes, str)):
+            try:
+                event = json.loads(event)
+            except json.JSONDecodeError:
+                return _failure("invalid_event", "the event is not JSON")
+        if not isinstance(event, dict):
+            return _failure("invalid_event", "the event must be a JSON object")
+        if _is_http(event):
+            return self._http_event(event)
+        if self.load_error is not None:
+            return _failure("server_load_failed", self.load_error)
+        action = event.get("action")
+        try:
+            if action == "discover":
+                return {"success": True, "discovery": self.discover()}
+            if action in ("mcp.request", "mcp.batch"):
+                return self.mcp_messages(event)
+            if action == "oauth":
+                result = self.engine.run(oauth.handle(
+                    str(event.get("oauthAction", "")), event.get("oauthInput"), adapt.call))
+                return {"success": True, "oauth": result}
+            if action == "callbacks":
+                result = self.engine.run(callbacks.handle(
+                    str(event.get("callbackAction", "")), event.get("callbackInput"),
+                    adapt.call))
+                return {"success": True, "callbacks": result}
+        except ActionError as exc:
+            return _failure(exc.code, exc.message)
+        except Exception as exc:  # a handler failure is data, never a crash
+            return _failure("handler_error", f"{type(exc).__name__}: {exc}")
+        return _failure("unknown_action",
+                        f"unknown action {action!r}; one of discover, mcp.request, mcp.batch, "
+                        "oauth, callbacks")
+
+    # -- platform protocol ----------------------------------------------------------
+
+    def discover(self) -> dict[str, Any]:
+        author = self.author
+        h = author.handlers
+
+        def listed(kind: str, convert: Any, key: str) -> list[Any]:
+            if kind not in h:
+                return []
+            result = convert(self.engine.run(adapt.call(h[kind])))
+            return [item.model_dump(by_alias=True, exclude_none=True, mode="json")
+                    for item in getattr(result, key)]
+
+        capabilities: dict[str, Any] = {}
+        if "list_tools" in h or "call_tool" in h:
+            capabilities["tools"] = {}
+        if {"list_resources", "read_resource", "list_resource_templates"} & h.keys():
+            capabilities["resources"] = {}
+        if "list_prompts" in h or "get_prompt" in h:
+            capabilities["prompts"] = {}
+        return {
+            "tools": listed("list_tools", adapt.tools, "tools"),
+            "resourceTemplates": listed("list_resource_templates", adapt.resource_templates,
+                                        "resource_templates"),
+            "resources": listed("list_resources", adapt.resources, "resources"),
+            "prompts": listed("list_prompts", adapt.prompts, "prompts"),
+            "capabilities": capabilities,
+            "implementation": {"name": author.name, "version": author.version},
+            "instructions": author.instructions,
+            "oauth": oauth.status(),
+            "callbacks": callbacks.status(),
+        }
+
+    def mcp_messages(self, event: dict[str, Any]) -> dict[str, Any]:
+        participant = _json_field(event.get("participantJson")) or {}
+        version = participant.get("protocolVersion") or _latest_handshake()
+        messages = event.get("messages") or []
+        if isinstance(messages, (str, dict)):
+            messages = [messages]
+        responses: list[str] = []
+        out, errs = io.StringIO(), io.StringIO()
+        with config.request_args(event.get("args")), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(errs):
+            for raw in messages:
+                body = raw if isinstance(raw, str) else json.dumps(raw)
+                body, routing = _with_envelope(body, version, participant)
+                headers = {
+                    "content-type": "application/json",
+                    "accept": "application/json, text/event-stream",
+                    "mcp-protocol-version": version,
+                    **routing,
+                }
+                response = self.engine.http("POST", "/mcp", headers, body.encode())
+                if response.body:
+                    responses.append(response.body.decode())
+        logs = []
+        if out.getvalue():
+            logs.append({"type": "info", "lines": out.getvalue().splitlines()})
+        if errs.getvalue():
+            logs.append({"type": "error", "lines": errs.getvalue().splitlines()})
+        return {"success": True, "responses": responses, "logs": logs}
+
+    # -- HTTP events (Function URL, API Gateway v1 / v2) ------------------------------
+
+    def _http_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        if "requestContext" in event and "http" in event.get("requestContext", {}):
+            method = event["requestContext"]["http"].get("method", "POST")
+            path = event.get("rawPath") or "/"
+            query = event.get("rawQueryString") or ""
+        else:
+            method = event.get("httpMethod", "POST")
+            path = event.get("path") or "/"
+            params = event.get("queryStringParameters") or {}
+            query = "&".join(f"{k}={v}" for k, v in params.items())
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        for key, values in (event.get("multiValueHeaders") or {}).items():
+            if key.lower() not in headers and values:
+                headers[key.lower()] = ",".join(values)
+        body = event.get("body") or ""
+        raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+        if self.load_error is not None:
+            return _http_reply(500, {"content-type": "application/json"}, json.dumps({
+                "jsonrpc": "2.0", "id": None,
+                "error": {"code": -32603, "message": "server failed to load"}}).encode())
+        response = self.engine.http(method, path, headers, raw, query)
+        return _http_reply(response.status, response.headers, response.body)
+
+
+def _http_reply(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    return {"statusCode": status, "headers": headers, "body": text,
+            "isBase64Encoded": encoded}
+
+
+def _is_http(event: dict[str, Any]) -> bool:
+    return "httpMethod" in event or (
+        isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"])
+
+
+def _json_field(raw: Any) -> Any:
+    if isinstance(raw, str) and raw:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+    return raw
+
+
+def _latest_handshake() -> str:
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    return LATEST_HANDSHAKE_VERSION
+
+
+def _with_envelope(body: str, version: str,
+                   participant: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """Per-request protocol versions carry the client's context in params._meta and
+    route on Mcp-Method / Mcp-Name headers; the platform gives the context once in
+    participantJson, so stamp it onto each request as a client would."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    if version not in MODERN_PROTOCOL_VERSIONS:
+        return body, {}
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError:
+        return body, {}
+    if not isinstance(message, dict) or "method" not in message:
+        return body, {}
+    from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
+
+    method = str(message["method"])
+    routing = {"mcp-method": method}
+    if "id" not in message:
+        return body, routing
+    from mcp_types import (
+        CLIENT_CAPABILITIES_META_KEY,
+        CLIENT_INFO_META_KEY,
+        PROTOCOL_VERSION_META_KEY,
+    )
+
+    params = message.setdefault("params", {}) or {}
+    meta = params.setdefault("_meta", {})
+    meta.setdefault(PROTOCOL_VERSION_META_KEY, version)
+    meta.setdefault(CLIENT_CAPABILITIES_META_KEY, participant.get("capabilities") or {})
+    if participant.get("clientInfo"):
+        meta.setdefault(CLIENT_INFO_META_KEY, participant["clientInfo"])
+    message["params"] = params
+    name_key = NAME_BEARING_METHODS.get(method)
+    if name_key and isinstance(params.get(name_key), str):
+        routing["mcp-name"] = encode_header_value(params[name_key])
+    return json.dumps(message), routing

@@ -1,0 +1,243 @@
+"""Running a built package on this machine as Lambda would, for `serve` and `invoke`.
+
+The zip is extracted to a temporary task root (what /var/task holds). A python
+package runs in an isolated interpreter (worker.py); a custom-runtime package runs its
+`bootstrap` against a local Lambda Runtime API, the way Lambda starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import UserError
+from .layout import Layout
+from .python_runtime import find_python
+
+WORKER = Path(__file__).resolve().parent / "worker.py"
+
+
+class Invoker(Protocol):
+    def invoke(self, event: Any, timeout: float = 30.0) -> Any: ...
+    def close(self) -> None: ...
+
+
+def host_architecture() -> str:
+    return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
+
+
+def extract(zip_path: Path, dest: Path) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            target = dest / info.filename
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+            target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+
+
+def open_invoker(zip_path: Path, layout: Layout, log: Any = None) -> Invoker:
+    if layout.architecture != host_architecture():
+        raise UserError(
+            f"the package is built for {layout.architecture}, this machine is "
+            f"{host_architecture()}; to run it locally set [runtime].architecture = "
+            f"\"{host_architecture()}\" (or run on a {layout.architecture} machine)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="pmcp-task-"))
+    try:
+        extract(zip_path, root)
+        if layout.handler == "bootstrap":
+            return BinaryInvoker(root, log)
+        version = layout.runtime.removeprefix("python")
+        python = find_python(version)
+        if python is None:
+            raise UserError(
+                f"running a {layout.runtime} package needs python{version} on this machine "
+                f"(uv python install {version}), as native wheels are built for it"
+            )
+        return PythonInvoker(root, layout.handler.split(".")[0], python, log)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+class PythonInvoker:
+    def __init__(self, root: Path, module: str, python: str, log: Any = None) -> None:
+        self.root = root
+        self.lock = threading.Lock()  # one invocation at a time, as in a Lambda instance
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        env.update({"LAMBDA_TASK_ROOT": str(root), "PYTHONDONTWRITEBYTECODE": "1",
+                    "AWS_LAMBDA_FUNCTION_NAME": "local"})
+        self.proc = subprocess.Popen(
+            [python, "-I", "-S", str(WORKER), str(root), module],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log or sys.stderr,
+            text=True, cwd=root, env=env,
+        )
+        first = self._read(timeout=60)
+        if "init_error" in first:
+            self.close()
+            raise UserError(f"the package's handler failed to import:\n{first['init_error']}")
+
+    def _read(self, timeout: float) -> Any:
+        assert self.proc.stdout is not None
+        result: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: result.put(self.proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        try:
+            line = result.get(timeout=timeout)
+        except queue.Empty:
+            raise UserError(f"the handler did not answer within {timeout:.0f} s") from None
+        if not line:
+            raise UserError(f"the handler process exited (code {self.proc.poll()})")
+        return json.loads(line)
+
+    def invoke(self, event: Any, timeout: float = 30.0) -> Any:
+        with self.lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(event) + "\n")
+            self.proc.stdin.flush()
+            reply = self._read(timeout)
+        if "error" in reply:
+            return {"errorType": "Runtime.HandlerError", "errorMessage": reply["error"]}
+        return reply["result"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _RuntimeApi(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
+        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.results: dict[str, queue.Queue[tuple[str, bytes]]] = {}
+        self.init_error: bytes | None = None
+
+
+class _RuntimeApiHandler(BaseHTTPRequestHandler):
+    server: _RuntimeApi
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path != "/2018-06-01/runtime/invocation/next":
+            self._reply(404)
+            return
+        request_id, body = self.server.events.get()
+        self._reply(200, body, {
+            "Lambda-Runtime-Aws-Request-Id": request_id,
+            "Lambda-Runtime-Deadline-Ms": str(int((time.time() + 30) * 1000)),
+            "Lambda-Runtime-Invoked-Function-Arn":
+                "arn:aws:lambda:us-east-1:000000000000:function:local",
+            "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
+        })
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = self.path.split("/")
+        if self.path == "/2018-06-01/runtime/init/error":
+            self.server.init_error = body
+            self._reply(202)
+            return
+        if len(parts) == 6 and parts[3] == "invocation" and parts[5] in ("response", "error"):
+            waiter = self.server.results.get(parts[4])
+            if waiter is None:
+                self._reply(400, b'{"errorMessage":"unknown request id"}')
+                return
+            waiter.put((parts[5], body))
+            self._reply(202)
+            return
+        self._reply(404)
+
+
+class BinaryInvoker:
+    def __init__(self, root: Path, log: Any = None) -> None:
+        self.root = root
+        self.api = _RuntimeApi()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.api.serve_forever, daemon=True).start()
+        host, port = self.api.server_address[:2]
+        env = dict(os.environ)
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"{host}:{port}",
+            "LAMBDA_TASK_ROOT": str(root),
+            "_HANDLER": "bootstrap",
+            "AWS_LAMBDA_FUNCTION_NAME": "local",
+        })
+        self.proc = subprocess.Popen([str(root / "bootstrap")], cwd=root, env=env,
+                                     stdout=log or sys.stderr, stderr=log or sys.stderr)
+
+    def invoke(self, event: Any, timeout: float = 30.0) -> Any:
+        with self.lock:
+            request_id = str(uuid.uuid4())
+            waiter: queue.Queue[tuple[str, bytes]] = queue.Queue()
+            self.api.results[request_id] = waiter
+            self.api.events.put((request_id, json.dumps(event).encode()))
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    kind, body = waiter.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if self.api.init_error is not None:
+                        raise UserError(f"bootstrap reported an init error: "
+                                        f"{self.api.init_error.decode(errors='replace')}")
+                    if self.proc.poll() is not None:
+                        raise UserError(f"bootstrap exited with code {self.proc.returncode} "
+                                        "before answering")
+                    if time.time() > deadline:
+                        raise UserError(f"bootstrap did not answer within {timeout:.0f} s")
+            del self.api.results[request_id]
+        try:
+            payload = json.loads(body) if body else None
+        except json.JSONDecodeError:
+            payload = body.decode(errors="replace")
+        if kind == "error":
+            return payload if isinstance(payload, dict) else {"errorMessage": payload}
+        return payload
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.api.shutdown()
+        self.api.server_close()
+        shutil.rmtree(self.root, ignore_errors=True)
