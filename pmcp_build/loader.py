@@ -31,7 +31,7 @@ class LoadedManifest:
     @property
     def root(self) -> Path:
         """The folder metorial.toml lives in; relative paths start here."""
-        return self.path.parent
+        return self.path.parent.resolve()
 
 
 def load_manifest(path: Path) -> LoadedManifest:

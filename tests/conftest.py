@@ -28,10 +28,25 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
     return _real_connect(self, address)
 
 
+WHEELHOUSE = ROOT / ".wheelhouse"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dependency cache for the session: the boot runtime installs once."""
+    return tmp_path_factory.mktemp("pmcp-cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> None:
+    if not WHEELHOUSE.is_dir():
+        pytest.fail("no .wheelhouse/: run `python tests/wheelhouse.py` first (README)")
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     monkeypatch.setenv("UV_OFFLINE", "1")
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+    monkeypatch.setenv("UV_FIND_LINKS", str(WHEELHOUSE))
+    monkeypatch.setenv("PMCP_BUILD_CACHE_DIR", str(shared_cache))
+    monkeypatch.delenv("CI", raising=False)
     for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(key, raising=False)
 
