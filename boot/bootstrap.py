@@ -36,7 +36,7 @@ class Runtime:
         self._engine: Any = None
         try:
             self._import_entrypoint()
-        except BaseException:  # noqa: BLE001 - any import failure is the author's to see
+        except BaseException:
             self.load_error = traceback.format_exc(limit=8)
 
     def _import_entrypoint(self) -> None:

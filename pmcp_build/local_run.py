@@ -35,6 +35,17 @@ class Invoker(Protocol):
     def close(self) -> None: ...
 
 
+def _stream(log: Any) -> Any:
+    """Where the handler's own output goes: the given file, else our stderr's fd."""
+    if log is not None:
+        return log
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # stderr is not a real file (captured): inherit the process's fd 2
+    return sys.stderr
+
+
 def host_architecture() -> str:
     return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
 
@@ -85,7 +96,7 @@ class PythonInvoker:
                     "AWS_LAMBDA_FUNCTION_NAME": "local"})
         self.proc = subprocess.Popen(
             [python, "-I", "-S", str(WORKER), str(root), module],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log or sys.stderr,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=_stream(log),
             text=True, cwd=root, env=env,
         )
         first = self._read(timeout=60)
@@ -141,7 +152,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     server: _RuntimeApi
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
@@ -153,7 +164,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path != "/2018-06-01/runtime/invocation/next":
             self._reply(404)
             return
@@ -166,7 +177,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
         })
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         parts = self.path.split("/")
@@ -200,7 +211,7 @@ class BinaryInvoker:
             "AWS_LAMBDA_FUNCTION_NAME": "local",
         })
         self.proc = subprocess.Popen([str(root / "bootstrap")], cwd=root, env=env,
-                                     stdout=log or sys.stderr, stderr=log or sys.stderr)
+                                     stdout=_stream(log), stderr=_stream(log))
 
     def invoke(self, event: Any, timeout: float = 30.0) -> Any:
         with self.lock:

@@ -43,7 +43,7 @@ def make_server(invoker: Invoker, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _handle(self) -> None:
@@ -74,7 +74,7 @@ def make_server(invoker: Invoker, port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = do_DELETE = do_PUT = do_OPTIONS = _handle  # noqa: N815
+        do_GET = do_POST = do_DELETE = do_PUT = do_OPTIONS = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True

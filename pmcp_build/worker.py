@@ -23,7 +23,7 @@ def main() -> None:
     os.environ.setdefault("LAMBDA_TASK_ROOT", task_root)
     try:
         handler = importlib.import_module(module_name).handler
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         protocol.write(json.dumps({"init_error": traceback.format_exc()}) + "\n")
         return
     protocol.write(json.dumps({"ready": True}) + "\n")
@@ -32,7 +32,7 @@ def main() -> None:
             continue
         try:
             result = {"result": handler(json.loads(line), None)}
-        except BaseException:  # noqa: BLE001 - Lambda reports it as a function error
+        except BaseException:
             result = {"error": traceback.format_exc()}
         protocol.write(json.dumps(result, default=str) + "\n")
 
