@@ -309,6 +309,155 @@ def _read_event_file(path: Path) -> str:
     return path.read_text()
 
 
+TargetsOption = Annotated[
+    list[str] | None,
+    typer.Option("--target", "-t", help="Target name; repeat for several (default: all)."),
+]
+
+
+def _build_quietly(loaded: LoadedManifest, json_mode: bool) -> Any:
+    from .build import build as build_package
+
+    if _quiet(json_mode):
+        return build_package(loaded, quiet=True)
+    with err.status("building package…"):
+        return build_package(loaded, quiet=True)
+
+
+def _print_plan(plan: Any, package: Any, secrets: list[Any]) -> None:
+    from .plan import render
+    from .render import human
+
+    layout = package.layout
+    out.print(f"package {package.path.name}: {layout.runtime} {layout.architecture}, "
+              f"{len(layout.entries)} files, {human(layout.unzipped_size)} unzipped, "
+              f"{human(package.size)} zipped", markup=False)
+    for line in render(plan):
+        for env in secrets:
+            line = env.scrub(line)
+        out.print(line, markup=False)
+
+
+@app.command("plan")
+@_guard
+def plan_cmd(
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: TargetsOption = None,
+    json_out: JsonOption = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan to apply later.")] = None,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode", help="Exit 2 when there are changes, 0 when none.")] = False,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh/--no-refresh", help="Read remote state (--refresh=false: offline).")] = True,
+) -> None:
+    """Show the package and the actions needed to deploy it."""
+    from .deploy import make_plan, save_plan
+
+    loaded = _load(file)
+    names = _check_targets(loaded, target)
+    package = _build_quietly(loaded, json_out)
+    plan, desired = make_plan(loaded, package, names, refresh=refresh)
+    if out_file is not None:
+        save_plan(plan, out_file, loaded.path)
+    if json_out:
+        sys.stdout.write(json.dumps(plan.to_json(), indent=2) + "\n")
+    else:
+        _print_plan(plan, package, [d.env for d in desired.values()])
+        if out_file is not None:
+            out.print(f"saved plan to {out_file}; apply it with `pmcp-build apply {out_file}`",
+                      markup=False)
+    if detailed_exitcode and plan.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_guard
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(metavar="[PLANFILE]")] = None,
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: TargetsOption = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Carry out the plan (or a saved one): upload, create, update. Idempotent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .deploy import apply_target, check_saved, load_saved, make_plan
+
+    saved = load_saved(plan_file) if plan_file is not None else None
+    if saved is not None:
+        file = Path(saved.get("manifest") or file)
+        target = [t["name"] for t in saved["targets"]]
+    loaded = _load(file)
+    names = _check_targets(loaded, target)
+    package = _build_quietly(loaded, json_out)
+    plan, desired = make_plan(loaded, package, names)
+    if saved is not None:
+        assert plan_file is not None
+        check_saved(saved, plan, plan_file)
+    if not json_out:
+        _print_plan(plan, package, [d.env for d in desired.values()])
+    if not plan.has_changes:
+        if json_out:
+            sys.stdout.write(json.dumps({"applied": [], "changes": False}) + "\n")
+        return
+    if not auto_approve and saved is None:
+        if not sys.stdin.isatty():
+            raise UserError("apply needs confirmation: run it in a terminal, pass "
+                            "--auto-approve, or apply a saved plan file")
+        if not typer.confirm("Apply these changes?"):
+            raise UserError("apply cancelled; nothing was changed")
+    lines: list[str] = []
+
+    def one(tp: Any) -> list[str]:
+        return apply_target(loaded, package, tp, desired[tp.name], lines.append)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(plan.targets))) as pool:
+        results = list(pool.map(one, plan.targets))
+    done = {tp.name: r for tp, r in zip(plan.targets, results, strict=True)}
+    if json_out:
+        sys.stdout.write(json.dumps({"applied": done, "changes": True}) + "\n")
+        return
+    for name, steps in done.items():
+        for step in steps:
+            out.print(f"{name}: {step}", markup=False)
+    for line in lines:
+        out.print(line, markup=False)
+    c = plan.counts()
+    out.print(f"Apply complete: {c['add']} added, {c['change']} changed, "
+              f"{c['destroy']} destroyed.", markup=False)
+
+
+@app.command()
+@_guard
+def destroy(
+    target: Annotated[str, typer.Option("--target", "-t", help="The target to destroy.")],
+    file: ManifestOption = Path(MANIFEST_NAME),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
+) -> None:
+    """Remove a target's function, URL and auto role (never a bucket)."""
+    from .deploy import destroy as do_destroy
+    from .deploy import destroy_actions
+
+    loaded = _load(file)
+    _check_targets(loaded, [target])
+    actions = destroy_actions(loaded, target)
+    if not actions:
+        out.print(f"target {target}: nothing to destroy.", markup=False)
+        return
+    for action in actions:
+        out.print(f"  - {action.resource} {action.op}  # {action.reason}", markup=False)
+    out.print(f"Plan: 0 to add, 0 to change, {len(actions)} to destroy.", markup=False)
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError("destroy needs confirmation: run it in a terminal or pass "
+                            "--auto-approve")
+        if not typer.confirm(f"Destroy target {target}?"):
+            raise UserError("destroy cancelled; nothing was changed")
+    do_destroy(loaded, target, actions)
+    out.print(f"Destroy complete: {len(actions)} destroyed.", markup=False)
+
+
 def main() -> None:
     app()
 
