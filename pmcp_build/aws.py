@@ -8,6 +8,7 @@ target's own region / profile / endpoint_url on top. Errors that a user can fix
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from .manifest import LambdaTarget, S3Target
 from .plan import LambdaState, S3State
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-BASIC_EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -45,7 +45,10 @@ class Clients:
 
 def clients(target: LambdaTarget | S3Target) -> Clients:
     try:
-        session = boto3.Session(profile_name=target.profile, region_name=target.region)
+        # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
+        # set, so honour it too.
+        region = target.region or os.environ.get("AWS_REGION") or None
+        session = boto3.Session(profile_name=target.profile, region_name=region)
     except botocore.exceptions.ProfileNotFound as exc:
         raise UserError(f"AWS profile {target.profile!r} not found; check ~/.aws/config") from exc
     if session.region_name is None:
@@ -173,8 +176,26 @@ def ensure_role(iam: Any, function: str) -> str:
         if _code(exc) != "EntityAlreadyExists":
             raise
         arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
-    iam.attach_role_policy(RoleName=name, PolicyArn=BASIC_EXECUTION_POLICY)
+    # Inline and scoped to this function's log group: narrower than the managed
+    # AWSLambdaBasicExecutionRole, which may write to every log group in the account.
+    iam.put_role_policy(RoleName=name, PolicyName=LOGS_POLICY_NAME,
+                        PolicyDocument=json.dumps(logs_policy(function)))
     return arn
+
+
+LOGS_POLICY_NAME = "pmcp-logs"
+
+
+def logs_policy(function: str) -> dict[str, Any]:
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "logs:CreateLogGroup", "Resource": group},
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": f"{group}:*"},
+        ],
+    }
 
 
 def wait(lam: Any, waiter: str, function: str) -> None:

@@ -302,7 +302,7 @@ def destroy(loaded: LoadedManifest, name: str, actions: list[Action]) -> None:
                 c.lam.delete_function(FunctionName=target.function)
             elif action.op == "iam.delete_role":
                 role = aws.auto_role_name(target.function)
-                c.iam.detach_role_policy(RoleName=role, PolicyArn=aws.BASIC_EXECUTION_POLICY)
+                c.iam.delete_role_policy(RoleName=role, PolicyName=aws.LOGS_POLICY_NAME)
                 c.iam.delete_role(RoleName=role)
     except Exception as exc:
         raise aws.user_error(exc, f"destroying target {name!r}") from exc

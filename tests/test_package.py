@@ -48,7 +48,7 @@ def _subprocess_build(project: Path, umask: int, tz: str, cache: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"],
         capture_output=True, text=True, env=env, check=False,
-        preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509
+        preexec_fn=lambda: os.umask(umask),
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["package"]["sha256"]

@@ -1,0 +1,310 @@
+"""plan / apply / destroy end to end through the CLI against a moto server on
+127.0.0.1 (over HTTP, via AWS_ENDPOINT_URL); the server's own request recorder
+counts what reached it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+import httpx
+import pytest
+from botocore.stub import Stubber
+from moto.server import ThreadedMotoServer
+
+from pmcp_build import aws
+from pmcp_build.errors import UserError
+
+from .helpers import python_project
+
+BUCKET = "acme-artifacts"
+SECRET = "s3cr3t-t0ken-value"
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(tmp_path_factory.mktemp("rec") / "moto.log")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    httpx.post(f"{moto_url}/moto-api/reset")
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
+                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "MY_TOKEN": SECRET}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return moto_url
+
+
+class Recorder:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def start(self) -> None:
+        httpx.post(f"{self.url}/moto-api/recorder/reset-recording")
+        httpx.post(f"{self.url}/moto-api/recorder/start-recording")
+
+    def requests(self) -> list[tuple[str, str]]:
+        httpx.post(f"{self.url}/moto-api/recorder/stop-recording")
+        text = httpx.get(f"{self.url}/moto-api/recorder/download-recording").text
+        out = []
+        for line in text.splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                out.append((entry["method"], entry["url"].split("?")[0]))
+        return out
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
+
+
+LAMBDA = (f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
+          'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
+          'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n')
+
+
+@pytest.fixture
+def project(tmp_path: Path, aws_env: str) -> Path:
+    root = python_project(tmp_path / "p")
+    (root / "data.txt").write_text("v1")
+    toml = root / "metorial.toml"
+    toml.write_text(toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]") +
+                    f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
+                    'key = "builds/lambda.zip"\n')
+    return root
+
+
+def _fn() -> dict:
+    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
+
+
+def test_create_then_noop_with_zero_writes(cli, project: Path, aws_env: str) -> None:
+    created = cli("-C", str(project), "apply", "--auto-approve")
+    assert created.exit_code == 0, created.output
+    assert "Apply complete" in created.stdout
+    fn = _fn()
+    assert fn["MemorySize"] == 256 and fn["Environment"]["Variables"]["TOKEN"] == SECRET
+    assert fn["Handler"] == "index.handler"
+    assert boto3.client("lambda").get_function_url_config(FunctionName="tiny-prod")["AuthType"] \
+        == "NONE"
+    head = boto3.client("s3").head_object(Bucket=BUCKET, Key="builds/lambda.zip")
+    assert len(head["Metadata"]["sha256"]) == 64
+
+    recorder = Recorder(aws_env)
+    recorder.start()
+    again = cli("-C", str(project), "apply", "--auto-approve")
+    assert again.exit_code == 0, again.output
+    assert "No changes" in again.stdout
+    requests = recorder.requests()
+    assert [r for r in requests if r[0] not in ("GET", "HEAD")] == []
+    lambda_reads = [r for r in requests if "/functions/tiny-prod" in r[1]]
+    s3_reads = [r for r in requests if f"/{BUCKET}/builds/tiny/" in r[1]]
+    assert len(lambda_reads) + len(s3_reads) <= 3  # a no-op lambda plan: three reads at most
+
+
+def test_detailed_exitcode(cli, project: Path) -> None:
+    assert cli("-C", str(project), "plan", "--detailed-exitcode").exit_code == 2
+    assert cli("-C", str(project), "apply", "--auto-approve").exit_code == 0
+    result = cli("-C", str(project), "plan", "--detailed-exitcode")
+    assert result.exit_code == 0, result.output
+
+
+def test_changed_asset_changes_code_only(cli, project: Path, aws_env: str) -> None:
+    assert cli("-C", str(project), "apply", "--auto-approve").exit_code == 0
+    before = _fn()
+    (project / "data.txt").write_text("v2")
+    plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
+    ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
+    assert ops == ["s3.put_object", "lambda.update_function_code"]
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    after = _fn()
+    assert after["CodeSha256"] != before["CodeSha256"]
+    assert {k: after[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")} == \
+        {k: before[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")}
+
+
+def test_config_only_change_makes_no_upload(cli, project: Path, aws_env: str) -> None:
+    assert cli("-C", str(project), "apply", "--auto-approve").exit_code == 0
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace("memory = 256", "memory = 1024"))
+    recorder = Recorder(aws_env)
+    recorder.start()
+    result = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert result.exit_code == 0, result.output
+    writes = recorder.writes()
+    assert not any(BUCKET in url for _, url in writes)  # nothing uploaded
+    assert any(url.endswith("/configuration") for _, url in writes)
+    assert not any(url.endswith("/code") for _, url in writes)
+    assert _fn()["MemorySize"] == 1024
+
+
+def test_stale_saved_plan_is_refused(cli, project: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    assert cli("-C", str(project), "plan", "--out", str(saved), "-t", "prod").exit_code == 0
+    # Someone else deploys in between.
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    refused = cli("apply", str(saved))
+    assert refused.exit_code == 1
+    assert "changed since the plan" in refused.stderr
+    # And a package that no longer hashes the same:
+    assert cli("-C", str(project), "plan", "--out", str(saved), "-t", "prod").exit_code == 0
+    (project / "data.txt").write_text("changed")
+    refused = cli("apply", str(saved))
+    assert refused.exit_code == 1 and "run plan again" in refused.stderr
+
+
+def test_fresh_saved_plan_applies(cli, project: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    assert cli("-C", str(project), "plan", "--out", str(saved), "-t", "prod").exit_code == 0
+    result = cli("apply", str(saved))
+    assert result.exit_code == 0, result.output
+    assert _fn()["MemorySize"] == 256
+
+
+def test_secrets_absent_from_plan_text_json_and_file(cli, project: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    text = cli("-C", str(project), "plan", "--out", str(saved))
+    as_json = cli("-C", str(project), "plan", "--json")
+    assert text.exit_code == 0 and as_json.exit_code == 0
+    for blob in (text.output, as_json.output, saved.read_text()):
+        assert SECRET not in blob
+    assert "(sensitive)" in text.stdout
+    # After apply, a changed secret shows as a change but never its values.
+    assert cli("-C", str(project), "apply", "--auto-approve").exit_code == 0
+    os.environ["MY_TOKEN"] = "another-secret-value"
+    changed = cli("-C", str(project), "plan", "-t", "prod")
+    assert "update_function_configuration" in changed.stdout
+    assert "another-secret-value" not in changed.output and SECRET not in changed.output
+
+
+def test_interrupted_apply_converges(cli, project: Path, monkeypatch: pytest.MonkeyPatch,
+                                     aws_env: str) -> None:
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    (project / "data.txt").write_text("v3")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise UserError("simulated crash between upload and code update")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(aws, "update_code", killed)
+        failed = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert failed.exit_code == 1
+    assert "simulated crash" in failed.stderr
+    plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
+    ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
+    assert ops == ["lambda.update_function_code"]  # the upload already happened
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0
+
+
+def test_apply_without_approval_refuses_and_changes_nothing(cli, project: Path) -> None:
+    result = cli("-C", str(project), "apply", "-t", "prod")
+    assert result.exit_code == 1 and "--auto-approve" in result.stderr
+    with pytest.raises(botocore.exceptions.ClientError):
+        _fn()
+
+
+def test_offline_plan_needs_no_aws(cli, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    result = cli("-C", str(project), "plan", "--no-refresh")
+    assert result.exit_code == 0, result.output
+    assert "remote state not read" in result.stdout
+
+
+def test_missing_secret_is_a_user_error(cli, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_TOKEN")
+    result = cli("-C", str(project), "plan")
+    assert result.exit_code == 1
+    assert "targets.prod.environment.TOKEN: ${env:MY_TOKEN} is not set" in result.stderr
+
+
+def test_missing_bucket_is_one_line(cli, project: Path) -> None:
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace(f'bucket = "{BUCKET}"', 'bucket = "no-such-bkt"', 1))
+    planned = cli("-C", str(project), "plan", "-t", "prod")
+    assert planned.exit_code == 0, planned.output  # a missing bucket reads as "to create"
+    result = cli("-C", str(project), "apply", "-t", "prod", "--auto-approve")
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "bucket does not exist" in result.stderr
+
+
+def test_destroy_removes_function_url_and_role_not_bucket(cli, project: Path) -> None:
+    assert cli("-C", str(project), "apply", "--auto-approve").exit_code == 0
+    result = cli("-C", str(project), "destroy", "-t", "prod", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    with pytest.raises(botocore.exceptions.ClientError):
+        _fn()
+    with pytest.raises(botocore.exceptions.ClientError):
+        boto3.client("iam").get_role(RoleName=aws.auto_role_name("tiny-prod"))
+    assert boto3.client("s3").head_bucket(Bucket=BUCKET)
+    again = cli("-C", str(project), "destroy", "-t", "prod", "--auto-approve")
+    assert "nothing to destroy" in again.stdout
+
+
+def test_local_target_round_trip(cli, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    assert cli("-C", str(project), "apply", "-t", "dev", "--auto-approve").exit_code == 0
+    state = json.loads((project / ".pmcp/deployments/dev/state.json").read_text())
+    assert (project / ".pmcp/deployments/dev/package.zip").exists()
+    second = cli("-C", str(project), "apply", "-t", "dev", "--auto-approve")
+    assert "No changes" in second.stdout
+    assert json.loads((project / ".pmcp/deployments/dev/state.json").read_text()) == state
+    assert cli("-C", str(project), "destroy", "-t", "dev", "--auto-approve").exit_code == 0
+    assert not (project / ".pmcp/deployments/dev").exists()
+
+
+# -- behaviours moto does not emulate: botocore Stubber ------------------------------------
+
+
+def _stubbed_lambda() -> tuple[object, Stubber]:
+    client = boto3.client("lambda", region_name="eu-west-1", aws_access_key_id="x",
+                          aws_secret_access_key="x", endpoint_url="http://127.0.0.1:9")
+    return client, Stubber(client)
+
+
+def test_revision_conflict_is_reported_not_overwritten() -> None:
+    """moto ignores RevisionId; the Stubber plays Lambda's PreconditionFailedException."""
+    client, stub = _stubbed_lambda()
+    stub.add_client_error("update_function_code", "PreconditionFailedException",
+                          expected_params={"FunctionName": "f", "S3Bucket": "bkt", "S3Key": "k",
+                                           "Architectures": ["arm64"], "RevisionId": "r1"})
+    with stub, pytest.raises(UserError, match="changed by someone else"):
+        aws.update_code(client, "f", "bkt", "k", "arm64", "r1")
+
+
+def test_update_in_progress_is_waited_for() -> None:
+    """moto never reports LastUpdateStatus InProgress; the Stubber does, then Successful."""
+    client, stub = _stubbed_lambda()
+    busy = {"Configuration": {"FunctionName": "f", "State": "Active",
+                              "LastUpdateStatus": "InProgress"}}
+    done = {"Configuration": {"FunctionName": "f", "State": "Active",
+                              "LastUpdateStatus": "Successful"}}
+    stub.add_response("get_function", busy, {"FunctionName": "f"})
+    stub.add_response("get_function", done, {"FunctionName": "f"})
+    with stub:
+        aws.wait(client, "function_updated_v2", "f")
+        stub.assert_no_pending_responses()
+
+
+def test_resource_conflict_says_to_rerun() -> None:
+    """moto does not raise ResourceConflictException for overlapping updates."""
+    client, stub = _stubbed_lambda()
+    stub.add_client_error("update_function_configuration", "ResourceConflictException")
+    with stub, pytest.raises(UserError, match="busy with another update"):
+        aws.update_configuration(client, {"FunctionName": "f", "MemorySize": 256}, None)
