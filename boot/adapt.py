@@ -54,8 +54,11 @@ def resources(value: Any) -> types.ListResourcesResult:
 
 
 def resource_templates(value: Any) -> types.ListResourceTemplatesResult:
-    items = _items(value, "resourceTemplates") if not hasattr(value, "resource_templates") \
+    items = (
+        _items(value, "resourceTemplates")
+        if not hasattr(value, "resource_templates")
         else [_dump(v) for v in value.resource_templates]
+    )
     return types.ListResourceTemplatesResult(
         resource_templates=[types.ResourceTemplate.model_validate(r) for r in items]
     )
@@ -68,13 +71,22 @@ def prompts(value: Any) -> types.ListPromptsResult:
 
 
 def _text(value: Any) -> types.TextContent:
-    return types.TextContent(type="text", text=value if isinstance(value, str) else
-                             json.dumps(value, default=str, ensure_ascii=False))
+    return types.TextContent(
+        type="text",
+        text=value
+        if isinstance(value, str)
+        else json.dumps(value, default=str, ensure_ascii=False),
+    )
 
 
 def _is_content(value: Any) -> bool:
     return isinstance(value, dict) and value.get("type") in (
-        "text", "image", "audio", "resource", "resource_link")
+        "text",
+        "image",
+        "audio",
+        "resource",
+        "resource_link",
+    )
 
 
 def tool_result(value: Any) -> types.CallToolResult:
@@ -92,8 +104,11 @@ def tool_result(value: Any) -> types.CallToolResult:
     if value is None:
         return types.CallToolResult(content=[])
     if hasattr(value, "model_dump"):
-        return types.CallToolResult(content=[types.TextContent.model_validate(_dump(value))]
-                                    if _is_content(_dump(value)) else [_text(_dump(value))])
+        return types.CallToolResult(
+            content=[types.TextContent.model_validate(_dump(value))]
+            if _is_content(_dump(value))
+            else [_text(_dump(value))]
+        )
     return types.CallToolResult(content=[_text(value)])
 
 
@@ -111,18 +126,24 @@ def read_result(uri: str, value: Any) -> types.ReadResourceResult:
     for item in items:
         item = _dump(item)
         if isinstance(item, bytes):
-            contents.append(types.BlobResourceContents(
-                uri=uri, blob=base64.b64encode(item).decode(),
-                mime_type="application/octet-stream"))
+            contents.append(
+                types.BlobResourceContents(
+                    uri=uri,
+                    blob=base64.b64encode(item).decode(),
+                    mime_type="application/octet-stream",
+                )
+            )
         elif isinstance(item, str):
             contents.append(types.TextResourceContents(uri=uri, text=item, mime_type="text/plain"))
         elif isinstance(item, dict) and ("text" in item or "blob" in item):
             contents.append({"uri": uri, **item})
         else:
-            contents.append(types.TextResourceContents(
-                uri=uri, text=json.dumps(item, default=str), mime_type="application/json"))
-    return types.ReadResourceResult.model_validate(
-        {"contents": [_dump(c) for c in contents]})
+            contents.append(
+                types.TextResourceContents(
+                    uri=uri, text=json.dumps(item, default=str), mime_type="application/json"
+                )
+            )
+    return types.ReadResourceResult.model_validate({"contents": [_dump(c) for c in contents]})
 
 
 def prompt_result(value: Any) -> types.GetPromptResult:
@@ -132,5 +153,4 @@ def prompt_result(value: Any) -> types.GetPromptResult:
         return types.GetPromptResult.model_validate(value)
     if isinstance(value, list):
         return types.GetPromptResult.model_validate({"messages": [_dump(v) for v in value]})
-    return types.GetPromptResult(messages=[
-        types.PromptMessage(role="user", content=_text(value))])
+    return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=_text(value))])

@@ -44,7 +44,8 @@ class Runtime:
             sys.path.insert(0, self.root)
         module_name = self.entrypoint[:-3].replace("/", ".")
         spec = importlib.util.spec_from_file_location(
-            module_name, os.path.join(self.root, self.entrypoint))
+            module_name, os.path.join(self.root, self.entrypoint)
+        )
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {self.entrypoint}")
         module = importlib.util.module_from_spec(spec)
@@ -53,7 +54,8 @@ class Runtime:
         if registry.server is None:
             raise RuntimeError(
                 f"{self.entrypoint} did not call metorial.create_server(); "
-                "a server module must create one")
+                "a server module must create one"
+            )
 
     @property
     def author(self) -> MetorialServer:
@@ -89,21 +91,27 @@ class Runtime:
             if action in ("mcp.request", "mcp.batch"):
                 return self.mcp_messages(event)
             if action == "oauth":
-                result = self.engine.run(oauth.handle(
-                    str(event.get("oauthAction", "")), event.get("oauthInput"), adapt.call))
+                result = self.engine.run(
+                    oauth.handle(
+                        str(event.get("oauthAction", "")), event.get("oauthInput"), adapt.call
+                    )
+                )
                 return {"success": True, "oauth": result}
             if action == "callbacks":
-                result = self.engine.run(callbacks.handle(
-                    str(event.get("callbackAction", "")), event.get("callbackInput"),
-                    adapt.call))
+                result = self.engine.run(
+                    callbacks.handle(
+                        str(event.get("callbackAction", "")), event.get("callbackInput"), adapt.call
+                    )
+                )
                 return {"success": True, "callbacks": result}
         except ActionError as exc:
             return _failure(exc.code, exc.message)
         except Exception as exc:  # a handler failure is data, never a crash
             return _failure("handler_error", f"{type(exc).__name__}: {exc}")
-        return _failure("unknown_action",
-                        f"unknown action {action!r}; one of discover, mcp.request, mcp.batch, "
-                        "oauth, callbacks")
+        return _failure(
+            "unknown_action",
+            f"unknown action {action!r}; one of discover, mcp.request, mcp.batch, oauth, callbacks",
+        )
 
     # -- platform protocol ----------------------------------------------------------
 
@@ -115,8 +123,10 @@ class Runtime:
             if kind not in h:
                 return []
             result = convert(self.engine.run(adapt.call(h[kind])))
-            return [item.model_dump(by_alias=True, exclude_none=True, mode="json")
-                    for item in getattr(result, key)]
+            return [
+                item.model_dump(by_alias=True, exclude_none=True, mode="json")
+                for item in getattr(result, key)
+            ]
 
         capabilities: dict[str, Any] = {}
         if "list_tools" in h or "call_tool" in h:
@@ -127,8 +137,9 @@ class Runtime:
             capabilities["prompts"] = {}
         return {
             "tools": listed("list_tools", adapt.tools, "tools"),
-            "resourceTemplates": listed("list_resource_templates", adapt.resource_templates,
-                                        "resource_templates"),
+            "resourceTemplates": listed(
+                "list_resource_templates", adapt.resource_templates, "resource_templates"
+            ),
             "resources": listed("list_resources", adapt.resources, "resources"),
             "prompts": listed("list_prompts", adapt.prompts, "prompts"),
             "capabilities": capabilities,
@@ -146,8 +157,11 @@ class Runtime:
             messages = [messages]
         responses: list[str] = []
         out, errs = io.StringIO(), io.StringIO()
-        with config.request_args(event.get("args")), \
-                contextlib.redirect_stdout(out), contextlib.redirect_stderr(errs):
+        with (
+            config.request_args(event.get("args")),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(errs),
+        ):
             for raw in messages:
                 body = raw if isinstance(raw, str) else json.dumps(raw)
                 body, routing = _with_envelope(body, version, participant)
@@ -186,9 +200,17 @@ class Runtime:
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
         if self.load_error is not None:
-            return _http_reply(500, {"content-type": "application/json"}, json.dumps({
-                "jsonrpc": "2.0", "id": None,
-                "error": {"code": -32603, "message": "server failed to load"}}).encode())
+            return _http_reply(
+                500,
+                {"content-type": "application/json"},
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {"code": -32603, "message": "server failed to load"},
+                    }
+                ).encode(),
+            )
         response = self.engine.http(method, path, headers, raw, query)
         return _http_reply(response.status, response.headers, response.body)
 
@@ -199,13 +221,13 @@ def _http_reply(status: int, headers: dict[str, str], body: bytes) -> dict[str, 
         text, encoded = body.decode("utf-8"), False
     except UnicodeDecodeError:
         text, encoded = base64.b64encode(body).decode(), True
-    return {"statusCode": status, "headers": headers, "body": text,
-            "isBase64Encoded": encoded}
+    return {"statusCode": status, "headers": headers, "body": text, "isBase64Encoded": encoded}
 
 
 def _is_http(event: dict[str, Any]) -> bool:
     return "httpMethod" in event or (
-        isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"])
+        isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"]
+    )
 
 
 def _json_field(raw: Any) -> Any:
@@ -223,8 +245,9 @@ def _latest_handshake() -> str:
     return LATEST_HANDSHAKE_VERSION
 
 
-def _with_envelope(body: str, version: str,
-                   participant: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _with_envelope(
+    body: str, version: str, participant: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
     """Per-request protocol versions carry the client's context in params._meta and
     route on Mcp-Method / Mcp-Name headers; the platform gives the context once in
     participantJson, so stamp it onto each request as a client would."""

@@ -21,8 +21,10 @@ async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
     if action == "get":
         return status()
     if handlers is None:
-        raise ActionError("callbacks_not_configured",
-                          "this server has no callback handler (metorial.set_callback_handler)")
+        raise ActionError(
+            "callbacks_not_configured",
+            "this server has no callback handler (metorial.set_callback_handler)",
+        )
     data = data or {}
     if action == "handle":
         results = []
@@ -30,13 +32,19 @@ async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
         for event in data.get("events", []):
             event_id = event.get("eventId")
             try:
-                result = await call(handlers.handle, {
-                    "callbackId": callback_id, "eventId": event_id,
-                    "payload": event.get("payload")})
+                result = await call(
+                    handlers.handle,
+                    {
+                        "callbackId": callback_id,
+                        "eventId": event_id,
+                        "payload": event.get("payload"),
+                    },
+                )
                 results.append({"success": True, "eventId": event_id, "result": result})
             except Exception as exc:  # one bad event must not sink the batch
-                results.append({"success": False, "eventId": event_id,
-                                "error": f"{type(exc).__name__}: {exc}"})
+                results.append(
+                    {"success": False, "eventId": event_id, "error": f"{type(exc).__name__}: {exc}"}
+                )
         return {"results": results}
     if action == "install":
         if handlers.install is None:
@@ -49,5 +57,7 @@ async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
         if isinstance(result, dict) and "events" in result:
             return {"events": result["events"], "newState": result.get("newState")}
         return {"events": list(result or []), "newState": data.get("state")}
-    raise ActionError("unknown_callback_action",
-                      f"unknown callbackAction {action!r}; one of get, handle, install, poll")
+    raise ActionError(
+        "unknown_callback_action",
+        f"unknown callbackAction {action!r}; one of get, handle, install, poll",
+    )

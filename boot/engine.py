@@ -38,11 +38,14 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
     kwargs: dict[str, Any] = {}
 
     if "list_tools" in h:
+
         async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             return adapt.tools(await adapt.call(h["list_tools"]))
+
         kwargs["on_list_tools"] = on_list_tools
 
     if "call_tool" in h:
+
         async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
             try:
                 value = await adapt.call(h["call_tool"], params.name, params.arguments or {})
@@ -51,19 +54,25 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
             except Exception as exc:  # a failing tool is a result the model can read
                 return adapt.tool_error(exc)
             return adapt.tool_result(value)
+
         kwargs["on_call_tool"] = on_call_tool
 
     if "list_resources" in h:
+
         async def on_list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
             return adapt.resources(await adapt.call(h["list_resources"]))
+
         kwargs["on_list_resources"] = on_list_resources
 
     if "list_resource_templates" in h:
+
         async def on_list_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
             return adapt.resource_templates(await adapt.call(h["list_resource_templates"]))
+
         kwargs["on_list_resource_templates"] = on_list_templates
 
     if "read_resource" in h:
+
         async def on_read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
             uri = str(params.uri)
             try:
@@ -73,14 +82,18 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
             except Exception as exc:
                 raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
             return adapt.read_result(uri, value)
+
         kwargs["on_read_resource"] = on_read_resource
 
     if "list_prompts" in h:
+
         async def on_list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
             return adapt.prompts(await adapt.call(h["list_prompts"]))
+
         kwargs["on_list_prompts"] = on_list_prompts
 
     if "get_prompt" in h:
+
         async def on_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
             try:
                 value = await adapt.call(h["get_prompt"], params.name, params.arguments or {})
@@ -89,10 +102,10 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
             except Exception as exc:
                 raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
             return adapt.prompt_result(value)
+
         kwargs["on_get_prompt"] = on_get_prompt
 
-    return Server(author.name, version=author.version, instructions=author.instructions,
-                  **kwargs)
+    return Server(author.name, version=author.version, instructions=author.instructions, **kwargs)
 
 
 class Engine:
@@ -116,8 +129,10 @@ class Engine:
                 ready.set()
 
         self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(keep_running(),),
-            name="metorial-mcp", daemon=True,
+            target=self.loop.run_until_complete,
+            args=(keep_running(),),
+            name="metorial-mcp",
+            daemon=True,
         )
         self.thread.start()
         ready.wait()
@@ -127,34 +142,61 @@ class Engine:
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def http(self, method: str, path: str, headers: dict[str, str], body: bytes,
-             query: str = "") -> HttpResponse:
+    def http(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, query: str = ""
+    ) -> HttpResponse:
         method = method.upper()
         if method in ("GET", "DELETE"):
             # Stateless JSON mode: no standalone SSE stream, no sessions to delete.
-            return HttpResponse(405, {"allow": "POST", "content-type": "application/json"},
-                                json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-                                    "code": -32000, "message": "Method Not Allowed"}}).encode())
+            return HttpResponse(
+                405,
+                {"allow": "POST", "content-type": "application/json"},
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {"code": -32000, "message": "Method Not Allowed"},
+                    }
+                ).encode(),
+            )
         if method == "OPTIONS":
             return HttpResponse(204, {"allow": "POST, OPTIONS"})
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if method == "POST" and content_type != "application/json":
-            return HttpResponse(415, {"content-type": "application/json"}, json.dumps({
-                "jsonrpc": "2.0", "id": None, "error": {
-                    "code": -32600,
-                    "message": "Unsupported Media Type: Content-Type must be application/json"},
-            }).encode())
+            return HttpResponse(
+                415,
+                {"content-type": "application/json"},
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {
+                            "code": -32600,
+                            "message": "Unsupported Media Type: Content-Type must be application/json",
+                        },
+                    }
+                ).encode(),
+            )
         return self.run(self._asgi(method, path, headers, body, query))
 
-    async def _asgi(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                    query: str) -> HttpResponse:
-        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                       for k, v in headers.items()]
+    async def _asgi(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, query: str
+    ) -> HttpResponse:
+        raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "https", "path": path or "/",
-            "raw_path": (path or "/").encode(), "query_string": query.encode(),
-            "root_path": "", "headers": raw_headers, "client": ("127.0.0.1", 0),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "https",
+            "path": path or "/",
+            "raw_path": (path or "/").encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": raw_headers,
+            "client": ("127.0.0.1", 0),
             "server": ("lambda", 443),
         }
         delivered = False
@@ -174,8 +216,9 @@ class Engine:
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 response.status = int(message["status"])
-                response.headers = {k.decode("latin-1"): v.decode("latin-1")
-                                    for k, v in message.get("headers", [])}
+                response.headers = {
+                    k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])
+                }
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 

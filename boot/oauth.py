@@ -16,8 +16,7 @@ class ActionError(Exception):
 
 def status() -> dict[str, Any]:
     handlers = registry.oauth
-    return {"enabled": handlers is not None,
-            "hasForm": bool(handlers and handlers.get_auth_form)}
+    return {"enabled": handlers is not None, "hasForm": bool(handlers and handlers.get_auth_form)}
 
 
 async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
@@ -25,8 +24,9 @@ async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
     if action == "get":
         return status()
     if handlers is None:
-        raise ActionError("oauth_not_configured",
-                          "this server has no OAuth handler (metorial.set_oauth_handler)")
+        raise ActionError(
+            "oauth_not_configured", "this server has no OAuth handler (metorial.set_oauth_handler)"
+        )
     if action == "authorization-url":
         result = await call(handlers.get_authorization_url, data)
         if isinstance(result, str):
@@ -42,6 +42,8 @@ async def handle(action: str, data: Any, call: Any) -> dict[str, Any]:
         if handlers.refresh_access_token is None:
             raise ActionError("oauth_no_refresh", "this server cannot refresh access tokens")
         return {"authData": await call(handlers.refresh_access_token, data)}
-    raise ActionError("unknown_oauth_action",
-                      f"unknown oauthAction {action!r}; one of get, authorization-url, "
-                      "authorization-form, callback, refresh")
+    raise ActionError(
+        "unknown_oauth_action",
+        f"unknown oauthAction {action!r}; one of get, authorization-url, "
+        "authorization-form, callback, refresh",
+    )

@@ -27,8 +27,13 @@ from .plan import LambdaState, S3State
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 TRUST_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
 
 
@@ -57,8 +62,11 @@ def clients(target: LambdaTarget | S3Target) -> Clients:
     kwargs: dict[str, Any] = {"config": config}
     if target.endpoint_url:
         kwargs["endpoint_url"] = target.endpoint_url
-    return Clients(session.client("s3", **kwargs), session.client("lambda", **kwargs),
-                   session.client("iam", **kwargs))
+    return Clients(
+        session.client("s3", **kwargs),
+        session.client("lambda", **kwargs),
+        session.client("iam", **kwargs),
+    )
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -67,19 +75,25 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 def user_error(exc: Exception, doing: str) -> UserError:
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return UserError(f"{doing}: no AWS credentials found; set AWS_PROFILE or "
-                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        return UserError(
+            f"{doing}: no AWS credentials found; set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        )
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return UserError(f"{doing}: cannot reach {exc.kwargs.get('endpoint_url')}")
     if isinstance(exc, botocore.exceptions.ClientError):
         code = _code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
         if code in ("AccessDenied", "AccessDeniedException", "403", "UnauthorizedOperation"):
-            return UserError(f"{doing}: access denied ({message or code}); the credentials "
-                             "need permission for this call")
+            return UserError(
+                f"{doing}: access denied ({message or code}); the credentials "
+                "need permission for this call"
+            )
         if code == "NoSuchBucket":
-            return UserError(f"{doing}: the bucket does not exist; create it first "
-                             "(pmcp-build never creates or deletes buckets)")
+            return UserError(
+                f"{doing}: the bucket does not exist; create it first "
+                "(pmcp-build never creates or deletes buckets)"
+            )
         return UserError(f"{doing}: {code}: {message}")
     return UserError(f"{doing}: {exc}")
 
@@ -97,7 +111,8 @@ def read_lambda_state(c: Clients, target: LambdaTarget, key: str) -> LambdaState
         role_arn = None
         if target.role == "auto":
             if function is not None and function.get("Role", "").endswith(
-                    "/" + auto_role_name(target.function)):
+                "/" + auto_role_name(target.function)
+            ):
                 role_arn = function["Role"]  # no extra IAM read when the function says it
             else:
                 role_arn = _get_role(c.iam, auto_role_name(target.function))
@@ -157,29 +172,47 @@ def _get_role(iam: Any, name: str) -> str | None:
 # -- writes -----------------------------------------------------------------------------
 
 
-def upload(s3: Any, path: Path, bucket: str, key: str, sha256: str,
-           progress: Callable[[int], None] | None = None) -> None:
-    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
-                            multipart_chunksize=MULTIPART_THRESHOLD)
-    s3.upload_file(str(path), bucket, key, Config=config, Callback=progress,
-                   ExtraArgs={"Metadata": {"sha256": sha256}, "ContentType": "application/zip"})
+def upload(
+    s3: Any,
+    path: Path,
+    bucket: str,
+    key: str,
+    sha256: str,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    config = TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+    )
+    s3.upload_file(
+        str(path),
+        bucket,
+        key,
+        Config=config,
+        Callback=progress,
+        ExtraArgs={"Metadata": {"sha256": sha256}, "ContentType": "application/zip"},
+    )
 
 
 def ensure_role(iam: Any, function: str) -> str:
     name = auto_role_name(function)
     try:
-        arn = str(iam.create_role(
-            RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
-            Description=f"Execution role for {function}, created by pmcp-build",
-            Tags=[{"Key": "managed-by", "Value": "pmcp-build"}])["Role"]["Arn"])
+        arn = str(
+            iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+                Description=f"Execution role for {function}, created by pmcp-build",
+                Tags=[{"Key": "managed-by", "Value": "pmcp-build"}],
+            )["Role"]["Arn"]
+        )
     except botocore.exceptions.ClientError as exc:
         if _code(exc) != "EntityAlreadyExists":
             raise
         arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
     # Inline and scoped to this function's log group: narrower than the managed
     # AWSLambdaBasicExecutionRole, which may write to every log group in the account.
-    iam.put_role_policy(RoleName=name, PolicyName=LOGS_POLICY_NAME,
-                        PolicyDocument=json.dumps(logs_policy(function)))
+    iam.put_role_policy(
+        RoleName=name, PolicyName=LOGS_POLICY_NAME, PolicyDocument=json.dumps(logs_policy(function))
+    )
     return arn
 
 
@@ -192,15 +225,19 @@ def logs_policy(function: str) -> dict[str, Any]:
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "logs:CreateLogGroup", "Resource": group},
-            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": f"{group}:*"},
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{group}:*",
+            },
         ],
     }
 
 
 def wait(lam: Any, waiter: str, function: str) -> None:
-    lam.get_waiter(waiter).wait(FunctionName=function,
-                                WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    lam.get_waiter(waiter).wait(
+        FunctionName=function, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+    )
 
 
 def create_function(lam: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -213,14 +250,19 @@ def create_function(lam: Any, params: dict[str, Any]) -> dict[str, Any]:
             assumable = "cannot be assumed" in str(exc)
             if _code(exc) != "InvalidParameterValueException" or not assumable or attempt == 11:
                 raise
-            time.sleep(min(2 ** attempt, 10) / 4)
+            time.sleep(min(2**attempt, 10) / 4)
     raise AssertionError("unreachable")
 
 
-def update_code(lam: Any, function: str, bucket: str, key: str, architecture: str,
-                revision_id: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"FunctionName": function, "S3Bucket": bucket, "S3Key": key,
-                              "Architectures": [architecture]}
+def update_code(
+    lam: Any, function: str, bucket: str, key: str, architecture: str, revision_id: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "FunctionName": function,
+        "S3Bucket": bucket,
+        "S3Key": key,
+        "Architectures": [architecture],
+    }
     if revision_id:
         params["RevisionId"] = revision_id
     try:
@@ -229,8 +271,9 @@ def update_code(lam: Any, function: str, bucket: str, key: str, architecture: st
         raise _conflict(exc, function) from exc
 
 
-def update_configuration(lam: Any, params: dict[str, Any],
-                         revision_id: str | None) -> dict[str, Any]:
+def update_configuration(
+    lam: Any, params: dict[str, Any], revision_id: str | None
+) -> dict[str, Any]:
     if revision_id:
         params = {**params, "RevisionId": revision_id}
     try:
@@ -242,21 +285,29 @@ def update_configuration(lam: Any, params: dict[str, Any],
 def _conflict(exc: botocore.exceptions.ClientError, function: str) -> Exception:
     code = _code(exc)
     if code == "PreconditionFailedException":
-        return UserError(f"lambda {function} was changed by someone else since it was read "
-                         "(RevisionId mismatch); run plan again")
+        return UserError(
+            f"lambda {function} was changed by someone else since it was read "
+            "(RevisionId mismatch); run plan again"
+        )
     if code == "ResourceConflictException":
-        return UserError(f"lambda {function} is busy with another update; wait and run "
-                         "apply again (it converges)")
-    return exc
+        return UserError(
+            f"lambda {function} is busy with another update; wait and run "
+            "apply again (it converges)"
+        )
+    return exc  # type: ignore[no-any-return]
 
 
 def create_url(lam: Any, function: str, auth: str) -> str:
     url = str(lam.create_function_url_config(FunctionName=function, AuthType=auth)["FunctionUrl"])
     if auth == "NONE":
         try:
-            lam.add_permission(FunctionName=function, StatementId="pmcp-public-url",
-                               Action="lambda:InvokeFunctionUrl", Principal="*",
-                               FunctionUrlAuthType="NONE")
+            lam.add_permission(
+                FunctionName=function,
+                StatementId="pmcp-public-url",
+                Action="lambda:InvokeFunctionUrl",
+                Principal="*",
+                FunctionUrlAuthType="NONE",
+            )
         except botocore.exceptions.ClientError as exc:
             if _code(exc) != "ResourceConflictException":  # already granted
                 raise

@@ -262,9 +262,11 @@ def serve(
     invoker = open_invoker(package.path, package.layout)
     try:
         server = make_server(invoker, port)
-        host, bound = server.server_address[:2]
-        print(f"serving {package.path.name} at http://{host}:{bound}/mcp (Ctrl-C to stop)",
-              flush=True)
+        bound = server.server_address[1]
+        print(
+            f"serving {package.path.name} at http://127.0.0.1:{bound}/mcp (Ctrl-C to stop)",
+            flush=True,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -329,9 +331,12 @@ def _print_plan(plan: Any, package: Any, secrets: list[Any]) -> None:
     from .render import human
 
     layout = package.layout
-    out.print(f"package {package.path.name}: {layout.runtime} {layout.architecture}, "
-              f"{len(layout.entries)} files, {human(layout.unzipped_size)} unzipped, "
-              f"{human(package.size)} zipped", markup=False)
+    out.print(
+        f"package {package.path.name}: {layout.runtime} {layout.architecture}, "
+        f"{len(layout.entries)} files, {human(layout.unzipped_size)} unzipped, "
+        f"{human(package.size)} zipped",
+        markup=False,
+    )
     for line in render(plan):
         for env in secrets:
             line = env.scrub(line)
@@ -344,11 +349,19 @@ def plan_cmd(
     file: ManifestOption = Path(MANIFEST_NAME),
     target: TargetsOption = None,
     json_out: JsonOption = False,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan to apply later.")] = None,
-    detailed_exitcode: Annotated[bool, typer.Option(
-        "--detailed-exitcode", help="Exit 2 when there are changes, 0 when none.")] = False,
-    refresh: Annotated[bool, typer.Option(
-        "--refresh/--no-refresh", help="Read remote state (--refresh=false: offline).")] = True,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan to apply later.")
+    ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh/--no-refresh", help="Read remote state (--refresh=false: offline)."
+        ),
+    ] = True,
 ) -> None:
     """Show the package and the actions needed to deploy it."""
     from .deploy import make_plan, save_plan
@@ -364,8 +377,10 @@ def plan_cmd(
     else:
         _print_plan(plan, package, [d.env for d in desired.values()])
         if out_file is not None:
-            out.print(f"saved plan to {out_file}; apply it with `pmcp-build apply {out_file}`",
-                      markup=False)
+            out.print(
+                f"saved plan to {out_file}; apply it with `pmcp-build apply {out_file}`",
+                markup=False,
+            )
     if detailed_exitcode and plan.has_changes:
         raise typer.Exit(2)
 
@@ -403,8 +418,10 @@ def apply(
         return
     if not auto_approve and saved is None:
         if not sys.stdin.isatty():
-            raise UserError("apply needs confirmation: run it in a terminal, pass "
-                            "--auto-approve, or apply a saved plan file")
+            raise UserError(
+                "apply needs confirmation: run it in a terminal, pass "
+                "--auto-approve, or apply a saved plan file"
+            )
         if not typer.confirm("Apply these changes?"):
             raise UserError("apply cancelled; nothing was changed")
     lines: list[str] = []
@@ -424,8 +441,10 @@ def apply(
     for line in lines:
         out.print(line, markup=False)
     c = plan.counts()
-    out.print(f"Apply complete: {c['add']} added, {c['change']} changed, "
-              f"{c['destroy']} destroyed.", markup=False)
+    out.print(
+        f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
+        markup=False,
+    )
 
 
 @app.command()
@@ -450,8 +469,9 @@ def destroy(
     out.print(f"Plan: 0 to add, 0 to change, {len(actions)} to destroy.", markup=False)
     if not auto_approve:
         if not sys.stdin.isatty():
-            raise UserError("destroy needs confirmation: run it in a terminal or pass "
-                            "--auto-approve")
+            raise UserError(
+                "destroy needs confirmation: run it in a terminal or pass --auto-approve"
+            )
         if not typer.confirm(f"Destroy target {target}?"):
             raise UserError("destroy cancelled; nothing was changed")
     do_destroy(loaded, target, actions)

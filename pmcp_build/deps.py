@@ -96,7 +96,7 @@ def _uv() -> str:
     except (ImportError, FileNotFoundError):
         found = shutil.which("uv")
         if not found:
-            raise UserError("uv is not installed; `pip install uv` (pmcp-build needs it)")
+            raise UserError("uv is not installed; `pip install uv` (pmcp-build needs it)") from None
         return found
 
 

@@ -67,7 +67,7 @@ def open_invoker(zip_path: Path, layout: Layout, log: Any = None) -> Invoker:
         raise UserError(
             f"the package is built for {layout.architecture}, this machine is "
             f"{host_architecture()}; to run it locally set [runtime].architecture = "
-            f"\"{host_architecture()}\" (or run on a {layout.architecture} machine)"
+            f'"{host_architecture()}" (or run on a {layout.architecture} machine)'
         )
     root = Path(tempfile.mkdtemp(prefix="pmcp-task-"))
     try:
@@ -92,12 +92,21 @@ class PythonInvoker:
         self.root = root
         self.lock = threading.Lock()  # one invocation at a time, as in a Lambda instance
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update({"LAMBDA_TASK_ROOT": str(root), "PYTHONDONTWRITEBYTECODE": "1",
-                    "AWS_LAMBDA_FUNCTION_NAME": "local"})
+        env.update(
+            {
+                "LAMBDA_TASK_ROOT": str(root),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "AWS_LAMBDA_FUNCTION_NAME": "local",
+            }
+        )
         self.proc = subprocess.Popen(
             [python, "-I", "-S", str(WORKER), str(root), module],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=_stream(log),
-            text=True, cwd=root, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=_stream(log),
+            text=True,
+            cwd=root,
+            env=env,
         )
         first = self._read(timeout=60)
         if "init_error" in first:
@@ -107,8 +116,10 @@ class PythonInvoker:
     def _read(self, timeout: float) -> Any:
         assert self.proc.stdout is not None
         result: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: result.put(self.proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: result.put(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
         reader.start()
         try:
             line = result.get(timeout=timeout)
@@ -155,7 +166,9 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -169,13 +182,16 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             self._reply(404)
             return
         request_id, body = self.server.events.get()
-        self._reply(200, body, {
-            "Lambda-Runtime-Aws-Request-Id": request_id,
-            "Lambda-Runtime-Deadline-Ms": str(int((time.time() + 30) * 1000)),
-            "Lambda-Runtime-Invoked-Function-Arn":
-                "arn:aws:lambda:us-east-1:000000000000:function:local",
-            "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
-        })
+        self._reply(
+            200,
+            body,
+            {
+                "Lambda-Runtime-Aws-Request-Id": request_id,
+                "Lambda-Runtime-Deadline-Ms": str(int((time.time() + 30) * 1000)),
+                "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:local",
+                "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
+            },
+        )
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -202,16 +218,19 @@ class BinaryInvoker:
         self.api = _RuntimeApi()
         self.lock = threading.Lock()
         threading.Thread(target=self.api.serve_forever, daemon=True).start()
-        host, port = self.api.server_address[:2]
+        port = self.api.server_address[1]
         env = dict(os.environ)
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"{host}:{port}",
-            "LAMBDA_TASK_ROOT": str(root),
-            "_HANDLER": "bootstrap",
-            "AWS_LAMBDA_FUNCTION_NAME": "local",
-        })
-        self.proc = subprocess.Popen([str(root / "bootstrap")], cwd=root, env=env,
-                                     stdout=_stream(log), stderr=_stream(log))
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
+                "LAMBDA_TASK_ROOT": str(root),
+                "_HANDLER": "bootstrap",
+                "AWS_LAMBDA_FUNCTION_NAME": "local",
+            }
+        )
+        self.proc = subprocess.Popen(
+            [str(root / "bootstrap")], cwd=root, env=env, stdout=_stream(log), stderr=_stream(log)
+        )
 
     def invoke(self, event: Any, timeout: float = 30.0) -> Any:
         with self.lock:
@@ -226,13 +245,18 @@ class BinaryInvoker:
                     break
                 except queue.Empty:
                     if self.api.init_error is not None:
-                        raise UserError(f"bootstrap reported an init error: "
-                                        f"{self.api.init_error.decode(errors='replace')}")
+                        raise UserError(
+                            f"bootstrap reported an init error: "
+                            f"{self.api.init_error.decode(errors='replace')}"
+                        ) from None
                     if self.proc.poll() is not None:
-                        raise UserError(f"bootstrap exited with code {self.proc.returncode} "
-                                        "before answering")
+                        raise UserError(
+                            f"bootstrap exited with code {self.proc.returncode} before answering"
+                        ) from None
                     if time.time() > deadline:
-                        raise UserError(f"bootstrap did not answer within {timeout:.0f} s")
+                        raise UserError(
+                            f"bootstrap did not answer within {timeout:.0f} s"
+                        ) from None
             del self.api.results[request_id]
         try:
             payload = json.loads(body) if body else None

@@ -44,9 +44,13 @@ class LambdaState:
 
     def fingerprint(self) -> dict[str, Any]:
         fn = self.function or {}
-        return {"artifact": self.artifact_exists, "code_sha256": fn.get("CodeSha256"),
-                "revision_id": fn.get("RevisionId"), "url": bool(self.url),
-                "role": self.role_arn}
+        return {
+            "artifact": self.artifact_exists,
+            "code_sha256": fn.get("CodeSha256"),
+            "revision_id": fn.get("RevisionId"),
+            "url": bool(self.url),
+            "role": self.role_arn,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,17 @@ def artifact_key(prefix: str, server: str, sha256: str) -> str:
     return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
-def function_config(runtime: str, handler: str, role: str, memory: int, timeout: int,
-                    env: Environment) -> dict[str, Any]:
-    return {"Runtime": runtime, "Handler": handler, "Role": role, "MemorySize": memory,
-            "Timeout": timeout, "Environment": env.values}
+def function_config(
+    runtime: str, handler: str, role: str, memory: int, timeout: int, env: Environment
+) -> dict[str, Any]:
+    return {
+        "Runtime": runtime,
+        "Handler": handler,
+        "Role": role,
+        "MemorySize": memory,
+        "Timeout": timeout,
+        "Environment": env.values,
+    }
 
 
 def _shown_env(values: dict[str, str] | None, env: Environment) -> dict[str, str]:
@@ -137,26 +148,59 @@ def _shown_env(values: dict[str, str] | None, env: Environment) -> dict[str, str
     return {k: (MASK if k in env.secret_keys else v) for k, v in (values or {}).items()}
 
 
-def diff_lambda(*, function: str, bucket: str, key: str, code_sha256: str, architecture: str,
-                desired: dict[str, Any], env: Environment, url_auth: str | None,
-                auto_role: bool, state: LambdaState) -> list[Action]:
+def diff_lambda(
+    *,
+    function: str,
+    bucket: str,
+    key: str,
+    code_sha256: str,
+    architecture: str,
+    desired: dict[str, Any],
+    env: Environment,
+    url_auth: str | None,
+    auto_role: bool,
+    state: LambdaState,
+) -> list[Action]:
     actions: list[Action] = []
     s3 = f"s3://{bucket}/{key}"
     if state.artifact_exists is not True:
-        actions.append(Action("s3.put_object", "+", s3,
-                              "artifact not in S3" if state.known else "remote state not read"))
+        actions.append(
+            Action(
+                "s3.put_object",
+                "+",
+                s3,
+                "artifact not in S3" if state.known else "remote state not read",
+            )
+        )
     else:
         actions.append(Action("noop", "=", s3, "artifact already uploaded (same sha256)"))
     fn = state.function
     if fn is None:
         if auto_role and state.role_arn is None:
-            actions.append(Action("iam.create_role", "+", f"iam role {desired['Role']}",
-                                  "role = \"auto\" and the role does not exist"))
-        actions.append(Action(
-            "lambda.create_function", "+", f"lambda {function}", "function does not exist",
-            tuple(Change(k, None, env.shown() if k == "Environment" else v)
-                  for k, v in desired.items()) + (Change("Architectures", None, [architecture]),
-                                                  Change("CodeSha256", None, code_sha256))))
+            actions.append(
+                Action(
+                    "iam.create_role",
+                    "+",
+                    f"iam role {desired['Role']}",
+                    'role = "auto" and the role does not exist',
+                )
+            )
+        actions.append(
+            Action(
+                "lambda.create_function",
+                "+",
+                f"lambda {function}",
+                "function does not exist",
+                tuple(
+                    Change(k, None, env.shown() if k == "Environment" else v)
+                    for k, v in desired.items()
+                )
+                + (
+                    Change("Architectures", None, [architecture]),
+                    Change("CodeSha256", None, code_sha256),
+                ),
+            )
+        )
     else:
         code_changes = []
         if fn.get("CodeSha256") != code_sha256:
@@ -164,8 +208,15 @@ def diff_lambda(*, function: str, bucket: str, key: str, code_sha256: str, archi
         if (fn.get("Architectures") or ["x86_64"]) != [architecture]:
             code_changes.append(Change("Architectures", fn.get("Architectures"), [architecture]))
         if code_changes:
-            actions.append(Action("lambda.update_function_code", "~", f"lambda {function}",
-                                  "package changed", tuple(code_changes)))
+            actions.append(
+                Action(
+                    "lambda.update_function_code",
+                    "~",
+                    f"lambda {function}",
+                    "package changed",
+                    tuple(code_changes),
+                )
+            )
         config_changes = []
         for k, v in desired.items():
             before = fn.get(k)
@@ -180,26 +231,50 @@ def diff_lambda(*, function: str, bucket: str, key: str, code_sha256: str, archi
             if before != v:
                 config_changes.append(Change(k, before, v))
         if config_changes:
-            actions.append(Action("lambda.update_function_configuration", "~",
-                                  f"lambda {function}", "configuration changed",
-                                  tuple(config_changes)))
+            actions.append(
+                Action(
+                    "lambda.update_function_configuration",
+                    "~",
+                    f"lambda {function}",
+                    "configuration changed",
+                    tuple(config_changes),
+                )
+            )
         if not code_changes and not config_changes:
             actions.append(Action("noop", "=", f"lambda {function}", "up to date"))
     url = state.url
     if url_auth is not None:
         if url is None:
-            actions.append(Action("lambda.create_function_url_config", "+",
-                                  f"function url {function}", "url declared",
-                                  (Change("AuthType", None, url_auth),)))
+            actions.append(
+                Action(
+                    "lambda.create_function_url_config",
+                    "+",
+                    f"function url {function}",
+                    "url declared",
+                    (Change("AuthType", None, url_auth),),
+                )
+            )
         elif url.get("AuthType") != url_auth:
-            actions.append(Action("lambda.update_function_url_config", "~",
-                                  f"function url {function}", "auth changed",
-                                  (Change("AuthType", url.get("AuthType"), url_auth),)))
+            actions.append(
+                Action(
+                    "lambda.update_function_url_config",
+                    "~",
+                    f"function url {function}",
+                    "auth changed",
+                    (Change("AuthType", url.get("AuthType"), url_auth),),
+                )
+            )
         else:
             actions.append(Action("noop", "=", f"function url {function}", "up to date"))
     elif url is not None:
-        actions.append(Action("lambda.delete_function_url_config", "-",
-                              f"function url {function}", "url no longer declared"))
+        actions.append(
+            Action(
+                "lambda.delete_function_url_config",
+                "-",
+                f"function url {function}",
+                "url no longer declared",
+            )
+        )
     return actions
 
 
@@ -210,8 +285,15 @@ def diff_s3(*, bucket: str, key: str, sha256: str, state: S3State) -> list[Actio
     if not state.exists:
         return [Action("s3.put_object", "+", resource, "object does not exist")]
     if state.object_sha256 != sha256:
-        return [Action("s3.put_object", "~", resource, "package changed",
-                       (Change("sha256", state.object_sha256, sha256),))]
+        return [
+            Action(
+                "s3.put_object",
+                "~",
+                resource,
+                "package changed",
+                (Change("sha256", state.object_sha256, sha256),),
+            )
+        ]
     return [Action("noop", "=", resource, "same sha256")]
 
 
@@ -219,8 +301,15 @@ def diff_local(*, path: str, sha256: str, state: LocalState) -> list[Action]:
     if state.sha256 == sha256:
         return [Action("noop", "=", path, "same sha256")]
     symbol: Symbol = "+" if state.sha256 is None else "~"
-    return [Action("local.write", symbol, path, "package changed" if state.sha256 else
-                   "not deployed yet", (Change("sha256", state.sha256, sha256),))]
+    return [
+        Action(
+            "local.write",
+            symbol,
+            path,
+            "package changed" if state.sha256 else "not deployed yet",
+            (Change("sha256", state.sha256, sha256),),
+        )
+    ]
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -237,8 +326,9 @@ def render(plan: Plan) -> list[str]:
                 lines.append(f"      {change.field}: {_fmt(change.before)} -> {_fmt(change.after)}")
     c = plan.counts()
     if plan.has_changes:
-        lines.append(f"Plan: {c['add']} to add, {c['change']} to change, "
-                     f"{c['destroy']} to destroy.")
+        lines.append(
+            f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+        )
     else:
         lines.append("No changes. The deployment matches the manifest and package.")
     return lines

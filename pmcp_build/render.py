@@ -52,12 +52,12 @@ def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
                 mode = "x" if e.mode & 0o111 else " "
                 note = f"  ← {e.detail}" if e.detail and origin in ("asset", "generated") else ""
                 lines.append(f"│   {e.path:<48} {oct(e.mode)[2:]}{mode} {human(e.size):>10}{note}")
-    total = f"└─ total: {len(layout.entries)} files, {human(layout.unzipped_size)} unzipped"
+    summary = f"└─ total: {len(layout.entries)} files, {human(layout.unzipped_size)} unzipped"
     if zipped is not None:
-        total += f", {human(zipped)} zipped"
+        summary += f", {human(zipped)} zipped"
         if zipped > DIRECT_UPLOAD_LIMIT:
-            total += " (over 50 MB: deployed through S3 only)"
-    lines.append(total)
+            summary += " (over 50 MB: deployed through S3 only)"
+    lines.append(summary)
     return lines
 
 

@@ -42,6 +42,7 @@ def resolve(raw: dict[str, str], where: str) -> Environment:
     values: dict[str, str] = {}
     secret: set[str] = set()
     for key, value in raw.items():
+
         def lookup(match: object, key: str = key) -> str:
             name = match.group(1)  # type: ignore[attr-defined]
             found = os.environ.get(name)

@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 from .local_run import Invoker
 
 
-def function_url_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+def function_url_event(
+    method: str, target: str, headers: dict[str, str], body: bytes
+) -> dict[str, Any]:
     """The payload-format-2.0 event a Lambda Function URL sends for this request."""
     url = urlsplit(target)
     text_like = not body or _is_text(headers.get("content-type", ""))
@@ -23,8 +25,13 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
         "rawQueryString": url.query,
         "headers": {k.lower(): v for k, v in headers.items()},
         "requestContext": {
-            "http": {"method": method, "path": url.path or "/", "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent", "")},
+            "http": {
+                "method": method,
+                "path": url.path or "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
             "requestId": f"local-{time.time_ns()}",
             "routeKey": "$default",
             "stage": "$default",
@@ -53,13 +60,15 @@ def make_server(invoker: Invoker, port: int) -> ThreadingHTTPServer:
             try:
                 reply = invoker.invoke(event)
             except Exception as exc:  # the local runtime failed, not the request
-                self._send(502, {"content-type": "application/json"},
-                           json.dumps({"message": str(exc)}).encode())
+                self._send(
+                    502,
+                    {"content-type": "application/json"},
+                    json.dumps({"message": str(exc)}).encode(),
+                )
                 return
             if not isinstance(reply, dict) or "statusCode" not in reply:
                 # Function URLs return a bare JSON result as 200 application/json.
-                self._send(200, {"content-type": "application/json"},
-                           json.dumps(reply).encode())
+                self._send(200, {"content-type": "application/json"}, json.dumps(reply).encode())
                 return
             raw = reply.get("body") or ""
             data = base64.b64decode(raw) if reply.get("isBase64Encoded") else raw.encode()

@@ -13,7 +13,7 @@ from pathlib import Path
 HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 HOST_ARCH = "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
 
-SERVER = '''from boot import metorial
+SERVER = """from boot import metorial
 
 server = metorial.create_server("tiny")
 
@@ -26,12 +26,19 @@ def list_tools():
 @server.call_tool()
 def call_tool(name, arguments):
     return {"echo": arguments}
-'''
+"""
 
 
-def python_project(root: Path, *, name: str = "tiny", requirements: str | None = None,
-                   extra: str = "", arch: str = HOST_ARCH, python: str = HOST_PY,
-                   server: str = SERVER) -> Path:
+def python_project(
+    root: Path,
+    *,
+    name: str = "tiny",
+    requirements: str | None = None,
+    extra: str = "",
+    arch: str = HOST_ARCH,
+    python: str = HOST_PY,
+    server: str = SERVER,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "server.py").write_text(server)
     if requirements is not None:
@@ -43,8 +50,16 @@ def python_project(root: Path, *, name: str = "tiny", requirements: str | None =
     return root
 
 
-def binary_project(root: Path, artifact: bytes, *, name: str = "bin", arch: str = HOST_ARCH,
-                   artifact_name: str = "bootstrap", extra: str = "", mode: int = 0o755) -> Path:
+def binary_project(
+    root: Path,
+    artifact: bytes,
+    *,
+    name: str = "bin",
+    arch: str = HOST_ARCH,
+    artifact_name: str = "bootstrap",
+    extra: str = "",
+    mode: int = 0o755,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "build" / artifact_name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,14 +83,21 @@ HOST_EM = EM_AARCH64 if HOST_ARCH == "arm64" else EM_X86_64
 OTHER_EM = EM_X86_64 if HOST_ARCH == "arm64" else EM_AARCH64
 
 
-def make_wheel(dest: Path, name: str, version: str, tag: str = "py3-none-any",
-               files: dict[str, str] | None = None) -> Path:
+def make_wheel(
+    dest: Path,
+    name: str,
+    version: str,
+    tag: str = "py3-none-any",
+    files: dict[str, str] | None = None,
+) -> Path:
     files = files or {f"{name}/__init__.py": f"VERSION = {version!r}\n"}
     dist = f"{name}-{version}.dist-info"
     contents = dict(files)
     contents[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{dist}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: "
-                                 f"{'true' if tag.endswith('any') else 'false'}\nTag: {tag}\n")
+    contents[f"{dist}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: "
+        f"{'true' if tag.endswith('any') else 'false'}\nTag: {tag}\n"
+    )
     record = []
     for path, text in contents.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")

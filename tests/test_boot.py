@@ -19,7 +19,7 @@ from mcp import Client
 from .conftest import EXAMPLES
 from .helpers import python_project
 
-FULL_SERVER = '''from boot import metorial
+FULL_SERVER = """from boot import metorial
 
 server = metorial.create_server({"name": "full", "version": "2.0.0"})
 
@@ -66,7 +66,7 @@ def poll(data):
 
 
 metorial.set_callback_handler(handle, poll=poll)
-'''
+"""
 
 
 def _invoke(cli, project: Path, event: dict) -> dict:
@@ -75,8 +75,13 @@ def _invoke(cli, project: Path, event: dict) -> dict:
     return json.loads(result.stdout)
 
 
-PARTICIPANT = json.dumps({"protocolVersion": "2025-06-18", "capabilities": {},
-                          "clientInfo": {"name": "platform", "version": "1"}})
+PARTICIPANT = json.dumps(
+    {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "platform", "version": "1"},
+    }
+)
 
 
 def test_discover_of_the_example_matches_its_tools(cli) -> None:
@@ -85,8 +90,9 @@ def test_discover_of_the_example_matches_its_tools(cli) -> None:
     discovery = reply["discovery"]
     assert [t["name"] for t in discovery["tools"]] == ["word_stats", "human_size"]
     assert [r["uri"] for r in discovery["resources"]] == ["text-tools://about"]
-    assert [t["uriTemplate"] for t in discovery["resourceTemplates"]] == \
-        ["text-tools://size/{bytes}"]
+    assert [t["uriTemplate"] for t in discovery["resourceTemplates"]] == [
+        "text-tools://size/{bytes}"
+    ]
     assert set(discovery["capabilities"]) == {"tools", "resources", "prompts"}
     assert discovery["implementation"] == {"name": "text-tools", "version": "1.0.0"}
     assert discovery["oauth"] == {"enabled": False, "hasForm": False}
@@ -94,18 +100,31 @@ def test_discover_of_the_example_matches_its_tools(cli) -> None:
 
 
 def test_tools_list_in_a_fresh_process_without_initialize(cli) -> None:
-    reply = _invoke(cli, EXAMPLES / "python-server", {
-        "action": "mcp.request", "participantJson": PARTICIPANT,
-        "messages": [json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/list"})]})
+    reply = _invoke(
+        cli,
+        EXAMPLES / "python-server",
+        {
+            "action": "mcp.request",
+            "participantJson": PARTICIPANT,
+            "messages": [json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/list"})],
+        },
+    )
     response = json.loads(reply["responses"][0])
     assert response["id"] == 7
     assert {t["name"] for t in response["result"]["tools"]} == {"word_stats", "human_size"}
 
 
 def test_bare_jsonrpc_event_is_wrapped(cli) -> None:
-    reply = _invoke(cli, EXAMPLES / "python-server", {
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "human_size", "arguments": {"bytes": 2048, "binary": True}}})
+    reply = _invoke(
+        cli,
+        EXAMPLES / "python-server",
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "human_size", "arguments": {"bytes": 2048, "binary": True}},
+        },
+    )
     result = json.loads(reply["responses"][0])["result"]
     assert result["content"][0]["text"] == "2.0 KiB"
 
@@ -116,11 +135,18 @@ def full_project(tmp_path: Path) -> Path:
 
 
 def test_args_visible_to_the_handler_and_gone_next_request(cli, full_project: Path) -> None:
-    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "whoami", "arguments": {}}}
-    event = {"action": "mcp.batch", "participantJson": PARTICIPANT,
-             "messages": [call, {"jsonrpc": "2.0", "method": "notifications/initialized"}],
-             "args": json.dumps({"apiKey": "k1"})}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}},
+    }
+    event = {
+        "action": "mcp.batch",
+        "participantJson": PARTICIPANT,
+        "messages": [call, {"jsonrpc": "2.0", "method": "notifications/initialized"}],
+        "args": json.dumps({"apiKey": "k1"}),
+    }
     # Both events in one warm process: the second must not see the first's args.
     second = {**event, "args": None}
     result = cli("-C", str(full_project), "invoke", "--event", "-", input=json.dumps(event))
@@ -145,10 +171,17 @@ def test_args_visible_to_the_handler_and_gone_next_request(cli, full_project: Pa
 
 
 def test_tool_error_is_an_error_result(cli, full_project: Path) -> None:
-    reply = _invoke(cli, full_project, {"action": "mcp.request", "participantJson": PARTICIPANT,
-                                        "messages": [{"jsonrpc": "2.0", "id": 1,
-                                                      "method": "tools/call",
-                                                      "params": {"name": "boom"}}]})
+    reply = _invoke(
+        cli,
+        full_project,
+        {
+            "action": "mcp.request",
+            "participantJson": PARTICIPANT,
+            "messages": [
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "boom"}}
+            ],
+        },
+    )
     result = json.loads(reply["responses"][0])["result"]
     assert result["isError"] is True
     assert "kaboom" in result["content"][0]["text"]
@@ -167,36 +200,57 @@ def runtime(full_project: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_oauth_actions(runtime) -> None:
-    assert runtime.handle({"action": "oauth", "oauthAction": "get"}) == \
-        {"success": True, "oauth": {"enabled": True, "hasForm": True}}
-    url = runtime.handle({"action": "oauth", "oauthAction": "authorization-url",
-                          "oauthInput": {"state": "s1"}})
-    assert url["oauth"] == {"authorizationUrl": "https://auth.example/authorize?state=s1",
-                            "codeVerifier": ""}
+    assert runtime.handle({"action": "oauth", "oauthAction": "get"}) == {
+        "success": True,
+        "oauth": {"enabled": True, "hasForm": True},
+    }
+    url = runtime.handle(
+        {"action": "oauth", "oauthAction": "authorization-url", "oauthInput": {"state": "s1"}}
+    )
+    assert url["oauth"] == {
+        "authorizationUrl": "https://auth.example/authorize?state=s1",
+        "codeVerifier": "",
+    }
     form = runtime.handle({"action": "oauth", "oauthAction": "authorization-form"})
     assert form["oauth"] == {"authForm": {"fields": [{"key": "apiKey"}]}}
-    cb = runtime.handle({"action": "oauth", "oauthAction": "callback",
-                         "oauthInput": {"code": "c"}})
+    cb = runtime.handle({"action": "oauth", "oauthAction": "callback", "oauthInput": {"code": "c"}})
     assert cb["oauth"] == {"authData": {"accessToken": "t-c"}}
-    failing = runtime.handle({"action": "oauth", "oauthAction": "callback",
-                              "oauthInput": {"code": "bad"}})
+    failing = runtime.handle(
+        {"action": "oauth", "oauthAction": "callback", "oauthInput": {"code": "bad"}}
+    )
     assert failing["success"] is False and "bad code" in failing["error"]["message"]
     refresh = runtime.handle({"action": "oauth", "oauthAction": "refresh"})
     assert refresh["success"] is False and refresh["error"]["code"] == "oauth_no_refresh"
 
 
 def test_callback_actions(runtime) -> None:
-    assert runtime.handle({"action": "callbacks", "callbackAction": "get"})["callbacks"] == \
-        {"enabled": True, "type": "polling"}
-    handled = runtime.handle({"action": "callbacks", "callbackAction": "handle",
-                              "callbackInput": {"callbackId": "cb", "events": [
-                                  {"eventId": "e1", "payload": "hello"},
-                                  {"eventId": "e2", "payload": "fail"}]}})
+    assert runtime.handle({"action": "callbacks", "callbackAction": "get"})["callbacks"] == {
+        "enabled": True,
+        "type": "polling",
+    }
+    handled = runtime.handle(
+        {
+            "action": "callbacks",
+            "callbackAction": "handle",
+            "callbackInput": {
+                "callbackId": "cb",
+                "events": [
+                    {"eventId": "e1", "payload": "hello"},
+                    {"eventId": "e2", "payload": "fail"},
+                ],
+            },
+        }
+    )
     results = handled["callbacks"]["results"]
     assert results[0] == {"success": True, "eventId": "e1", "result": {"seen": "hello"}}
     assert results[1]["success"] is False and "cannot handle" in results[1]["error"]
-    polled = runtime.handle({"action": "callbacks", "callbackAction": "poll",
-                             "callbackInput": {"callbackId": "cb", "state": 1}})
+    polled = runtime.handle(
+        {
+            "action": "callbacks",
+            "callbackAction": "poll",
+            "callbackInput": {"callbackId": "cb", "state": 1},
+        }
+    )
     assert polled["callbacks"] == {"events": [{"n": 1}], "newState": 2}
     install = runtime.handle({"action": "callbacks", "callbackAction": "install"})
     assert install["success"] is False
@@ -209,26 +263,44 @@ def test_unknown_action_and_bad_events(runtime) -> None:
 
 
 def test_http_events_v1_v2_and_status_codes(runtime) -> None:
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-               "mcp-protocol-version": "2025-06-18"}
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2025-06-18",
+    }
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    v2 = {"version": "2.0", "rawPath": "/", "headers": headers, "body": body,
-          "requestContext": {"http": {"method": "POST"}}, "isBase64Encoded": False}
+    v2 = {
+        "version": "2.0",
+        "rawPath": "/",
+        "headers": headers,
+        "body": body,
+        "requestContext": {"http": {"method": "POST"}},
+        "isBase64Encoded": False,
+    }
     reply = runtime.handle(v2)
     assert reply["statusCode"] == 200
     assert json.loads(reply["body"])["result"]["tools"][0]["name"] == "whoami"
     import base64
-    v1 = {"httpMethod": "POST", "path": "/mcp", "headers": headers, "isBase64Encoded": True,
-          "body": base64.b64encode(body.encode()).decode()}
+
+    v1 = {
+        "httpMethod": "POST",
+        "path": "/mcp",
+        "headers": headers,
+        "isBase64Encoded": True,
+        "body": base64.b64encode(body.encode()).decode(),
+    }
     assert runtime.handle(v1)["statusCode"] == 200
     note = {**v2, "body": json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})}
     assert runtime.handle(note)["statusCode"] == 202
     assert runtime.handle({**v1, "httpMethod": "GET"})["statusCode"] == 405
     assert runtime.handle({**v1, "httpMethod": "DELETE"})["statusCode"] == 405
-    assert runtime.handle({**v2, "headers": {**headers, "accept": "text/html"}})["statusCode"] \
-        == 406
-    assert runtime.handle({**v2, "headers": {**headers, "content-type": "text/plain"}}
-                          )["statusCode"] == 415
+    assert (
+        runtime.handle({**v2, "headers": {**headers, "accept": "text/html"}})["statusCode"] == 406
+    )
+    assert (
+        runtime.handle({**v2, "headers": {**headers, "content-type": "text/plain"}})["statusCode"]
+        == 415
+    )
 
 
 # -- serve + the official mcp client ----------------------------------------------------
@@ -236,12 +308,29 @@ def test_http_events_v1_v2_and_status_codes(runtime) -> None:
 
 @pytest.fixture(scope="module")
 def served_example(tmp_path_factory: pytest.TempPathFactory):
-    env = {**os.environ, "UV_OFFLINE": "1", "UV_NO_INDEX": "1",
-           "UV_FIND_LINKS": str(Path(__file__).resolve().parent.parent / ".wheelhouse"),
-           "PMCP_BUILD_CACHE_DIR": str(tmp_path_factory.mktemp("serve-cache"))}
+    env = {
+        **os.environ,
+        "UV_OFFLINE": "1",
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(Path(__file__).resolve().parent.parent / ".wheelhouse"),
+        "PMCP_BUILD_CACHE_DIR": str(tmp_path_factory.mktemp("serve-cache")),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pmcp_build", "-C", str(EXAMPLES / "python-server"), "serve",
-         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pmcp_build",
+            "-C",
+            str(EXAMPLES / "python-server"),
+            "serve",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -288,7 +377,28 @@ def test_malformed_body_is_a_4xx_not_a_500(served_example: str) -> None:
     assert httpx.get(served_example, headers=headers, timeout=10).status_code == 405
     started = time.perf_counter()
     for _ in range(3):
-        ok = httpx.post(served_example, headers={**headers, "mcp-protocol-version": "2025-06-18"},
-                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+        ok = httpx.post(
+            served_example,
+            headers={**headers, "mcp-protocol-version": "2025-06-18"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            timeout=10,
+        )
         assert ok.status_code == 200
     assert time.perf_counter() - started >= 0  # warm requests reuse the one engine
+
+
+def test_binary_example_through_the_runtime_api(cli, tmp_path: Path) -> None:
+    import shutil
+
+    project = tmp_path / "binary-server"
+    shutil.copytree(EXAMPLES / "binary-server", project)
+    subprocess.run([sys.executable, "make_db.py"], cwd=project, check=True, capture_output=True)
+    built = cli("-C", str(project), "build", "--json")
+    assert built.exit_code == 0, built.output
+    files = {f["path"]: f for f in json.loads(built.stdout)["layout"]["files"]}
+    assert files["bootstrap"]["mode"] == "0755" and files["chinook.db"]["origin"] == "asset"
+    event = {"rawPath": "/", "requestContext": {"http": {"method": "POST"}}, "body": "{}"}
+    reply = _invoke(cli, project, event)
+    assert reply["statusCode"] == 200
+    body = json.loads(reply["body"])
+    assert "chinook.db" in body["files"] and "bootstrap" in body["files"]

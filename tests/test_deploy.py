@@ -42,12 +42,18 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     httpx.post(f"{moto_url}/moto-api/reset")
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
-                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "MY_TOKEN": SECRET}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "MY_TOKEN": SECRET,
+    }.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
     return moto_url
 
 
@@ -73,9 +79,11 @@ class Recorder:
         return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
 
 
-LAMBDA = (f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
-          'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
-          'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n')
+LAMBDA = (
+    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
+    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
+    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
+)
 
 
 @pytest.fixture
@@ -83,9 +91,11 @@ def project(tmp_path: Path, aws_env: str) -> Path:
     root = python_project(tmp_path / "p")
     (root / "data.txt").write_text("v1")
     toml = root / "metorial.toml"
-    toml.write_text(toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]") +
-                    f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
-                    'key = "builds/lambda.zip"\n')
+    toml.write_text(
+        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
+        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
+        'key = "builds/lambda.zip"\n'
+    )
     return root
 
 
@@ -100,8 +110,10 @@ def test_create_then_noop_with_zero_writes(cli, project: Path, aws_env: str) -> 
     fn = _fn()
     assert fn["MemorySize"] == 256 and fn["Environment"]["Variables"]["TOKEN"] == SECRET
     assert fn["Handler"] == "index.handler"
-    assert boto3.client("lambda").get_function_url_config(FunctionName="tiny-prod")["AuthType"] \
+    assert (
+        boto3.client("lambda").get_function_url_config(FunctionName="tiny-prod")["AuthType"]
         == "NONE"
+    )
     head = boto3.client("s3").head_object(Bucket=BUCKET, Key="builds/lambda.zip")
     assert len(head["Metadata"]["sha256"]) == 64
 
@@ -134,8 +146,9 @@ def test_changed_asset_changes_code_only(cli, project: Path, aws_env: str) -> No
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     after = _fn()
     assert after["CodeSha256"] != before["CodeSha256"]
-    assert {k: after[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")} == \
-        {k: before[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")}
+    assert {k: after[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")} == {
+        k: before[k] for k in ("MemorySize", "Timeout", "Handler", "Runtime")
+    }
 
 
 def test_config_only_change_makes_no_upload(cli, project: Path, aws_env: str) -> None:
@@ -192,8 +205,9 @@ def test_secrets_absent_from_plan_text_json_and_file(cli, project: Path, tmp_pat
     assert "another-secret-value" not in changed.output and SECRET not in changed.output
 
 
-def test_interrupted_apply_converges(cli, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                     aws_env: str) -> None:
+def test_interrupted_apply_converges(
+    cli, project: Path, monkeypatch: pytest.MonkeyPatch, aws_env: str
+) -> None:
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     (project / "data.txt").write_text("v3")
 
@@ -226,7 +240,9 @@ def test_offline_plan_needs_no_aws(cli, project: Path, monkeypatch: pytest.Monke
     assert "remote state not read" in result.stdout
 
 
-def test_missing_secret_is_a_user_error(cli, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_secret_is_a_user_error(
+    cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MY_TOKEN")
     result = cli("-C", str(project), "plan")
     assert result.exit_code == 1
@@ -273,17 +289,30 @@ def test_local_target_round_trip(cli, tmp_path: Path) -> None:
 
 
 def _stubbed_lambda() -> tuple[object, Stubber]:
-    client = boto3.client("lambda", region_name="eu-west-1", aws_access_key_id="x",
-                          aws_secret_access_key="x", endpoint_url="http://127.0.0.1:9")
+    client = boto3.client(
+        "lambda",
+        region_name="eu-west-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        endpoint_url="http://127.0.0.1:9",
+    )
     return client, Stubber(client)
 
 
 def test_revision_conflict_is_reported_not_overwritten() -> None:
     """moto ignores RevisionId; the Stubber plays Lambda's PreconditionFailedException."""
     client, stub = _stubbed_lambda()
-    stub.add_client_error("update_function_code", "PreconditionFailedException",
-                          expected_params={"FunctionName": "f", "S3Bucket": "bkt", "S3Key": "k",
-                                           "Architectures": ["arm64"], "RevisionId": "r1"})
+    stub.add_client_error(
+        "update_function_code",
+        "PreconditionFailedException",
+        expected_params={
+            "FunctionName": "f",
+            "S3Bucket": "bkt",
+            "S3Key": "k",
+            "Architectures": ["arm64"],
+            "RevisionId": "r1",
+        },
+    )
     with stub, pytest.raises(UserError, match="changed by someone else"):
         aws.update_code(client, "f", "bkt", "k", "arm64", "r1")
 
@@ -291,10 +320,12 @@ def test_revision_conflict_is_reported_not_overwritten() -> None:
 def test_update_in_progress_is_waited_for() -> None:
     """moto never reports LastUpdateStatus InProgress; the Stubber does, then Successful."""
     client, stub = _stubbed_lambda()
-    busy = {"Configuration": {"FunctionName": "f", "State": "Active",
-                              "LastUpdateStatus": "InProgress"}}
-    done = {"Configuration": {"FunctionName": "f", "State": "Active",
-                              "LastUpdateStatus": "Successful"}}
+    busy = {
+        "Configuration": {"FunctionName": "f", "State": "Active", "LastUpdateStatus": "InProgress"}
+    }
+    done = {
+        "Configuration": {"FunctionName": "f", "State": "Active", "LastUpdateStatus": "Successful"}
+    }
     stub.add_response("get_function", busy, {"FunctionName": "f"})
     stub.add_response("get_function", done, {"FunctionName": "f"})
     with stub:

@@ -47,7 +47,10 @@ def _subprocess_build(project: Path, umask: int, tz: str, cache: Path) -> str:
     env = {**os.environ, "TZ": tz, "PMCP_BUILD_CACHE_DIR": str(cache)}
     proc = subprocess.run(
         [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
         preexec_fn=lambda: os.umask(umask),
     )
     assert proc.returncode == 0, proc.stderr
@@ -99,8 +102,9 @@ def test_python_layout_has_entrypoint_boot_handler_and_deps(cli, tmp_path: Path)
     assert "__metorial__/bootstrap.py" in files
     assert any(p.startswith("mcp/") for p in files)
     assert not any("__pycache__" in p or p.startswith(".venv") for p in files)
-    assert not any(p.endswith(("/RECORD", "/direct_url.json")) or p.startswith("bin/")
-                   for p in files)
+    assert not any(
+        p.endswith(("/RECORD", "/direct_url.json")) or p.startswith("bin/") for p in files
+    )
     index = zipfile.ZipFile(data["package"]["path"]).read("index.py").decode()
     assert '"server.py"' in index  # the entrypoint is baked in, not read from the environment
     assert str(tmp_path) not in index
@@ -115,7 +119,8 @@ def test_missing_entrypoint_lists_what_was_looked_for(cli, tmp_path: Path) -> No
 
 
 def test_requirements_change_invalidates_cache_and_nothing_else_does(
-        cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinypkg", "1.0")
     make_wheel(wheels, "tinypkg", "2.0")
@@ -139,8 +144,9 @@ def test_requirements_change_invalidates_cache_and_nothing_else_does(
     assert any(f["detail"] == "tinypkg 2.0" for f in second["layout"]["files"])
 
 
-def test_no_wheel_for_target_platform_is_a_clear_error(cli, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_wheel_for_target_platform_is_a_clear_error(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "nativepkg", "1.0", tag="cp311-cp311-manylinux2014_x86_64")
     monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
@@ -154,8 +160,11 @@ def test_no_wheel_for_target_platform_is_a_clear_error(cli, tmp_path: Path,
 
 def test_bytecode_is_hash_checked_and_has_no_build_paths(cli, tmp_path: Path) -> None:
     project = python_project(tmp_path / "p", python=HOST_PY)
-    toml = (project / "metorial.toml").read_text().replace(
-        'kind = "python"\n', 'kind = "python"\nbytecode = true\n')
+    toml = (
+        (project / "metorial.toml")
+        .read_text()
+        .replace('kind = "python"\n', 'kind = "python"\nbytecode = true\n')
+    )
     (project / "metorial.toml").write_text(toml)
     data = _build_json(cli, project)
     tag = "cpython-" + HOST_PY.replace(".", "")
@@ -194,8 +203,9 @@ def test_32_bit_elf_and_unknown_bytes_are_rejected(cli, tmp_path: Path) -> None:
 
 
 def test_prebuilt_zip_used_as_is_and_folder_wrapped_zip_refused(cli, tmp_path: Path) -> None:
-    good = zip_with(tmp_path / "good.zip", [("bootstrap", elf(HOST_EM), 0o755),
-                                             ("lib/data.txt", b"x", 0o644)])
+    good = zip_with(
+        tmp_path / "good.zip", [("bootstrap", elf(HOST_EM), 0o755), ("lib/data.txt", b"x", 0o644)]
+    )
     project = binary_project(tmp_path / "g", good.read_bytes(), artifact_name="lambda.zip")
     data = _build_json(cli, project)
     assert [f["path"] for f in data["layout"]["files"]] == ["bootstrap", "lib/data.txt"]
@@ -234,9 +244,11 @@ def test_inspect_accepts_our_own_build(cli, tmp_path: Path) -> None:
 
 
 def test_assets_file_folder_and_glob(cli, tmp_path: Path) -> None:
-    extra = ('[[assets]]\nfrom = "data/chinook.db"\nto = "chinook.db"\n'
-             '[[assets]]\nfrom = "docs"\nto = "help"\n'
-             '[[assets]]\nfrom = "conf/*.json"\nto = "config"\n')
+    extra = (
+        '[[assets]]\nfrom = "data/chinook.db"\nto = "chinook.db"\n'
+        '[[assets]]\nfrom = "docs"\nto = "help"\n'
+        '[[assets]]\nfrom = "conf/*.json"\nto = "config"\n'
+    )
     project = python_project(tmp_path / "p", extra=extra)
     (project / "data").mkdir()
     (project / "data" / "chinook.db").write_bytes(b"SQLite format 3\x00" + bytes(100))
@@ -293,12 +305,22 @@ def _url_project(tmp_path: Path, url: str, sha: str) -> Path:
 
 def test_url_source_github_style_archive_is_unwrapped(cli, tmp_path: Path, http_dir) -> None:
     root, base = http_dir
-    archive = zip_with(root / "src.zip", [("repo-main/main.py", b"from boot import metorial\n"
-                                           b"metorial.create_server('r')\n", 0o644),
-                                          ("repo-main/lib/util.py", b"", 0o644)])
+    archive = zip_with(
+        root / "src.zip",
+        [
+            (
+                "repo-main/main.py",
+                b"from boot import metorial\nmetorial.create_server('r')\n",
+                0o644,
+            ),
+            ("repo-main/lib/util.py", b"", 0o644),
+        ],
+    )
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    files = {f["path"] for f in _build_json(cli, _url_project(tmp_path, f"{base}/src.zip", sha))
-             ["layout"]["files"]}
+    files = {
+        f["path"]
+        for f in _build_json(cli, _url_project(tmp_path, f"{base}/src.zip", sha))["layout"]["files"]
+    }
     assert {"main.py", "lib/util.py", "index.py"} <= files
 
 
@@ -341,14 +363,17 @@ def test_unreachable_url_is_one_line(cli, tmp_path: Path) -> None:
 # -- globs -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "pattern", "hit"), [
-    ("tests/test_a.py", "tests/**", True),
-    ("src/tests/test_a.py", "tests/**", False),
-    ("a/b/__pycache__/x.pyc", "**/__pycache__/**", True),
-    ("deep/x.pyc", "*.pyc", True),
-    ("data/a.db", "data/*.db", True),
-    ("data/sub/a.db", "data/*.db", False),
-    ("data/sub/a.db", "data/**/*.db", True),
-])
+@pytest.mark.parametrize(
+    ("path", "pattern", "hit"),
+    [
+        ("tests/test_a.py", "tests/**", True),
+        ("src/tests/test_a.py", "tests/**", False),
+        ("a/b/__pycache__/x.pyc", "**/__pycache__/**", True),
+        ("deep/x.pyc", "*.pyc", True),
+        ("data/a.db", "data/*.db", True),
+        ("data/sub/a.db", "data/*.db", False),
+        ("data/sub/a.db", "data/**/*.db", True),
+    ],
+)
 def test_glob_semantics(path: str, pattern: str, hit: bool) -> None:
     assert matches(path, (pattern,)) is hit

@@ -19,13 +19,27 @@ def main() -> int:
     machine = {"arm64": "aarch64", "aarch64": "aarch64"}.get(platform.machine(), "x86_64")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stamp = DEST / f".done-{version}-{machine}"
-    requirements = [ROOT / "boot" / "requirements.txt",
-                    ROOT / "examples" / "python-server" / "requirements.txt"]
+    requirements = [
+        ROOT / "boot" / "requirements.txt",
+        ROOT / "examples" / "python-server" / "requirements.txt",
+    ]
     key = "".join(p.read_text() for p in requirements)
     if stamp.exists() and stamp.read_text() == key:
         return 0
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-           "--python-version", version, "--implementation", "cp", "-d", str(DEST)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--python-version",
+        version,
+        "--implementation",
+        "cp",
+        "-d",
+        str(DEST),
+    ]
     # manylinux2014 (glibc 2.17): what Lambda's python3.11 and older accept.
     for tag in ("manylinux2014", "manylinux_2_17", "manylinux_2_5", "manylinux1"):
         cmd += ["--platform", f"{tag}_{machine}"]
