@@ -425,12 +425,24 @@ def apply(
         if not typer.confirm("Apply these changes?"):
             raise UserError("apply cancelled; nothing was changed")
     lines: list[str] = []
+    progress = None if _quiet(json_out) else _upload_progress()
 
     def one(tp: Any) -> list[str]:
-        return apply_target(loaded, package, tp, desired[tp.name], lines.append)
+        callback = None
+        if progress is not None:
+            task = progress.add_task(f"{tp.name}: upload", total=package.size, visible=False)
+
+            def callback(sent: int, task: Any = task) -> None:
+                progress.update(task, advance=sent, visible=True)
+
+        return apply_target(loaded, package, tp, desired[tp.name], lines.append, callback)
 
     with ThreadPoolExecutor(max_workers=min(8, len(plan.targets))) as pool:
-        results = list(pool.map(one, plan.targets))
+        if progress is not None:
+            with progress:
+                results = list(pool.map(one, plan.targets))
+        else:
+            results = list(pool.map(one, plan.targets))
     done = {tp.name: r for tp, r in zip(plan.targets, results, strict=True)}
     if json_out:
         sys.stdout.write(json.dumps({"applied": done, "changes": True}) + "\n")
@@ -444,6 +456,14 @@ def apply(
     out.print(
         f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
         markup=False,
+    )
+
+
+def _upload_progress() -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
     )
 
 

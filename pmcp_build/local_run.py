@@ -46,6 +46,15 @@ def _stream(log: Any) -> Any:
     return sys.stderr
 
 
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def host_architecture() -> str:
     return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
 
@@ -140,12 +149,7 @@ class PythonInvoker:
         return reply["result"]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _stop(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -267,12 +271,7 @@ class BinaryInvoker:
         return payload
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _stop(self.proc)
         self.api.shutdown()
         self.api.server_close()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -116,14 +116,6 @@ def write_zip(layout: Layout, dest: Path, cache: BlobCache | None = None) -> Non
     os.replace(tmp, dest)
 
 
-def zip_bytes(layout: Layout, cache: BlobCache | None = None) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    _write_members(buf, compress_all(layout.entries, cache or BlobCache(None)))
-    return buf.getvalue()
-
-
 def _write_members(fh: object, members: list[Member]) -> None:
     write = fh.write  # type: ignore[attr-defined]
     central: list[bytes] = []
