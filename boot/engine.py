@@ -172,7 +172,8 @@ class Engine:
                         "id": None,
                         "error": {
                             "code": -32600,
-                            "message": "Unsupported Media Type: Content-Type must be application/json",
+                            "message": "Unsupported Media Type: "
+                            "Content-Type must be application/json",
                         },
                     }
                 ).encode(),

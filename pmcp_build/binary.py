@@ -114,7 +114,8 @@ def bootstrap_problems(files: dict[str, Entry], architecture: str | None, what: 
             folder = wrapped[0].split("/")[0]
             return [
                 f"{what}: bootstrap is wrapped in a folder ({wrapped[0]}); Lambda looks for "
-                f"it at the zip root. Re-zip from inside {folder}/ (cd {folder} && zip -r ../x.zip .)"
+                f"it at the zip root. Re-zip from inside {folder}/ "
+                f"(cd {folder} && zip -r ../x.zip .)"
             ]
         return [f"{what}: no 'bootstrap' at the zip root; a custom runtime needs one"]
     problems = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from .globs import is_glob, matches
 from .layout import Entry, Layout, entry_from_file, make_layout
 from .loader import LoadedManifest
 from .manifest import Asset, BinaryRuntime, PythonRuntime
-from .source import SourceTree, load_source
+from .source import SourceTree, load_source, sha256_file
 from .zipwriter import BlobCache, write_zip
 
 
@@ -128,7 +127,7 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}-building.zip"
     write_zip(layout, tmp, BlobCache(cache_dir() / "blobs"))
-    digest = _sha256_file(tmp)
+    digest = sha256_file(tmp)
     final = out_dir / f"{name}-{digest[:12]}.zip"
     os.replace(tmp, final)
     for old in out_dir.glob(f"{name}-*.zip"):
@@ -140,11 +139,3 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
     layout = resolve_layout(loaded, quiet=quiet)
     return write_package(layout, loaded.root / ".pmcp" / "dist", loaded.manifest.server.name)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

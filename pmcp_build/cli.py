@@ -101,8 +101,62 @@ ManifestOption = Annotated[
 ]
 
 
-def _load(file: Path) -> LoadedManifest:
-    return load_manifest(file)
+SourceUrlOption = Annotated[
+    str | None,
+    typer.Option("--source-url", help="Manifest-less: the source zip's URL (default: $ZIP_URL)."),
+]
+Sha256Option = Annotated[
+    str | None,
+    typer.Option(
+        "--sha256", help="Manifest-less: pin the source zip (default: pinned on download)."
+    ),
+]
+S3Option = Annotated[
+    str | None,
+    typer.Option("--s3", help="Manifest-less: s3://BUCKET/KEY.zip (default: $S3_BUCKET/$S3_KEY)."),
+]
+PythonOption = Annotated[
+    str | None,
+    typer.Option("--python", help="Manifest-less: Lambda python version (default 3.12)."),
+]
+ArchOption = Annotated[
+    str | None,
+    typer.Option("--architecture", help="Manifest-less: arm64 or x86_64 (default x86_64)."),
+]
+
+
+def _load(
+    file: Path,
+    source_url: str | None = None,
+    sha256: str | None = None,
+    s3: str | None = None,
+    python: str | None = None,
+    architecture: str | None = None,
+) -> LoadedManifest:
+    return _load_with_text(file, source_url, sha256, s3, python, architecture)[0]
+
+
+def _load_with_text(
+    file: Path,
+    source_url: str | None = None,
+    sha256: str | None = None,
+    s3: str | None = None,
+    python: str | None = None,
+    architecture: str | None = None,
+) -> tuple[LoadedManifest, str]:
+    """A committed manifest when there is one; otherwise one synthesised from flags and
+    ZIP_URL / S3_BUCKET / S3_KEY (the build image's contract)."""
+    from .synth import SynthInputs, synthesize
+
+    if file.exists():
+        loaded = load_manifest(file)
+        return loaded, loaded.path.read_text()
+    inputs = SynthInputs.from_env(source_url, sha256, s3, python, architecture)
+    if not inputs.wanted:
+        load_manifest(file)  # raises the usual "no such file; run init" error
+    from .build import cache_dir
+
+    return synthesize(inputs, cache_dir(), Path.cwd())
 
 
 @app.command()
@@ -165,12 +219,16 @@ def build(
         str | None, typer.Option("--target", "-t", help="Check the target exists.")
     ] = None,
     json_out: JsonOption = False,
+    source_url: SourceUrlOption = None,
+    sha256: Sha256Option = None,
+    python: PythonOption = None,
+    architecture: ArchOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
     from .build import build as build_package
     from .render import layout_json, layout_lines
 
-    loaded = _load(file)
+    loaded = _load(file, source_url, sha256, None, python, architecture)
     if target:
         _check_targets(loaded, [target])
     quiet = _quiet(json_out)
@@ -362,11 +420,23 @@ def plan_cmd(
             "--refresh/--no-refresh", help="Read remote state (--refresh=false: offline)."
         ),
     ] = True,
+    print_manifest: Annotated[
+        bool,
+        typer.Option("--print-manifest", help="Print the manifest in use (e.g. synthesised)."),
+    ] = False,
+    source_url: SourceUrlOption = None,
+    sha256: Sha256Option = None,
+    s3: S3Option = None,
+    python: PythonOption = None,
+    architecture: ArchOption = None,
 ) -> None:
     """Show the package and the actions needed to deploy it."""
     from .deploy import make_plan, save_plan
 
-    loaded = _load(file)
+    loaded, text = _load_with_text(file, source_url, sha256, s3, python, architecture)
+    if print_manifest:
+        sys.stdout.write(text)
+        return
     names = _check_targets(loaded, target)
     package = _build_quietly(loaded, json_out)
     plan, desired = make_plan(loaded, package, names, refresh=refresh)
@@ -393,6 +463,11 @@ def apply(
     target: TargetsOption = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
     json_out: JsonOption = False,
+    source_url: SourceUrlOption = None,
+    sha256: Sha256Option = None,
+    s3: S3Option = None,
+    python: PythonOption = None,
+    architecture: ArchOption = None,
 ) -> None:
     """Carry out the plan (or a saved one): upload, create, update. Idempotent."""
     from concurrent.futures import ThreadPoolExecutor
@@ -403,7 +478,7 @@ def apply(
     if saved is not None:
         file = Path(saved.get("manifest") or file)
         target = [t["name"] for t in saved["targets"]]
-    loaded = _load(file)
+    loaded = _load(file, source_url, sha256, s3, python, architecture)
     names = _check_targets(loaded, target)
     package = _build_quietly(loaded, json_out)
     plan, desired = make_plan(loaded, package, names)
@@ -457,6 +532,50 @@ def apply(
         f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
         markup=False,
     )
+
+
+@app.command("image-run")
+@_guard
+def image_run(
+    source_url: SourceUrlOption = None,
+    sha256: Sha256Option = None,
+    s3: S3Option = None,
+    python: PythonOption = None,
+    architecture: ArchOption = None,
+) -> None:
+    """The build image's job: ZIP_URL -> package -> S3_BUCKET/S3_KEY; JSON summary last."""
+    from .build import build as build_package
+    from .deploy import apply_target, make_plan
+    from .synth import IMAGE_TARGET, SynthInputs, image_target
+
+    inputs = SynthInputs.from_env(source_url, sha256, s3, python, architecture)
+    missing = [
+        name
+        for name, value in (("ZIP_URL", inputs.source_url), ("S3_BUCKET/S3_KEY", inputs.s3))
+        if not value
+    ]
+    if missing:
+        raise UserError(
+            f"{' and '.join(missing)} not set; the build image needs ZIP_URL, "
+            "S3_BUCKET and S3_KEY (or --source-url and --s3 s3://B/K)"
+        )
+    loaded, _ = _load_with_text(Path(MANIFEST_NAME), source_url, sha256, s3, python, architecture)
+    target = image_target(loaded)
+    package = build_package(loaded, quiet=True)
+    plan, desired = make_plan(loaded, package, [IMAGE_TARGET])
+    steps = apply_target(loaded, package, plan.targets[0], desired[IMAGE_TARGET], lambda line: None)
+    for step in steps:
+        err.print(step, markup=False)
+    summary = {
+        "sha256": package.sha256,
+        "code_sha256": package.code_sha256,
+        "size": package.size,
+        "s3": f"s3://{target.bucket}/{target.key}",
+        "uploaded": bool(steps),
+        "runtime": package.layout.runtime,
+        "handler": package.layout.handler,
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
 
 
 def _upload_progress() -> Any:

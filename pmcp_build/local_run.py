@@ -27,6 +27,7 @@ from .errors import UserError
 from .layout import Layout
 from .python_runtime import find_python
 
+LOCAL_FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:local"
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
@@ -192,7 +193,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             {
                 "Lambda-Runtime-Aws-Request-Id": request_id,
                 "Lambda-Runtime-Deadline-Ms": str(int((time.time() + 30) * 1000)),
-                "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:local",
+                "Lambda-Runtime-Invoked-Function-Arn": LOCAL_FUNCTION_ARN,
                 "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
             },
         )

@@ -191,11 +191,11 @@ def diff_lambda(
                 "+",
                 f"lambda {function}",
                 "function does not exist",
-                tuple(
-                    Change(k, None, env.shown() if k == "Environment" else v)
-                    for k, v in desired.items()
-                )
-                + (
+                (
+                    *(
+                        Change(k, None, env.shown() if k == "Environment" else v)
+                        for k, v in desired.items()
+                    ),
                     Change("Architectures", None, [architecture]),
                     Change("CodeSha256", None, code_sha256),
                 ),
@@ -225,9 +225,8 @@ def diff_lambda(
                 if before != v:
                     config_changes.append(Change(k, _shown_env(before, env), env.shown()))
                 continue
-            if k == "Role" and auto_role:
-                if before and before.rsplit("/", 1)[-1] == str(v).rsplit("/", 1)[-1]:
-                    continue
+            if k == "Role" and auto_role and _same_role_name(before, v):
+                continue
             if before != v:
                 config_changes.append(Change(k, before, v))
         if config_changes:
@@ -276,6 +275,11 @@ def diff_lambda(
             )
         )
     return actions
+
+
+def _same_role_name(before: Any, after: Any) -> bool:
+    # An auto role planned as "(new) NAME" and read back as an ARN is the same role.
+    return bool(before) and str(before).rsplit("/", 1)[-1] == str(after).rsplit(" ", 1)[-1]
 
 
 def diff_s3(*, bucket: str, key: str, sha256: str, state: S3State) -> list[Action]:

@@ -114,14 +114,18 @@ def walk(root: Path, exclude: tuple[str, ...]) -> list[SourceFile]:
 # -- URL sources -----------------------------------------------------------------------
 
 
-def fetch_zip(url: str, sha256: str, cache_dir: Path) -> Path:
-    """Download, verify and unpack a source zip; cached by its sha256."""
+def fetch_zip(url: str, sha256: str, cache_dir: Path, archive: Path | None = None) -> Path:
+    """Download (unless `archive` holds it already), verify and unpack a source zip;
+    cached by its sha256."""
     dest = cache_dir / "sources" / sha256
     if (dest / ".complete").exists():
         return dest / "tree"
     with tempfile.TemporaryDirectory(prefix="pmcp-src-") as tmp:
-        archive = Path(tmp) / "source.zip"
-        digest = _download(url, archive)
+        if archive is None:
+            archive = Path(tmp) / "source.zip"
+            digest = _download(url, archive)
+        else:
+            digest = sha256_file(archive)
         if digest != sha256:
             raise UserError(
                 f"[source].url: {url} has sha256 {digest}, but [source].sha256 pins {sha256}; "
@@ -139,6 +143,14 @@ def fetch_zip(url: str, sha256: str, cache_dir: Path) -> Path:
         except OSError:
             shutil.rmtree(final, ignore_errors=True)  # another build won the race
     return dest / "tree"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _download(url: str, dest: Path) -> str:

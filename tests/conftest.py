@@ -3,13 +3,17 @@ network guard that keeps the suite on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from pmcp_build.cli import app
@@ -75,3 +79,62 @@ def cli() -> Iterator[Any]:
         return Result(res.exit_code, res.stdout, res.stderr)
 
     yield run
+
+
+# -- a moto server on loopback, over HTTP ------------------------------------------------
+
+BUCKET = "acme-artifacts"
+SECRET = "s3cr3t-t0ken-value"
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(tmp_path_factory.mktemp("rec") / "moto.log")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    httpx.post(f"{moto_url}/moto-api/reset")
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "MY_TOKEN": SECRET,
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    return moto_url
+
+
+class Recorder:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def start(self) -> None:
+        httpx.post(f"{self.url}/moto-api/recorder/reset-recording")
+        httpx.post(f"{self.url}/moto-api/recorder/start-recording")
+
+    def requests(self) -> list[tuple[str, str]]:
+        httpx.post(f"{self.url}/moto-api/recorder/stop-recording")
+        text = httpx.get(f"{self.url}/moto-api/recorder/download-recording").text
+        out = []
+        for line in text.splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                out.append((entry["method"], entry["url"].split("?")[0]))
+        return out
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
