@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,54 @@ def auto_role_name(function: str) -> str:
     return f"{function}-pmcp-exec"[:64]
 
 
-@dataclass
 class Clients:
-    s3: Any
-    lam: Any
-    iam: Any
+    """A target's boto3 clients, made on first use: a no-op plan never builds IAM's."""
+
+    def __init__(self, session: Any, kwargs: dict[str, Any]) -> None:
+        self._session = session
+        self._kwargs = kwargs
+        self._made: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._made:
+            # boto3 sessions are not thread-safe; targets are planned in parallel.
+            with _LOCK:
+                self._made[service] = self._session.client(service, **self._kwargs)
+        return self._made[service]
+
+    @property
+    def s3(self) -> Any:
+        return self._client("s3")
+
+    @property
+    def lam(self) -> Any:
+        return self._client("lambda")
+
+    @property
+    def iam(self) -> Any:
+        return self._client("iam")
+
+
+_LOCK = threading.Lock()
+_SESSIONS: dict[tuple[str | None, str | None], Any] = {}
+
+
+def _session(profile: str | None, region: str | None) -> Any:
+    # One session per (profile, region): its loaded service models are shared by every
+    # client made from it, which makes ten targets cost little more than one.
+    with _LOCK:
+        key = (profile, region)
+        if key not in _SESSIONS:
+            _SESSIONS[key] = boto3.Session(profile_name=profile, region_name=region)
+        return _SESSIONS[key]
 
 
 def clients(target: LambdaTarget | S3Target) -> Clients:
+    # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
+    # set, so honour it too.
+    region = target.region or os.environ.get("AWS_REGION") or None
     try:
-        # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
-        # set, so honour it too.
-        region = target.region or os.environ.get("AWS_REGION") or None
-        session = boto3.Session(profile_name=target.profile, region_name=region)
+        session = _session(target.profile, region)
     except botocore.exceptions.ProfileNotFound as exc:
         raise UserError(f"AWS profile {target.profile!r} not found; check ~/.aws/config") from exc
     if session.region_name is None:
@@ -62,11 +97,7 @@ def clients(target: LambdaTarget | S3Target) -> Clients:
     kwargs: dict[str, Any] = {"config": config}
     if target.endpoint_url:
         kwargs["endpoint_url"] = target.endpoint_url
-    return Clients(
-        session.client("s3", **kwargs),
-        session.client("lambda", **kwargs),
-        session.client("iam", **kwargs),
-    )
+    return Clients(session, kwargs)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
