@@ -167,6 +167,7 @@ class _RuntimeApi(ThreadingHTTPServer):
 class _RuntimeApiHandler(BaseHTTPRequestHandler):
     server: _RuntimeApi
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # see serve.py: no 40 ms delayed-ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
