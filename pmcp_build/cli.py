@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from . import __version__
 from .errors import UserError
@@ -54,8 +55,8 @@ def _guard(func: F) -> F:
             for line in str(exc).splitlines():
                 err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+            raise  # usage errors keep click's exit code 2
         except Exception as exc:
             if _State.debug:
                 raise
@@ -415,11 +416,16 @@ def plan_cmd(
         typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
     ] = False,
     refresh: Annotated[
-        bool,
+        str,
         typer.Option(
-            "--refresh/--no-refresh", help="Read remote state (--refresh=false: offline)."
+            "--refresh",
+            metavar="true|false",
+            help="Read remote state; --refresh=false plans offline.",
         ),
-    ] = True,
+    ] = "true",
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Same as --refresh=false.")
+    ] = False,
     print_manifest: Annotated[
         bool,
         typer.Option("--print-manifest", help="Print the manifest in use (e.g. synthesised)."),
@@ -433,13 +439,16 @@ def plan_cmd(
     """Show the package and the actions needed to deploy it."""
     from .deploy import make_plan, save_plan
 
+    if refresh.lower() not in ("true", "false"):
+        raise typer.BadParameter("must be true or false", param_hint="--refresh")
     loaded, text = _load_with_text(file, source_url, sha256, s3, python, architecture)
     if print_manifest:
         sys.stdout.write(text)
         return
     names = _check_targets(loaded, target)
     package = _build_quietly(loaded, json_out)
-    plan, desired = make_plan(loaded, package, names, refresh=refresh)
+    read_remote = refresh.lower() == "true" and not no_refresh
+    plan, desired = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
         save_plan(plan, out_file, loaded.path)
     if json_out:

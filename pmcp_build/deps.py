@@ -147,6 +147,13 @@ def _explain_uv_failure(stderr: str, requirements: Path | None, tag: str, python
             f"{where}: {name} has no wheel for python{python} on {tag}; "
             "pin a version that publishes one, or change [runtime].architecture"
         )
+    conflict = re.search(r"Because you require (.+?) and (.+?), we can conclude", text)
+    if conflict:
+        return (
+            f"{where}: conflicting requirements: {conflict.group(1)} and {conflict.group(2)} "
+            "cannot both hold (the boot runtime needs mcp from boot/requirements.txt); "
+            "relax one of them"
+        )
     if "offline" in text.lower() or ("network" in text.lower() and "failed" in text.lower()):
         detail = _first_line(text)
         return f"{where}: could not fetch dependencies ({detail})"

@@ -175,9 +175,11 @@ def test_apply_without_approval_refuses_and_changes_nothing(cli, project: Path) 
 
 def test_offline_plan_needs_no_aws(cli, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    result = cli("-C", str(project), "plan", "--no-refresh")
-    assert result.exit_code == 0, result.output
-    assert "remote state not read" in result.stdout
+    for flag in ("--no-refresh", "--refresh=false"):
+        result = cli("-C", str(project), "plan", flag)
+        assert result.exit_code == 0, result.output
+        assert "remote state not read" in result.stdout
+    assert cli("-C", str(project), "plan", "--refresh=maybe").exit_code == 2
 
 
 def test_missing_secret_is_a_user_error(

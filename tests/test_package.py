@@ -377,3 +377,10 @@ def test_unreachable_url_is_one_line(cli, tmp_path: Path) -> None:
 )
 def test_glob_semantics(path: str, pattern: str, hit: bool) -> None:
     assert matches(path, (pattern,)) is hit
+
+
+def test_requirement_conflicting_with_the_boot_runtime_names_both(cli, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p", requirements="mcp<2\n")
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert "conflicting requirements: mcp>=2.3,<3 and mcp<2" in result.stderr
