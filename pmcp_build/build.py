@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from .layout import Entry, Layout, entry_from_file, make_layout
 from .loader import LoadedManifest
 from .manifest import Asset, BinaryRuntime, PythonRuntime
 from .source import SourceTree, load_source, sha256_file
-from .zipwriter import BlobCache, write_zip
+from .zipwriter import LEVEL, BlobCache, write_zip
 
 
 def cache_dir() -> Path:
@@ -55,7 +56,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
         module = py.handler_module(tree)
         entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
         entries += py.boot_entries()
-        entries.append(py.index_entry(manifest.server.name, entrypoint, module))
+        entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
         deps = install(
             py.requirements_file(runtime, tree),
             runtime.python,
@@ -123,13 +124,32 @@ def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
     return entries
 
 
+def layout_fingerprint(layout: Layout) -> str:
+    """The zip is a pure function of this (and of the writer's format)."""
+    h = hashlib.sha256(f"zip-v1 level {LEVEL}\n".encode())
+    for e in layout.entries:
+        h.update(f"{e.path}\0{e.mode:o}\0{e.sha256}\n".encode())
+    return h.hexdigest()
+
+
 def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     out_dir.mkdir(parents=True, exist_ok=True)
+    index = cache_dir() / "packages" / layout_fingerprint(layout)
+    if index.exists():
+        # Same layout as a previous build: reuse its zip if it is still intact.
+        digest = index.read_text().strip()
+        existing = out_dir / f"{name}-{digest[:12]}.zip"
+        if existing.exists() and sha256_file(existing) == digest:
+            return Package(
+                layout=layout, path=existing, sha256=digest, size=existing.stat().st_size
+            )
     tmp = out_dir / f".{name}-building.zip"
     write_zip(layout, tmp, BlobCache(cache_dir() / "blobs"))
     digest = sha256_file(tmp)
     final = out_dir / f"{name}-{digest[:12]}.zip"
     os.replace(tmp, final)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(digest)
     for old in out_dir.glob(f"{name}-*.zip"):
         if old != final:  # dist/ holds the current build; deployments keep their own copy
             old.unlink(missing_ok=True)

@@ -4,12 +4,12 @@ dependencies and, optionally, deterministic bytecode."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import jinja2
 
 from . import __version__
 from .errors import UserError
@@ -56,19 +56,33 @@ def boot_entries() -> list[Entry]:
     ]
 
 
-def index_entry(server_name: str, entrypoint: str, module: str) -> Entry:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        keep_trailing_newline=True,
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-    )
-    text = env.get_template("index.py.j2").render(
-        server_name=server_name,
-        entrypoint=entrypoint,
-        boot_modules=boot_modules(),
-        version=__version__,
-    )
+def index_entry(
+    server_name: str, entrypoint: str, module: str, cache_dir: Path | None = None
+) -> Entry:
+    template = TEMPLATES / "index.py.j2"
+    variables = {
+        "server_name": server_name,
+        "entrypoint": entrypoint,
+        "boot_modules": boot_modules(),
+        "version": __version__,
+    }
+    key = hashlib.sha256(template.read_bytes() + json.dumps(variables, sort_keys=True).encode())
+    cached = cache_dir / "index" / f"{key.hexdigest()}.py" if cache_dir else None
+    if cached is not None and cached.exists():
+        text = cached.read_text()  # rendering is pure; skip importing jinja2 on rebuilds
+    else:
+        import jinja2
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            keep_trailing_newline=True,
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        text = env.get_template(template.name).render(**variables)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(text)
     return entry_from_bytes(
         f"{module}.py", text.encode(), "generated", 0o644, detail=f"handler for {entrypoint}"
     )
@@ -88,10 +102,32 @@ def requirements_file(runtime: PythonRuntime, tree: SourceTree) -> Path | None:
 
 
 def dependency_entries(site: Path, origins: dict[str, str]) -> list[Entry]:
-    return [
+    """The installed dependency tree is immutable once cached, so its sizes and hashes
+    are recorded once (entries.json) instead of re-read on every build; the zip writer
+    still verifies the content of anything it has to compress."""
+    index = site.parent / "entries.json"
+    if index.exists():
+        known = json.loads(index.read_text())
+        return [
+            Entry(
+                path=path,
+                origin="dependency",
+                mode=known[path][0],
+                size=known[path][1],
+                sha256=known[path][2],
+                src=site / path,
+                detail=label,
+            )
+            for path, label in sorted(origins.items())
+        ]
+    entries = [
         entry_from_file(path, site / path, "dependency", detail=label)
         for path, label in sorted(origins.items())
     ]
+    tmp = index.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({e.path: [e.mode, e.size, e.sha256] for e in entries}))
+    os.replace(tmp, index)
+    return entries
 
 
 # -- bytecode ----------------------------------------------------------------------------

@@ -100,11 +100,23 @@ def compress_all(
     entries: Iterable[Entry], cache: BlobCache, workers: int | None = None
 ) -> list[Member]:
     entries = list(entries)
+    members: dict[int, Member] = {}
+    misses: list[tuple[int, Entry]] = []
+    for index, entry in enumerate(entries):  # cache hits need no thread
+        cached = cache.get(entry.sha256)
+        if cached is None:
+            misses.append((index, entry))
+        else:
+            method, crc, payload = cached
+            members[index] = Member(entry.path, entry.mode, method, crc, entry.size, payload)
     workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(entries) < 4:
-        return [_compress(e, cache) for e in entries]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda e: _compress(e, cache), entries))
+    if workers <= 1 or len(misses) < 4:
+        members.update((i, _compress(e, cache)) for i, e in misses)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            done = pool.map(lambda item: (item[0], _compress(item[1], cache)), misses)
+            members.update(done)
+    return [members[i] for i in range(len(entries))]
 
 
 def write_zip(layout: Layout, dest: Path, cache: BlobCache | None = None) -> None:
