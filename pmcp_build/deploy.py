@@ -138,6 +138,13 @@ def make_plan(
         package_size=package.size,
         targets=tuple(r[0] for r in results),
         refreshed=refresh,
+        layout_summary={
+            "runtime": package.layout.runtime,
+            "handler": package.layout.handler,
+            "architecture": package.layout.architecture,
+            "file_count": len(package.layout.entries),
+            "unzipped_size": package.layout.unzipped_size,
+        },
     )
     return plan, {t.name: r[1] for t, r in zip(plan.targets, results, strict=True)}
 

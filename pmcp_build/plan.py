@@ -96,6 +96,7 @@ class Plan:
     package_size: int
     targets: tuple[TargetPlan, ...]
     refreshed: bool = True
+    layout_summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -114,7 +115,11 @@ class Plan:
         return {
             "format_version": FORMAT_VERSION,
             "server": self.server,
-            "package": {"sha256": self.package_sha256, "size": self.package_size},
+            "package": {
+                "sha256": self.package_sha256,
+                "size": self.package_size,
+                **self.layout_summary,
+            },
             "refreshed": self.refreshed,
             "has_changes": self.has_changes,
             "summary": self.counts(),

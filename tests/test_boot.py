@@ -346,6 +346,10 @@ def served_example(tmp_path_factory: pytest.TempPathFactory):
 def test_mcp_client_against_serve(served_example: str, mode: str) -> None:
     async def scenario() -> None:
         async with Client(served_example, mode=mode) as client:
+            from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+
+            expected = LATEST_HANDSHAKE_VERSION if mode == "legacy" else LATEST_MODERN_VERSION
+            assert client.protocol_version == expected
             tools = await client.list_tools()
             assert {t.name for t in tools.tools} == {"word_stats", "human_size"}
             stats = await client.call_tool("word_stats", {"text": "One fish. Two fish!"})

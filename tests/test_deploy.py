@@ -81,6 +81,8 @@ def test_changed_asset_changes_code_only(cli, project: Path, aws_env: str) -> No
     before = _fn()
     (project / "data.txt").write_text("v2")
     plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
+    assert plan["format_version"] == 1
+    assert plan["package"]["handler"] == "index.handler" and plan["summary"]["change"] == 1
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
     assert ops == ["s3.put_object", "lambda.update_function_code"]
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
