@@ -126,15 +126,9 @@ ArchOption = Annotated[
 ]
 
 
-def _load(
-    file: Path,
-    source_url: str | None = None,
-    sha256: str | None = None,
-    s3: str | None = None,
-    python: str | None = None,
-    architecture: str | None = None,
-) -> LoadedManifest:
-    return _load_with_text(file, source_url, sha256, s3, python, architecture)[0]
+def _load(file: Path, *synth: str | None) -> LoadedManifest:
+    """`_load_with_text` without the text; `synth` are its manifest-less options."""
+    return _load_with_text(file, *synth)[0]
 
 
 def _load_with_text(

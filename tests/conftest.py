@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,18 @@ class Recorder:
 
     def writes(self) -> list[tuple[str, str]]:
         return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
+
+
+# -- a static file server on loopback (source zips) --------------------------------------
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

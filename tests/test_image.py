@@ -7,11 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 import zipfile
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -21,18 +17,6 @@ from .conftest import BUCKET, EXAMPLES, Recorder
 from .helpers import HOST_ARCH, HOST_PY, zip_with
 
 KEY = "builds/text-tools.zip"
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def _example_zip(dest: Path) -> Path:
@@ -45,8 +29,8 @@ def _example_zip(dest: Path) -> Path:
 
 
 @pytest.fixture
-def image_env(aws_env: str, served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    root, base = served
+def image_env(aws_env: str, http_dir, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    root, base = http_dir
     _example_zip(root / "src.zip")
     monkeypatch.setenv("ZIP_URL", f"{base}/src.zip")
     monkeypatch.setenv("S3_BUCKET", BUCKET)
@@ -114,8 +98,8 @@ def test_unreachable_zip_url_is_one_clear_line(
     assert len(lines) == 1 and "cannot download http://127.0.0.1:9/src.zip" in lines[0]
 
 
-def test_hostile_source_is_refused_before_upload(cli, image_env: str, served) -> None:
-    root, _ = served
+def test_hostile_source_is_refused_before_upload(cli, image_env: str, http_dir) -> None:
+    root, _ = http_dir
     zip_with(root / "src.zip", [("../../escape.py", b"x", 0o644)])
     result = cli("image-run")
     assert result.exit_code == 1
@@ -124,8 +108,8 @@ def test_hostile_source_is_refused_before_upload(cli, image_env: str, served) ->
     assert listed.get("KeyCount", 0) == 0
 
 
-def test_source_with_its_own_manifest_uses_it(cli, image_env: str, served) -> None:
-    root, _ = served
+def test_source_with_its_own_manifest_uses_it(cli, image_env: str, http_dir) -> None:
+    root, _ = http_dir
     src = EXAMPLES / "python-server"
     manifest = (
         (src / "metorial.toml").read_text().replace('name = "text-tools"', 'name = "from-source"')

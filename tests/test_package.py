@@ -6,10 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -279,18 +276,6 @@ def test_missing_asset_is_an_error(cli, tmp_path: Path) -> None:
 
 
 # -- URL sources -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def _url_project(tmp_path: Path, url: str, sha: str) -> Path:
