@@ -406,3 +406,17 @@ def test_binary_example_through_the_runtime_api(cli, tmp_path: Path) -> None:
     assert reply["statusCode"] == 200
     body = json.loads(reply["body"])
     assert "chinook.db" in body["files"] and "bootstrap" in body["files"]
+
+
+def test_index_py_entrypoint_gets_its_own_handler_module(cli, tmp_path: Path) -> None:
+    """index.py is in the detection order; the generated handler must not overwrite it."""
+    project = python_project(tmp_path / "p")
+    (project / "server.py").rename(project / "index.py")
+    built = cli("-C", str(project), "build", "--json")
+    assert built.exit_code == 0, built.output
+    layout = json.loads(built.stdout)["layout"]
+    assert layout["handler"] == "metorial_index.handler"
+    origins = {f["path"]: f["origin"] for f in layout["files"]}
+    assert origins["index.py"] == "source" and origins["metorial_index.py"] == "generated"
+    reply = _invoke(cli, project, {"action": "discover"})
+    assert [t["name"] for t in reply["discovery"]["tools"]] == ["echo"]
