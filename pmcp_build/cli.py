@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,11 @@ from . import __version__
 from .errors import UserError
 from .loader import LoadedManifest, load_manifest
 from .manifest import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from .build import Package
+    from .plan import Plan
+    from .secrets import Environment
 
 app = typer.Typer(
     name="pmcp-build",
@@ -197,6 +202,16 @@ def _quiet(json_mode: bool) -> bool:
     return json_mode or not err.is_terminal or bool(os.environ.get("CI"))
 
 
+def _build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
+    """Build, with a spinner for a person at a terminal (dependency installs take time)."""
+    from .build import build as build_package
+
+    if _quiet(json_mode):
+        return build_package(loaded, quiet=True)
+    with err.status("building package (dependencies are cached after the first run)…"):
+        return build_package(loaded, quiet=True)
+
+
 def _check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:
     names = list(loaded.manifest.targets)
     for name in targets or []:
@@ -220,18 +235,12 @@ def build(
     architecture: ArchOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
-    from .build import build as build_package
     from .render import layout_json, layout_lines
 
     loaded = _load(file, source_url, sha256, None, python, architecture)
     if target:
         _check_targets(loaded, [target])
-    quiet = _quiet(json_out)
-    if quiet:
-        package = build_package(loaded, quiet=True)
-    else:
-        with err.status("building package (dependencies are cached after the first run)…"):
-            package = build_package(loaded, quiet=True)
+    package = _build_quietly(loaded, json_out)
     if json_out:
         data = {
             "package": {
@@ -287,18 +296,6 @@ def inspect_cmd(
         raise typer.Exit(1)
 
 
-def _local_package(loaded: LoadedManifest, target: str | None, json_mode: bool) -> Any:
-    """The package `serve` and `invoke` run: a local target's deployment, else a build."""
-    from .build import build as build_package
-
-    if target:
-        _check_targets(loaded, [target])
-    if _quiet(json_mode):
-        return build_package(loaded, quiet=True)
-    with err.status("building package…"):
-        return build_package(loaded, quiet=True)
-
-
 @app.command()
 @_guard
 def serve(
@@ -311,7 +308,9 @@ def serve(
     from .serve import make_server
 
     loaded = _load(file)
-    package = _local_package(loaded, target, json_mode=False)
+    if target:
+        _check_targets(loaded, [target])
+    package = _build_quietly(loaded, json_mode=False)
     invoker = open_invoker(package.path, package.layout)
     try:
         server = make_server(invoker, port)
@@ -349,7 +348,9 @@ def invoke(
         # A bare JSON-RPC message: wrap it as the platform would.
         payload = {"action": "mcp.request", "messages": [json.dumps(payload)]}
     loaded = _load(file)
-    package = _local_package(loaded, target, json_mode=True)
+    if target:
+        _check_targets(loaded, [target])
+    package = _build_quietly(loaded, json_mode=True)
     invoker = open_invoker(package.path, package.layout)
     try:
         result = invoker.invoke(payload)
@@ -370,16 +371,7 @@ TargetsOption = Annotated[
 ]
 
 
-def _build_quietly(loaded: LoadedManifest, json_mode: bool) -> Any:
-    from .build import build as build_package
-
-    if _quiet(json_mode):
-        return build_package(loaded, quiet=True)
-    with err.status("building package…"):
-        return build_package(loaded, quiet=True)
-
-
-def _print_plan(plan: Any, package: Any, secrets: list[Any]) -> None:
+def _print_plan(plan: Plan, package: Package, secrets: list[Environment]) -> None:
     from .plan import render
     from .render import human
 
@@ -547,7 +539,6 @@ def image_run(
     architecture: ArchOption = None,
 ) -> None:
     """The build image's job: ZIP_URL -> package -> S3_BUCKET/S3_KEY; JSON summary last."""
-    from .build import build as build_package
     from .deploy import apply_target, make_plan
     from .synth import IMAGE_TARGET, SynthInputs, image_target
 
@@ -564,7 +555,7 @@ def image_run(
         )
     loaded, _ = _load_with_text(Path(MANIFEST_NAME), source_url, sha256, s3, python, architecture)
     target = image_target(loaded)
-    package = build_package(loaded, quiet=True)
+    package = _build_quietly(loaded, json_mode=True)  # stdout ends with the JSON summary
     plan, desired = make_plan(loaded, package, [IMAGE_TARGET])
     steps = apply_target(loaded, package, plan.targets[0], desired[IMAGE_TARGET], lambda line: None)
     for step in steps:
