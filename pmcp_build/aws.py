@@ -134,11 +134,9 @@ def user_error(exc: Exception, doing: str) -> UserError:
 
 def read_lambda_state(c: Clients, target: LambdaTarget, key: str) -> LambdaState:
     try:
-        artifact = _head(c.s3, target.bucket, key) is not None
-        function = _get_function(c.lam, target.function)
-        url = None
-        if target.url is not None or function is not None:
-            url = _get_url(c.lam, target.function) if function is not None else None
+        artifact = head_object(c.s3, target.bucket, key) is not None
+        function = get_function(c.lam, target.function)
+        url = get_function_url(c.lam, target.function) if function is not None else None
         role_arn = None
         if target.role == "auto":
             if function is not None and function.get("Role", "").endswith(
@@ -146,7 +144,7 @@ def read_lambda_state(c: Clients, target: LambdaTarget, key: str) -> LambdaState
             ):
                 role_arn = function["Role"]  # no extra IAM read when the function says it
             else:
-                role_arn = _get_role(c.iam, auto_role_name(target.function))
+                role_arn = get_role_arn(c.iam, auto_role_name(target.function))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise user_error(exc, f"reading state of lambda {target.function}") from exc
     return LambdaState(artifact_exists=artifact, function=function, url=url, role_arn=role_arn)
@@ -154,7 +152,7 @@ def read_lambda_state(c: Clients, target: LambdaTarget, key: str) -> LambdaState
 
 def read_s3_state(c: Clients, target: S3Target) -> S3State:
     try:
-        head = _head(c.s3, target.bucket, target.key)
+        head = head_object(c.s3, target.bucket, target.key)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise user_error(exc, f"reading s3://{target.bucket}/{target.key}") from exc
     if head is None:
@@ -162,42 +160,40 @@ def read_s3_state(c: Clients, target: S3Target) -> S3State:
     return S3State(object_sha256=(head.get("Metadata") or {}).get("sha256"), exists=True)
 
 
-def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+def _absent_as_none(call: Callable[[], Any], *missing: str) -> Any:
+    """Run a read; a "does not exist" answer (one of `missing`) is None, not an error."""
     try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
+        return call()
     except botocore.exceptions.ClientError as exc:
-        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        if _code(exc) == "NoSuchBucket":
-            raise
-        raise
-
-
-def _get_function(lam: Any, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(lam.get_function(FunctionName=name)["Configuration"])
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if _code(exc) in missing:
             return None
         raise
 
 
-def _get_url(lam: Any, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(lam.get_function_url_config(FunctionName=name))
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    head = _absent_as_none(
+        lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound"
+    )
+    return None if head is None else dict(head)
 
 
-def _get_role(iam: Any, name: str) -> str | None:
-    try:
-        return str(iam.get_role(RoleName=name)["Role"]["Arn"])
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) == "NoSuchEntity":
-            return None
-        raise
+def get_function(lam: Any, name: str) -> dict[str, Any] | None:
+    found = _absent_as_none(
+        lambda: lam.get_function(FunctionName=name), "ResourceNotFoundException"
+    )
+    return None if found is None else dict(found["Configuration"])
+
+
+def get_function_url(lam: Any, name: str) -> dict[str, Any] | None:
+    found = _absent_as_none(
+        lambda: lam.get_function_url_config(FunctionName=name), "ResourceNotFoundException"
+    )
+    return None if found is None else dict(found)
+
+
+def get_role_arn(iam: Any, name: str) -> str | None:
+    found = _absent_as_none(lambda: iam.get_role(RoleName=name), "NoSuchEntity")
+    return None if found is None else str(found["Role"]["Arn"])
 
 
 # -- writes -----------------------------------------------------------------------------

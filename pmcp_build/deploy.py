@@ -268,27 +268,38 @@ def _apply_lambda(
     role = target.role if target.role != "auto" else state.role_arn
     revision = (state.function or {}).get("RevisionId")
     done: list[str] = []
-    env = {"Variables": desired.env.values}
+
+    def settings() -> dict[str, Any]:
+        # The same settings the plan diffed, in the shape Lambda's write calls take.
+        nonlocal role
+        if role is None:  # role = "auto" and the role does not exist yet
+            role = aws.ensure_role(c.iam, target.function)
+        config = function_config(
+            package.layout.runtime,
+            package.layout.handler,
+            role,
+            target.memory,
+            target.timeout,
+            desired.env,
+        )
+        return {
+            **config,
+            "FunctionName": target.function,
+            "Environment": {"Variables": desired.env.values},
+        }
+
     for action in todo:
         if action.op == "s3.put_object":
             aws.upload(c.s3, package.path, target.bucket, key, package.sha256, progress)
         elif action.op == "iam.create_role":
             role = aws.ensure_role(c.iam, target.function)
         elif action.op == "lambda.create_function":
-            if role is None:
-                role = aws.ensure_role(c.iam, target.function)
             created = aws.create_function(
                 c.lam,
                 {
-                    "FunctionName": target.function,
-                    "Runtime": package.layout.runtime,
-                    "Handler": package.layout.handler,
-                    "Role": role,
+                    **settings(),
                     "Code": {"S3Bucket": target.bucket, "S3Key": key},
                     "Architectures": [package.layout.architecture],
-                    "MemorySize": target.memory,
-                    "Timeout": target.timeout,
-                    "Environment": env,
                     "Description": f"{loaded.manifest.server.name} (pmcp-build {package.sha12})",
                     "Tags": {"managed-by": "pmcp-build"},
                 },
@@ -296,29 +307,17 @@ def _apply_lambda(
             revision = created.get("RevisionId")
             aws.wait(c.lam, "function_active_v2", target.function)
         elif action.op == "lambda.update_function_code":
-            updated = aws.update_code(
+            aws.update_code(
                 c.lam, target.function, target.bucket, key, package.layout.architecture, revision
             )
-            revision = updated.get("RevisionId")
-            # A configuration update during a code update is a ResourceConflict.
+            # A configuration update during a code update is a ResourceConflict; and the
+            # RevisionId moves again when the update completes, so read it after the wait.
             aws.wait(c.lam, "function_updated_v2", target.function)
             revision = c.lam.get_function_configuration(FunctionName=target.function).get(
                 "RevisionId", revision
             )
         elif action.op == "lambda.update_function_configuration":
-            updated = aws.update_configuration(
-                c.lam,
-                {
-                    "FunctionName": target.function,
-                    "Runtime": package.layout.runtime,
-                    "Handler": package.layout.handler,
-                    "Role": role or state.role_arn,
-                    "MemorySize": target.memory,
-                    "Timeout": target.timeout,
-                    "Environment": env,
-                },
-                revision,
-            )
+            updated = aws.update_configuration(c.lam, settings(), revision)
             revision = updated.get("RevisionId")
             aws.wait(c.lam, "function_updated_v2", target.function)
         elif action.op == "lambda.create_function_url_config":
@@ -348,10 +347,10 @@ def destroy_actions(loaded: LoadedManifest, name: str) -> list[Action]:
         return []  # artifacts in a bucket are never deleted by destroy
     c = aws.clients(target)
     try:
-        function = aws._get_function(c.lam, target.function)
-        url = aws._get_url(c.lam, target.function) if function else None
+        function = aws.get_function(c.lam, target.function)
+        url = aws.get_function_url(c.lam, target.function) if function else None
         role = (
-            aws._get_role(c.iam, aws.auto_role_name(target.function))
+            aws.get_role_arn(c.iam, aws.auto_role_name(target.function))
             if target.role == "auto"
             else None
         )
