@@ -6,7 +6,8 @@ import asyncio
 import base64
 import inspect
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import mcp_types as types
 
@@ -68,6 +69,23 @@ def prompts(value: Any) -> types.ListPromptsResult:
     return types.ListPromptsResult(
         prompts=[types.Prompt.model_validate(p) for p in _items(value, "prompts")]
     )
+
+
+class Listing(NamedTuple):
+    convert: Callable[[Any], Any]  # what the author returned -> the SDK's list result
+    sdk_handler: str  # the SDK Server's constructor keyword
+    field: str  # the result attribute holding the items
+
+
+# The author's list_* handlers, shared by the MCP engine and the platform's discover.
+LISTINGS: dict[str, Listing] = {
+    "list_tools": Listing(tools, "on_list_tools", "tools"),
+    "list_resources": Listing(resources, "on_list_resources", "resources"),
+    "list_resource_templates": Listing(
+        resource_templates, "on_list_resource_templates", "resource_templates"
+    ),
+    "list_prompts": Listing(prompts, "on_list_prompts", "prompts"),
+}
 
 
 def _text(value: Any) -> types.TextContent:

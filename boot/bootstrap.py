@@ -119,13 +119,14 @@ class Runtime:
         author = self.author
         h = author.handlers
 
-        def listed(kind: str, convert: Any, key: str) -> list[Any]:
+        def listed(kind: str) -> list[Any]:
             if kind not in h:
                 return []
-            result = convert(self.engine.run(adapt.call(h[kind])))
+            listing = adapt.LISTINGS[kind]
+            result = listing.convert(self.engine.run(adapt.call(h[kind])))
             return [
                 item.model_dump(by_alias=True, exclude_none=True, mode="json")
-                for item in getattr(result, key)
+                for item in getattr(result, listing.field)
             ]
 
         capabilities: dict[str, Any] = {}
@@ -136,12 +137,10 @@ class Runtime:
         if "list_prompts" in h or "get_prompt" in h:
             capabilities["prompts"] = {}
         return {
-            "tools": listed("list_tools", adapt.tools, "tools"),
-            "resourceTemplates": listed(
-                "list_resource_templates", adapt.resource_templates, "resource_templates"
-            ),
-            "resources": listed("list_resources", adapt.resources, "resources"),
-            "prompts": listed("list_prompts", adapt.prompts, "prompts"),
+            "tools": listed("list_tools"),
+            "resourceTemplates": listed("list_resource_templates"),
+            "resources": listed("list_resources"),
+            "prompts": listed("list_prompts"),
             "capabilities": capabilities,
             "implementation": {"name": author.name, "version": author.version},
             "instructions": author.instructions,

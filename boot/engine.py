@@ -33,16 +33,30 @@ class HttpResponse:
     body: bytes = b""
 
 
+def _lister(handler: Any, convert: Any) -> Any:
+    async def on_list(ctx: Any, params: Any) -> Any:
+        return convert(await adapt.call(handler))
+
+    return on_list
+
+
+async def _call_or_invalid_params(handler: Any, *args: Any) -> Any:
+    """A failing read or prompt is the client's JSON-RPC error, not a crash."""
+    try:
+        return await adapt.call(handler, *args)
+    except MCPError:
+        raise
+    except Exception as exc:
+        raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
+
+
 def build_sdk_server(author: MetorialServer) -> Server[Any]:
     h = author.handlers
-    kwargs: dict[str, Any] = {}
-
-    if "list_tools" in h:
-
-        async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-            return adapt.tools(await adapt.call(h["list_tools"]))
-
-        kwargs["on_list_tools"] = on_list_tools
+    kwargs: dict[str, Any] = {
+        listing.sdk_handler: _lister(h[kind], listing.convert)
+        for kind, listing in adapt.LISTINGS.items()
+        if kind in h
+    }
 
     if "call_tool" in h:
 
@@ -57,50 +71,20 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
 
         kwargs["on_call_tool"] = on_call_tool
 
-    if "list_resources" in h:
-
-        async def on_list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-            return adapt.resources(await adapt.call(h["list_resources"]))
-
-        kwargs["on_list_resources"] = on_list_resources
-
-    if "list_resource_templates" in h:
-
-        async def on_list_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-            return adapt.resource_templates(await adapt.call(h["list_resource_templates"]))
-
-        kwargs["on_list_resource_templates"] = on_list_templates
-
     if "read_resource" in h:
 
         async def on_read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
             uri = str(params.uri)
-            try:
-                value = await adapt.call(h["read_resource"], uri)
-            except MCPError:
-                raise
-            except Exception as exc:
-                raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
-            return adapt.read_result(uri, value)
+            return adapt.read_result(uri, await _call_or_invalid_params(h["read_resource"], uri))
 
         kwargs["on_read_resource"] = on_read_resource
-
-    if "list_prompts" in h:
-
-        async def on_list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-            return adapt.prompts(await adapt.call(h["list_prompts"]))
-
-        kwargs["on_list_prompts"] = on_list_prompts
 
     if "get_prompt" in h:
 
         async def on_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
-            try:
-                value = await adapt.call(h["get_prompt"], params.name, params.arguments or {})
-            except MCPError:
-                raise
-            except Exception as exc:
-                raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
+            value = await _call_or_invalid_params(
+                h["get_prompt"], params.name, params.arguments or {}
+            )
             return adapt.prompt_result(value)
 
         kwargs["on_get_prompt"] = on_get_prompt
