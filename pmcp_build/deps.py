@@ -7,6 +7,7 @@ architecture and the platform tag. An unchanged requirements file never reinstal
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -74,17 +75,17 @@ def install(
         return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
-        site = Path(tmp) / "site"
-        _run_uv(requirements, python, architecture, site, quiet)
-        origins = _scrub(site)
-        (Path(tmp) / "origins.json").write_text(json.dumps(origins, sort_keys=True))
-        try:
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+    try:
+        _run_uv(requirements, python, architecture, tmp / "site", quiet)
+        origins = _scrub(tmp / "site")
+        (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
+        # Atomic publish; if a concurrent build filled the same key first, theirs is
+        # identical and ours is dropped below.
+        with contextlib.suppress(OSError):
             os.replace(tmp, dest)
-        except OSError:
-            pass  # a concurrent build filled the same key; theirs is identical
-        else:
-            os.mkdir(tmp)  # TemporaryDirectory wants something to remove
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
 
 

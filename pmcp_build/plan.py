@@ -1,12 +1,13 @@
 """Plans: what each target needs to reach the package and manifest, as data.
 
 The diff functions here are pure: desired (package + target settings) against an
-observed remote state, giving an ordered list of actions. Reading the state (aws.py,
-local.py) and carrying actions out (apply.py) live elsewhere.
+observed remote state, giving an ordered list of actions. Reading the state and
+carrying actions out live in aws.py and deploy.py.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -348,6 +349,4 @@ def _fmt(value: Any) -> str:
         return "(none)"
     if isinstance(value, str):
         return value
-    import json
-
     return json.dumps(value, sort_keys=True)

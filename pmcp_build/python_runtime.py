@@ -169,14 +169,13 @@ def bytecode_entries(entries: list[Entry], version: str, cache_dir: Path) -> lis
         )
     tag = f"cpython-{version.replace('.', '')}"
     store = cache_dir / "pyc" / tag
-    todo: list[Entry] = []
-    out: list[Entry] = []
-    for entry in entries:
-        if not entry.path.endswith(".py"):
-            continue
-        cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
-        if not cached.exists():
-            todo.append(entry)
+    # The pyc embeds its /var/task path, so the same source at two paths differs.
+    cached = {
+        e.path: store / e.sha256[:2] / f"{e.sha256}-{_path_key(e.path)}.pyc"
+        for e in entries
+        if e.path.endswith(".py")
+    }
+    todo = [e for e in entries if e.path in cached and not cached[e.path].exists()]
     if todo:
         stage = cache_dir / "pyc" / f".stage-{tag}"
         shutil.rmtree(stage, ignore_errors=True)
@@ -195,25 +194,16 @@ def bytecode_entries(entries: list[Entry], version: str, cache_dir: Path) -> lis
         for entry in todo:
             built = out_root / _cache_path(entry.path, tag)
             if built.exists():
-                cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                built.replace(cached)
+                cached[entry.path].parent.mkdir(parents=True, exist_ok=True)
+                built.replace(cached[entry.path])
         shutil.rmtree(stage, ignore_errors=True)
-    for entry in entries:
-        if not entry.path.endswith(".py"):
-            continue
-        cached = store / entry.sha256[:2] / f"{entry.sha256}-{_path_key(entry.path)}.pyc"
-        if cached.exists():
-            out.append(
-                entry_from_file(
-                    _cache_path(entry.path, tag),
-                    cached,
-                    entry.origin,
-                    mode=0o644,
-                    detail=entry.detail,
-                )
-            )
-    return out
+    return [
+        entry_from_file(
+            _cache_path(e.path, tag), cached[e.path], e.origin, mode=0o644, detail=e.detail
+        )
+        for e in entries
+        if e.path in cached and cached[e.path].exists()  # sources that do not compile: none
+    ]
 
 
 def _cache_path(path: str, tag: str) -> str:
@@ -223,5 +213,4 @@ def _cache_path(path: str, tag: str) -> str:
 
 
 def _path_key(path: str) -> str:
-    # The pyc embeds its /var/task path, so the same source at two paths differs.
     return hashlib.sha256(path.encode()).hexdigest()[:16]

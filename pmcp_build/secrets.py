@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -57,8 +58,6 @@ def resolve(raw: dict[str, str], where: str) -> Environment:
         if resolved != value or ENV_REF.search(value):
             secret.add(key)
         values[key] = resolved
-    import json
-
     size = len(json.dumps(values, separators=(",", ":")).encode())
     if size > LAMBDA_ENV_LIMIT:
         raise UserError(
