@@ -181,16 +181,17 @@ def diff_lambda(
     else:
         actions.append(Action("noop", "=", s3, "artifact already uploaded (same sha256)"))
     fn = state.function
-    if fn is None:
-        if auto_role and state.role_arn is None:
-            actions.append(
-                Action(
-                    "iam.create_role",
-                    "+",
-                    f"iam role {desired['Role']}",
-                    'role = "auto" and the role does not exist',
-                )
+    if auto_role and state.role_arn is None:
+        # Also for an existing function: switched to "auto", or the role was deleted.
+        actions.append(
+            Action(
+                "iam.create_role",
+                "+",
+                f"iam role {desired['Role']}",
+                'role = "auto" and the role does not exist',
             )
+        )
+    if fn is None:
         actions.append(
             Action(
                 "lambda.create_function",

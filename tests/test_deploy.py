@@ -283,3 +283,20 @@ def test_resource_conflict_says_to_rerun() -> None:
     stub.add_client_error("update_function_configuration", "ResourceConflictException")
     with stub, pytest.raises(UserError, match="busy with another update"):
         aws.update_configuration(client, {"FunctionName": "f", "MemorySize": 256}, None)
+
+
+def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project: Path) -> None:
+    arn = boto3.client("iam").create_role(
+        RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(aws.TRUST_POLICY)
+    )["Role"]["Arn"]
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace("memory = 256", f'memory = 256\nrole = "{arn}"'))
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    assert _fn()["Role"] == arn
+    toml.write_text(toml.read_text().replace(f'role = "{arn}"', 'role = "auto"'))
+    plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
+    ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
+    assert ops == ["iam.create_role", "lambda.update_function_configuration"]
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    assert _fn()["Role"].endswith("/" + aws.auto_role_name("tiny-prod"))
+    assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0
