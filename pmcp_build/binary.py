@@ -7,7 +7,8 @@ import io
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import IO, Literal
 
 from .layout import MODE_EXEC, Entry, entry_from_bytes, normal_mode
 
@@ -83,23 +84,37 @@ def raw_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entr
     return [entry_from_bytes("bootstrap", data, "artifact", MODE_EXEC, detail=what)]
 
 
-def zip_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entry]:
-    """A prebuilt zip is carried over entry for entry; it must have a root bootstrap."""
+def zip_members(
+    source: Path | IO[bytes], what: str, detail: str = ""
+) -> tuple[list[Entry], list[str]]:
+    """Read a zip's files as entries (modes normalised), with what is wrong in it:
+    paths escaping the package root and names that appear twice."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
         raise ArtifactError(f"{what}: not a readable zip ({exc})") from exc
     entries: list[Entry] = []
+    problems: list[str] = []
+    seen: set[str] = set()
     with zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
             name = info.filename
+            if name in seen:
+                problems.append(f"{what}: entry {name!r} appears twice in the archive")
+            seen.add(name)
             if name.startswith("/") or ".." in name.split("/"):
-                raise ArtifactError(f"{what}: entry {name!r} escapes the package root")
+                problems.append(f"{what}: entry {name!r} escapes the package root")
             mode = normal_mode((info.external_attr >> 16) & 0o777)
-            entries.append(entry_from_bytes(name, zf.read(info), "artifact", mode, detail=what))
-    problems = bootstrap_problems({e.path: e for e in entries}, architecture, what)
+            entries.append(entry_from_bytes(name, zf.read(info), "artifact", mode, detail=detail))
+    return entries, problems
+
+
+def zip_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entry]:
+    """A prebuilt zip is carried over entry for entry; it must have a root bootstrap."""
+    entries, problems = zip_members(io.BytesIO(data), what, detail=what)
+    problems += bootstrap_problems({e.path: e for e in entries}, architecture, what)
     if problems:
         raise ArtifactError(problems[0])
     return entries

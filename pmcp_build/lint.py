@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .binary import bootstrap_problems, classify, elf_info
+from .binary import ArtifactError, bootstrap_problems, classify, elf_info, zip_members
 from .errors import UserError
 from .layout import (
     DIRECT_UPLOAD_LIMIT,
@@ -14,8 +13,6 @@ from .layout import (
     UNZIPPED_LIMIT,
     Entry,
     Layout,
-    entry_from_bytes,
-    normal_mode,
 )
 
 PYTHON_HANDLERS = ("index.py", "metorial_index.py", "lambda_function.py", "handler.py", "app.py")
@@ -38,32 +35,12 @@ class Inspection:
         return not any(f.level == "error" for f in self.findings)
 
 
-def read_zip(path: Path) -> tuple[list[Entry], list[Finding]]:
-    findings: list[Finding] = []
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a readable zip ({exc})") from exc
-    entries: list[Entry] = []
-    seen: set[str] = set()
-    with zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            name = info.filename
-            if name in seen:
-                findings.append(Finding("error", f"{name}: appears twice in the archive"))
-            seen.add(name)
-            if name.startswith("/") or ".." in name.split("/"):
-                findings.append(Finding("error", f"{name}: path escapes the package root"))
-            raw_mode = (info.external_attr >> 16) & 0o777
-            data = zf.read(info)
-            entries.append(entry_from_bytes(name, data, "artifact", normal_mode(raw_mode)))
-    return entries, findings
-
-
 def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
-    entries, findings = read_zip(path)
+    try:
+        entries, problems = zip_members(path, path.name)
+    except ArtifactError as exc:
+        raise UserError(str(exc)) from exc
+    findings = [Finding("error", p) for p in problems]
     files = {e.path: e for e in entries}
     is_custom = "bootstrap" in files or any(p.endswith("/bootstrap") for p in files)
     if is_custom:
