@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def build(project: Path, cache: Path) -> float:
     env = {**os.environ, "PMCP_BUILD_CACHE_DIR": str(cache), "CI": "1"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     return time.perf_counter() - start
 
 
@@ -36,8 +40,9 @@ def main() -> None:
     cold, warm, edit = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "p"
-        shutil.copytree(ROOT / "examples" / "python-server", project,
-                        ignore=shutil.ignore_patterns(".pmcp"))
+        shutil.copytree(
+            ROOT / "examples" / "python-server", project, ignore=shutil.ignore_patterns(".pmcp")
+        )
         for i in range(runs):
             cache = Path(tmp) / f"cache-{i}"
             cold.append(build(project, cache))

@@ -24,9 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-EVENT = ('{"action": "mcp.request", "messages": ["{\\"jsonrpc\\": \\"2.0\\", \\"id\\": 1, '
-         '\\"method\\": \\"tools/list\\"}"], "participantJson": "{\\"protocolVersion\\": '
-         '\\"2025-06-18\\"}"}')
+EVENT = (
+    '{"action": "mcp.request", "messages": ["{\\"jsonrpc\\": \\"2.0\\", \\"id\\": 1, '
+    '\\"method\\": \\"tools/list\\"}"], "participantJson": "{\\"protocolVersion\\": '
+    '\\"2025-06-18\\"}"}'
+)
 
 RUN = """
 import json, sys
@@ -36,7 +38,7 @@ reply = m.handler(json.loads(sys.argv[2]), None)
 assert "tools" in reply["responses"][0], reply
 """
 
-FLOOR = '''
+FLOOR = """
 import asyncio, json
 import mcp_types as types
 from mcp.server.lowlevel.server import Server
@@ -56,18 +58,26 @@ def handler(event, context):
     body = {"jsonrpc": "2.0", "id": message["id"],
             "result": result.model_dump(by_alias=True, exclude_none=True, mode="json")}
     return {"success": True, "responses": [json.dumps(body)]}
-'''
+"""
 
 
 def build(tmp: Path, bytecode: bool) -> Path:
     project = tmp / f"src-{bytecode}"
-    shutil.copytree(ROOT / "examples" / "python-server", project,
-                    ignore=shutil.ignore_patterns(".pmcp"))
+    shutil.copytree(
+        ROOT / "examples" / "python-server", project, ignore=shutil.ignore_patterns(".pmcp")
+    )
     toml = project / "metorial.toml"
-    toml.write_text(toml.read_text().replace('kind = "python"\n',
-                                             f'kind = "python"\nbytecode = {str(bytecode).lower()}\n'))
-    subprocess.run([sys.executable, "-m", "pmcp_build", "-C", str(project), "build"],
-                   check=True, capture_output=True, env={**os.environ, "CI": "1"})
+    toml.write_text(
+        toml.read_text().replace(
+            'kind = "python"\n', f'kind = "python"\nbytecode = {str(bytecode).lower()}\n'
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), "build"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "CI": "1"},
+    )
     zip_path = next((project / ".pmcp" / "dist").glob("*.zip"))
     task = tmp / f"task-{bytecode}"
     with zipfile.ZipFile(zip_path) as zf:
@@ -78,8 +88,12 @@ def build(tmp: Path, bytecode: bool) -> Path:
 def once(task: Path, module: str) -> float:
     env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-I", "-S", "-B", "-c", RUN.format(module=module),
-                    str(task), EVENT], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", RUN.format(module=module), str(task), EVENT],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -93,8 +107,7 @@ def main() -> None:
         compiled = build(tmp, bytecode=True)
         (plain / "floor.py").write_text(FLOOR)
         (compiled / "floor.py").write_text(FLOOR)
-        subprocess.run([sys.executable, "-m", "py_compile", str(compiled / "floor.py")],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "py_compile", str(compiled / "floor.py")], check=True)
         cases = {
             "packaged index, no bytecode": (plain, "index"),
             "packaged index, unchecked-hash .pyc": (compiled, "index"),

@@ -39,13 +39,16 @@ def free_port() -> int:
 
 def project(tmp: Path, targets: int) -> Path:
     dest = tmp / f"p{targets}"
-    shutil.copytree(ROOT / "examples" / "python-server", dest,
-                    ignore=shutil.ignore_patterns(".pmcp"))
+    shutil.copytree(
+        ROOT / "examples" / "python-server", dest, ignore=shutil.ignore_patterns(".pmcp")
+    )
     toml = dest / "metorial.toml"
     text = toml.read_text()
     for i in range(targets):
-        text += (f'\n[targets.t{i}]\nkind = "lambda"\nfunction = "bench-{i}"\n'
-                 f'bucket = "{BUCKET}"\nprefix = "builds"\nrole = "auto"\n')
+        text += (
+            f'\n[targets.t{i}]\nkind = "lambda"\nfunction = "bench-{i}"\n'
+            f'bucket = "{BUCKET}"\nprefix = "builds"\nrole = "auto"\n'
+        )
     toml.write_text(text)
     return dest
 
@@ -53,8 +56,12 @@ def project(tmp: Path, targets: int) -> Path:
 def cli(project: Path, *args: str) -> float:
     targets = [a for t in json.loads((project / "targets.json").read_text()) for a in ("-t", t)]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pmcp_build", "-C", str(project), *args, *targets],
-                   check=True, capture_output=True, env={**os.environ, "CI": "1"})
+    subprocess.run(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), *args, *targets],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "CI": "1"},
+    )
     return time.perf_counter() - start
 
 
@@ -73,13 +80,22 @@ def main() -> None:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         url = f"http://127.0.0.1:{port}"
-        os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_REGION": "eu-west-1",
-                           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "x",
-                           "AWS_SECRET_ACCESS_KEY": "x"})
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": url,
+                "AWS_REGION": "eu-west-1",
+                "AWS_DEFAULT_REGION": "eu-west-1",
+                "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x",
+            }
+        )
         boto3.client("s3").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        print(f"{'targets':>7} {'no-op plan s':>13} {'no-op apply s':>14} "
-              f"{'reads/target':>13} {'writes':>7} {'bytes up':>9}")
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        print(
+            f"{'targets':>7} {'no-op plan s':>13} {'no-op apply s':>14} "
+            f"{'reads/target':>13} {'writes':>7} {'bytes up':>9}"
+        )
         for count in (1, 10):
             proj = project(Path(tmp), count)
             (proj / "targets.json").write_text(json.dumps([f"t{i}" for i in range(count)]))
@@ -95,9 +111,11 @@ def main() -> None:
             writes = [c for c in calls if c["method"] not in ("GET", "HEAD")]
             uploaded = sum(int(c["headers"].get("Content-Length", 0)) for c in writes)
             reads = len(calls) - len(writes)
-            print(f"{count:>7} {statistics.median(plans):>13.2f} "
-                  f"{statistics.median(applies):>14.2f} {reads / count:>13.1f} "
-                  f"{len(writes):>7} {uploaded:>9}")
+            print(
+                f"{count:>7} {statistics.median(plans):>13.2f} "
+                f"{statistics.median(applies):>14.2f} {reads / count:>13.1f} "
+                f"{len(writes):>7} {uploaded:>9}"
+            )
         server.stop()
 
 

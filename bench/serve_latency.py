@@ -17,8 +17,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-           "mcp-protocol-version": "2025-06-18"}
+HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json, text/event-stream",
+    "mcp-protocol-version": "2025-06-18",
+}
 
 
 def main() -> None:
@@ -26,9 +29,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     count = parser.parse_args().requests
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pmcp_build", "-C", str(ROOT / "examples" / "python-server"),
-         "serve", "--port", "0"], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "CI": "1"})
+        [
+            sys.executable,
+            "-m",
+            "pmcp_build",
+            "-C",
+            str(ROOT / "examples" / "python-server"),
+            "serve",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CI": "1"},
+    )
     assert proc.stdout is not None
     url = proc.stdout.readline().split(" at ")[1].split(" ")[0]
     try:
@@ -36,9 +50,12 @@ def main() -> None:
             samples: dict[str, list[float]] = {"tools/list": [], "tools/call": []}
             bodies = {
                 "tools/list": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                "tools/call": {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                               "params": {"name": "word_stats",
-                                          "arguments": {"text": "one fish. two fish."}}},
+                "tools/call": {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "word_stats", "arguments": {"text": "one fish. two fish."}},
+                },
             }
             for _ in range(5):  # warm up
                 client.post(url, json=bodies["tools/list"], headers=HEADERS)

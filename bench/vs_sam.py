@@ -67,13 +67,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ours = tmp / "ours"
-        shutil.copytree(ROOT / "examples" / "python-server", ours,
-                        ignore=shutil.ignore_patterns(".pmcp"))
+        shutil.copytree(
+            ROOT / "examples" / "python-server", ours, ignore=shutil.ignore_patterns(".pmcp")
+        )
         theirs = tmp / "sam"
         shutil.copytree(ours, theirs / "src")
         (theirs / "src" / "metorial.toml").unlink()
-        reqs = (ours / "requirements.txt").read_text() + (ROOT / "boot" /
-                                                          "requirements.txt").read_text()
+        reqs = (ours / "requirements.txt").read_text() + (
+            ROOT / "boot" / "requirements.txt"
+        ).read_text()
         (theirs / "src" / "requirements.txt").write_text(reqs)
         (theirs / "template.yaml").write_text(TEMPLATE)
         cold_ours, warm_ours, cold_sam, cached_sam = [], [], [], []
@@ -85,10 +87,12 @@ def main() -> None:
             cold_sam.append(timed([str(exe), "build"], theirs, env))
             warm_ours.append(timed(build, ours, {**env, "PMCP_BUILD_CACHE_DIR": str(cache)}))
             cached_sam.append(timed([str(exe), "build", "--cached"], theirs, env))
-        rows = [("pmcp-build build, cold (empty dep cache)", cold_ours),
-                ("sam build (no --cached)", cold_sam),
-                ("pmcp-build build, warm", warm_ours),
-                ("sam build --cached, warm", cached_sam)]
+        rows = [
+            ("pmcp-build build, cold (empty dep cache)", cold_ours),
+            ("sam build (no --cached)", cold_sam),
+            ("pmcp-build build, warm", warm_ours),
+            ("sam build --cached, warm", cached_sam),
+        ]
         print(f"{'build (median of %d)' % runs:<42} {'s':>7}")
         for name, values in rows:
             print(f"{name:<42} {statistics.median(values):>7.2f}")

@@ -18,8 +18,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from pmcp_build.layout import entry_from_file, make_layout
-from pmcp_build.zipwriter import BlobCache, write_zip
+from pmcp_build.layout.model import entry_from_file, make_layout
+from pmcp_build.package.zipwriter import BlobCache, write_zip
 
 
 def make_tree(root: Path, mb: int) -> int:
@@ -46,10 +46,12 @@ def make_tree(root: Path, mb: int) -> int:
 
 
 def ours(root: Path, dest: Path, cache: Path | None) -> None:
-    entries = [entry_from_file(p.relative_to(root).as_posix(), p, "source")
-               for p in sorted(root.rglob("*")) if p.is_file()]
-    write_zip(make_layout(entries, "python3.12", "index.handler", "arm64"), dest,
-              BlobCache(cache))
+    entries = [
+        entry_from_file(p.relative_to(root).as_posix(), p, "source")
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    ]
+    write_zip(make_layout(entries, "python3.12", "index.handler", "arm64"), dest, BlobCache(cache))
 
 
 def plain_zipfile(root: Path, dest: Path) -> None:
@@ -74,15 +76,22 @@ def main() -> None:
         root = Path(tmp) / "tree"
         size = make_tree(root, args.mb)
         out = Path(tmp) / "out.zip"
-        results: dict[str, list[float]] = {"pmcp-build (cold cache)": [], "zip -X -r -6": [],
-                                           "zipfile level 6": [], "pmcp-build rebuild": []}
+        results: dict[str, list[float]] = {
+            "pmcp-build (cold cache)": [],
+            "zip -X -r -6": [],
+            "zipfile level 6": [],
+            "pmcp-build rebuild": [],
+        }
         ratios = []
         for run in range(args.runs):
             cache = Path(tmp) / f"blobs{run}"
             a = timed(lambda: ours(root, out, cache))
             out.unlink()
-            b = timed(lambda: subprocess.run(["zip", "-X", "-r", "-6", "-q", str(out), "."],
-                                             cwd=root, check=True))
+            b = timed(
+                lambda: subprocess.run(
+                    ["zip", "-X", "-r", "-6", "-q", str(out), "."], cwd=root, check=True
+                )
+            )
             out.unlink()
             c = timed(lambda: plain_zipfile(root, out))
             out.unlink()

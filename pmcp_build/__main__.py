@@ -1,3 +1,3 @@
-from .cli import main
+from pmcp_build.cli import main
 
 main()

@@ -15,7 +15,6 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
-
 from .conftest import EXAMPLES
 from .helpers import python_project
 
@@ -155,9 +154,9 @@ def test_args_visible_to_the_handler_and_gone_next_request(cli, full_project: Pa
     assert len(json.loads(result.stdout)["responses"]) == 1  # no response to a notification
     assert json.loads(result.stdout)["logs"] == [{"type": "info", "lines": ["called whoami"]}]
 
-    from pmcp_build.build import build
-    from pmcp_build.loader import load_manifest
-    from pmcp_build.local_run import open_invoker
+    from pmcp_build.local.runner import open_invoker
+    from pmcp_build.manifest.load import load_manifest
+    from pmcp_build.package.build import build
 
     package = build(load_manifest(full_project / "metorial.toml"))
     invoker = open_invoker(package.path, package.layout)

@@ -10,9 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from pmcp_build.globs import matches
-
 from .helpers import (
     HOST_ARCH,
     HOST_EM,
@@ -24,6 +21,8 @@ from .helpers import (
     python_project,
     zip_with,
 )
+
+from pmcp_build.source.globs import matches
 
 
 def _build_json(cli, project: Path) -> dict:

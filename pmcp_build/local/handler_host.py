@@ -1,4 +1,4 @@
-"""Run a python package's handler as Lambda would: `python -I -S worker.py TASK_ROOT MODULE`.
+"""Run a python package's handler as Lambda would: `python -I -S handler_host.py TASK_ROOT MODULE`.
 
 Standard library only, and started isolated (-I: no script dir, no user site; -S: no
 site-packages), so the handler sees the package and the standard library, nothing

@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .binary import ArtifactError, bootstrap_problems, classify, elf_info, zip_members
-from .errors import UserError
-from .layout import (
+from pmcp_build.errors import UserError
+from pmcp_build.layout.binary import (
+    ArtifactError,
+    bootstrap_problems,
+    classify,
+    elf_info,
+    zip_members,
+)
+from pmcp_build.layout.model import (
     DIRECT_UPLOAD_LIMIT,
     FILE_COUNT_LIMIT,
     UNZIPPED_LIMIT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .manifest import Manifest
+from pmcp_build.manifest.model import Manifest
 
 SCHEMA_ID = "https://metorial.com/schemas/metorial.schema.json"
 

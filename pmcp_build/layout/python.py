@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
-from .layout import Entry, entry_from_bytes, entry_from_file
-from .manifest import ENTRYPOINT_ORDER, PythonRuntime
-from .source import SourceTree
+from pmcp_build import __version__
+from pmcp_build.errors import UserError
+from pmcp_build.layout.model import Entry, entry_from_bytes, entry_from_file
+from pmcp_build.manifest.model import ENTRYPOINT_ORDER, PythonRuntime
+from pmcp_build.source.tree import SourceTree
 
-BOOT_DIR = Path(__file__).resolve().parent.parent / "boot"
+BOOT_DIR = Path(__file__).resolve().parents[2] / "boot"
 BOOT_PREFIX = "__metorial__"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -19,8 +19,8 @@ import tomli
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from .errors import UserError
-from .manifest import MANIFEST_NAME, Manifest
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import MANIFEST_NAME, Manifest
 
 
 @dataclass(frozen=True)

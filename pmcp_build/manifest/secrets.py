@@ -7,8 +7,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .errors import UserError
-from .manifest import ENV_REF, LAMBDA_ENV_LIMIT
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import ENV_REF, LAMBDA_ENV_LIMIT
 
 MASK = "(sensitive)"
 

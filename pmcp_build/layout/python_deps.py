@@ -20,10 +20,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from pmcp_build.errors import UserError
 
 CACHE_FORMAT = "deps-v2"
-BOOT_REQUIREMENTS = Path(__file__).resolve().parent.parent / "boot" / "requirements.txt"
+BOOT_REQUIREMENTS = Path(__file__).resolve().parents[2] / "boot" / "requirements.txt"
 
 # Files that differ from install to install or name the build machine.
 _CHURN = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}

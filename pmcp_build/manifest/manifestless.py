@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import UserError
-from .init import server_name
-from .loader import LoadedManifest, parse_manifest
-from .manifest import MANIFEST_NAME, S3Target
-from .source import _download, fetch_zip
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.load import LoadedManifest, parse_manifest
+from pmcp_build.manifest.model import MANIFEST_NAME, S3Target
+from pmcp_build.manifest.scaffold import server_name
+from pmcp_build.source.tree import _download, fetch_zip
 
 IMAGE_TARGET = "image"
 
@@ -125,7 +125,7 @@ def synthesize(inputs: SynthInputs, cache_dir: Path, workdir: Path) -> tuple[Loa
     own = tree / MANIFEST_NAME
     if own.is_file():
         # The source knows best how to build itself; we only add where it goes.
-        from .loader import load_manifest
+        from pmcp_build.manifest.load import load_manifest
 
         loaded = load_manifest(own)
         targets = dict(loaded.manifest.targets)

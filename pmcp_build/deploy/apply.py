@@ -15,12 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import aws
-from .build import Package
-from .errors import UserError
-from .loader import LoadedManifest
-from .manifest import LambdaTarget, LocalTarget, S3Target
-from .plan import (
+from pmcp_build.deploy import aws
+from pmcp_build.deploy.plan import (
     FORMAT_VERSION,
     Action,
     LambdaState,
@@ -34,7 +30,11 @@ from .plan import (
     diff_s3,
     function_config,
 )
-from .secrets import Environment, resolve
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.load import LoadedManifest
+from pmcp_build.manifest.model import LambdaTarget, LocalTarget, S3Target
+from pmcp_build.manifest.secrets import Environment, resolve
+from pmcp_build.package.build import Package
 
 Log = Callable[[str], None]
 

@@ -17,9 +17,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
-from .globs import matches
-from .manifest import MANIFEST_NAME, Source
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import MANIFEST_NAME, Source
+from pmcp_build.source.globs import matches
 
 # Never packaged, whatever `exclude` says: VCS data, our own state, virtualenvs, caches.
 ALWAYS_EXCLUDED = (

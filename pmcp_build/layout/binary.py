@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from .layout import MODE_EXEC, Entry, entry_from_bytes, normal_mode
+from pmcp_build.layout.model import MODE_EXEC, Entry, entry_from_bytes, normal_mode
 
 ArtifactKind = Literal["zip", "elf", "script"]
 

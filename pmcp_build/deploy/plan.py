@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .secrets import MASK, Environment
+from pmcp_build.manifest.secrets import MASK, Environment
 
 FORMAT_VERSION = 1
 Symbol = Literal["+", "~", "-", "="]

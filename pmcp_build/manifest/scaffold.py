@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import UserError
-from .loader import parse_manifest
-from .manifest import ENTRYPOINT_ORDER, MANIFEST_NAME
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.load import parse_manifest
+from pmcp_build.manifest.model import ENTRYPOINT_ORDER, MANIFEST_NAME
 
 
 def server_name(raw: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .layout import DIRECT_UPLOAD_LIMIT, Entry, Layout
+from pmcp_build.layout.model import DIRECT_UPLOAD_LIMIT, Entry, Layout
 
 _ORDER = ("generated", "source", "asset", "boot", "artifact", "dependency")
 _TITLES = {

@@ -20,9 +20,9 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .errors import UserError
-from .manifest import LambdaTarget, S3Target
-from .plan import LambdaState, S3State
+from pmcp_build.deploy.plan import LambdaState, S3State
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import LambdaTarget, S3Target
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 TRUST_POLICY = {

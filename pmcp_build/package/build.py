@@ -8,16 +8,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import python_runtime as py
-from .binary import ArtifactError, classify, raw_artifact_entries, zip_artifact_entries
-from .deps import install
-from .errors import UserError
-from .globs import is_glob, matches
-from .layout import Entry, Layout, entry_from_file, make_layout
-from .loader import LoadedManifest
-from .manifest import Asset, BinaryRuntime, PythonRuntime
-from .source import SourceTree, load_source, sha256_file
-from .zipwriter import LEVEL, BlobCache, write_zip
+from pmcp_build.errors import UserError
+from pmcp_build.layout import python as py
+from pmcp_build.layout.binary import (
+    ArtifactError,
+    classify,
+    raw_artifact_entries,
+    zip_artifact_entries,
+)
+from pmcp_build.layout.model import Entry, Layout, entry_from_file, make_layout
+from pmcp_build.layout.python_deps import install
+from pmcp_build.manifest.load import LoadedManifest
+from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
+from pmcp_build.package.zipwriter import LEVEL, BlobCache, write_zip
+from pmcp_build.source.globs import is_glob, matches
+from pmcp_build.source.tree import SourceTree, load_source, sha256_file
 
 
 def cache_dir() -> Path:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .local_run import Invoker
+from pmcp_build.local.runner import Invoker
 
 
 def function_url_event(

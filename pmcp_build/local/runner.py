@@ -1,7 +1,7 @@
 """Running a built package on this machine as Lambda would, for `serve` and `invoke`.
 
 The zip is extracted to a temporary task root (what /var/task holds). A python
-package runs in an isolated interpreter (worker.py); a custom-runtime package runs its
+package runs in an isolated interpreter (handler_host.py); a custom-runtime package runs its
 `bootstrap` against a local Lambda Runtime API, the way Lambda starts it.
 """
 
@@ -23,12 +23,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import UserError
-from .layout import Layout
-from .python_runtime import find_python
+from pmcp_build.errors import UserError
+from pmcp_build.layout.model import Layout
+from pmcp_build.layout.python import find_python
 
 LOCAL_FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:local"
-WORKER = Path(__file__).resolve().parent / "worker.py"
+WORKER = Path(__file__).resolve().parent / "handler_host.py"
 
 
 class Invoker(Protocol):

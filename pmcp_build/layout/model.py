@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import UserError
+from pmcp_build.errors import UserError
 
 Origin = Literal["source", "dependency", "boot", "generated", "asset", "artifact"]
 

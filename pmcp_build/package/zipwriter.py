@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import Entry, Layout
+from pmcp_build.layout.model import Entry, Layout
 
 LEVEL = 6
 _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01

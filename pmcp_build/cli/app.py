@@ -1,0 +1,191 @@
+"""The command line's shared parts: the Typer app, consoles, the error guard, options.
+
+Every command body runs under `guard`, which turns a UserError into one line on
+stderr and exit 1, and any other exception into a short "internal error" line; the
+traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from typer.exceptions import TyperException
+
+from pmcp_build import __version__
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.load import LoadedManifest, load_manifest
+
+if TYPE_CHECKING:
+    from pmcp_build.package.build import Package
+
+app = typer.Typer(
+    name="pmcp-build",
+    help="Turn MCP servers into AWS Lambda deployments, declaratively.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    debug = False
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guard(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if _State.debug:
+                raise
+            for line in str(exc).splitlines():
+                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+            raise  # usage errors keep click's exit code 2
+        except Exception as exc:
+            if _State.debug:
+                raise
+            err.print(
+                f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback)",
+                markup=True,
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"pmcp-build {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    directory: Annotated[
+        Path | None,
+        typer.Option("-C", "--directory", help="Run as if started in DIR.", metavar="DIR"),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    _State.debug = debug or bool(os.environ.get("PMCP_DEBUG"))
+    if directory is not None:
+        if not directory.is_dir():
+            raise typer.BadParameter(f"{directory} is not a folder", param_hint="-C")
+        os.chdir(directory)
+
+
+ManifestOption = Annotated[
+    Path,
+    typer.Option("-f", "--file", help="The manifest to read.", metavar="FILE"),
+]
+
+
+SourceUrlOption = Annotated[
+    str | None,
+    typer.Option("--source-url", help="Manifest-less: the source zip's URL (default: $ZIP_URL)."),
+]
+Sha256Option = Annotated[
+    str | None,
+    typer.Option(
+        "--sha256", help="Manifest-less: pin the source zip (default: pinned on download)."
+    ),
+]
+S3Option = Annotated[
+    str | None,
+    typer.Option("--s3", help="Manifest-less: s3://BUCKET/KEY.zip (default: $S3_BUCKET/$S3_KEY)."),
+]
+PythonOption = Annotated[
+    str | None,
+    typer.Option("--python", help="Manifest-less: Lambda python version (default 3.12)."),
+]
+ArchOption = Annotated[
+    str | None,
+    typer.Option("--architecture", help="Manifest-less: arm64 or x86_64 (default x86_64)."),
+]
+
+
+def load(file: Path, *synth: str | None) -> LoadedManifest:
+    """`load_with_text` without the text; `synth` are its manifest-less options."""
+    return load_with_text(file, *synth)[0]
+
+
+def load_with_text(
+    file: Path,
+    source_url: str | None = None,
+    sha256: str | None = None,
+    s3: str | None = None,
+    python: str | None = None,
+    architecture: str | None = None,
+) -> tuple[LoadedManifest, str]:
+    """A committed manifest when there is one; otherwise one synthesised from flags and
+    ZIP_URL / S3_BUCKET / S3_KEY (the build image's contract)."""
+    from pmcp_build.manifest.manifestless import SynthInputs, synthesize
+
+    if file.exists():
+        loaded = load_manifest(file)
+        return loaded, loaded.path.read_text()
+    inputs = SynthInputs.from_env(source_url, sha256, s3, python, architecture)
+    if not inputs.wanted:
+        load_manifest(file)  # raises the usual "no such file; run init" error
+    from pmcp_build.package.build import cache_dir
+
+    return synthesize(inputs, cache_dir(), Path.cwd())
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def quiet(json_mode: bool) -> bool:
+    """Progress output only for a person at a terminal, never in CI or --json."""
+    return json_mode or not err.is_terminal or bool(os.environ.get("CI"))
+
+
+def build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
+    """Build, with a spinner for a person at a terminal (dependency installs take time)."""
+    from pmcp_build.package.build import build as build_package
+
+    if quiet(json_mode):
+        return build_package(loaded, quiet=True)
+    with err.status("building package (dependencies are cached after the first run)…"):
+        return build_package(loaded, quiet=True)
+
+
+def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:
+    names = list(loaded.manifest.targets)
+    for name in targets or []:
+        if name not in loaded.manifest.targets:
+            known = ", ".join(names) or "none are declared"
+            raise UserError(f"{loaded.path}: no target {name!r}; targets: {known}")
+    return list(targets) if targets else names
+
+
+TargetsOption = Annotated[
+    list[str] | None,
+    typer.Option("--target", "-t", help="Target name; repeat for several (default: all)."),
+]
+
+
+def main() -> None:
+    app()

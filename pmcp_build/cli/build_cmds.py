@@ -1,0 +1,103 @@
+"""Commands that build or read a package: build, inspect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pmcp_build.cli.app import (
+    ArchOption,
+    JsonOption,
+    ManifestOption,
+    PythonOption,
+    Sha256Option,
+    SourceUrlOption,
+    app,
+    build_quietly,
+    check_targets,
+    err,
+    guard,
+    load,
+    out,
+)
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import MANIFEST_NAME
+
+
+@app.command()
+@guard
+def build(
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Check the target exists.")
+    ] = None,
+    json_out: JsonOption = False,
+    source_url: SourceUrlOption = None,
+    sha256: Sha256Option = None,
+    python: PythonOption = None,
+    architecture: ArchOption = None,
+) -> None:
+    """Build the package into .pmcp/dist/ and print its layout."""
+    from pmcp_build.layout.view import layout_json, layout_lines
+
+    loaded = load(file, source_url, sha256, None, python, architecture)
+    if target:
+        check_targets(loaded, [target])
+    package = build_quietly(loaded, json_out)
+    if json_out:
+        data = {
+            "package": {
+                "path": str(package.path),
+                "sha256": package.sha256,
+                "code_sha256": package.code_sha256,
+                "size": package.size,
+            },
+            "layout": layout_json(package.layout),
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    for line in layout_lines(package.layout, zipped=package.size):
+        out.print(line, markup=False)
+    out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+
+
+@app.command("inspect")
+@guard
+def inspect_cmd(
+    zip_path: Annotated[Path, typer.Argument(metavar="ZIP", help="A Lambda deployment zip.")],
+    architecture: Annotated[
+        str | None, typer.Option(help="Expected architecture: arm64 or x86_64.")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show any package's layout and lint it for Lambda."""
+    from pmcp_build.layout.view import layout_json, layout_lines
+    from pmcp_build.package.inspect import inspect_zip
+
+    if architecture not in (None, "arm64", "x86_64"):
+        raise typer.BadParameter("must be arm64 or x86_64", param_hint="--architecture")
+    if not zip_path.is_file():
+        raise UserError(f"{zip_path}: no such file")
+    result = inspect_zip(zip_path, architecture)
+    if json_out:
+        data = {
+            "ok": result.ok,
+            "zipped_size": result.zipped,
+            "findings": [{"level": f.level, "message": f.message} for f in result.findings],
+            "layout": layout_json(result.layout),
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        for line in layout_lines(result.layout, zipped=result.zipped):
+            out.print(line, markup=False)
+        for finding in result.findings:
+            stream = err if finding.level == "error" else out
+            stream.print(f"{finding.level}: {finding.message}", markup=False)
+        if result.ok:
+            out.print("ok: no problems found", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)

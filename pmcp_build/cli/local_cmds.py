@@ -1,0 +1,90 @@
+"""Commands that run the package that ships, locally: serve, invoke."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pmcp_build.cli.app import (
+    ManifestOption,
+    app,
+    build_quietly,
+    check_targets,
+    guard,
+    load,
+)
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import MANIFEST_NAME
+
+
+@app.command()
+@guard
+def serve(
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+) -> None:
+    """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
+    from pmcp_build.local.runner import open_invoker
+    from pmcp_build.local.serve import make_server
+
+    loaded = load(file)
+    if target:
+        check_targets(loaded, [target])
+    package = build_quietly(loaded, json_mode=False)
+    invoker = open_invoker(package.path, package.layout)
+    try:
+        server = make_server(invoker, port)
+        bound = server.server_address[1]
+        print(
+            f"serving {package.path.name} at http://127.0.0.1:{bound}/mcp (Ctrl-C to stop)",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    finally:
+        invoker.close()
+
+
+@app.command()
+@guard
+def invoke(
+    event: Annotated[str, typer.Option("--event", "-e", help="Event JSON file, or - for stdin.")],
+    file: ManifestOption = Path(MANIFEST_NAME),
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+) -> None:
+    """Run one event through the built package and print the response as JSON."""
+    from pmcp_build.local.runner import open_invoker
+
+    raw = sys.stdin.read() if event == "-" else _read_event_file(Path(event))
+    try:
+        payload = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--event {event}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(payload, dict) and payload.get("jsonrpc") == "2.0":
+        # A bare JSON-RPC message: wrap it as the platform would.
+        payload = {"action": "mcp.request", "messages": [json.dumps(payload)]}
+    loaded = load(file)
+    if target:
+        check_targets(loaded, [target])
+    package = build_quietly(loaded, json_mode=True)
+    invoker = open_invoker(package.path, package.layout)
+    try:
+        result = invoker.invoke(payload)
+    finally:
+        invoker.close()
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+def _read_event_file(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"--event {path}: no such file")
+    return path.read_text()

@@ -1,0 +1,1 @@
+"""The deploy stage: remote state, plans as executable data, and their executor."""

@@ -1,0 +1,1 @@
+"""The layout stage: the complete, sorted list of zip entries for a runtime."""

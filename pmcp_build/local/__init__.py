@@ -1,0 +1,1 @@
+"""Running the package that ships, locally: invoke and serve."""

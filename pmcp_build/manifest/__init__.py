@@ -1,0 +1,1 @@
+"""The manifest stage: metorial.toml loaded and validated into frozen models."""
