@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +21,13 @@ from pmcp_build.layout.model import Entry, Layout, entry_from_file, make_layout
 from pmcp_build.layout.python_deps import install
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
-from pmcp_build.package.zipwriter import LEVEL, BlobCache, write_zip
+from pmcp_build.package import cache as cache_store
+from pmcp_build.package.cache import cache_dir
+from pmcp_build.package.zipwriter import FORMAT, BlobCache, MemberPack, write_pack, write_zip
 from pmcp_build.source.globs import is_glob, matches
-from pmcp_build.source.tree import SourceTree, load_source, sha256_file
+from pmcp_build.source.tree import SourceTree, load_source
 
-
-def cache_dir() -> Path:
-    explicit = os.environ.get("PMCP_BUILD_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pmcp-build"
+__all__ = ["Package", "build", "cache_dir", "resolve_layout", "write_package"]
 
 
 @dataclass(frozen=True)
@@ -131,34 +128,100 @@ def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
 
 def layout_fingerprint(layout: Layout) -> str:
     """The zip is a pure function of this (and of the writer's format)."""
-    h = hashlib.sha256(f"zip-v1 level {LEVEL}\n".encode())
+    h = hashlib.sha256(f"zip-v2 {FORMAT}\n".encode())
     for e in layout.entries:
         h.update(f"{e.path}\0{e.mode:o}\0{e.sha256}\n".encode())
     return h.hexdigest()
 
 
-def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index = cache_dir() / "packages" / layout_fingerprint(layout)
-    if index.exists():
-        # Same layout as a previous build: reuse its zip if it is still intact.
-        digest = index.read_text().strip()
+def dependency_set(layout: Layout) -> Path | None:
+    """The cached dependency set (deps/<key>/) the layout's dependency files come from."""
+    for e in layout.entries:
+        if e.origin == "dependency" and e.src is not None:
+            site = e.src.parents[e.path.count("/")]  # src is <set>/site/<path>
+            return site.parent
+    return None
+
+
+def _reuse(index: Path, out_dir: Path, name: str) -> tuple[str, Path] | None:
+    """The zip of an earlier build of the same layout, if it is still there unchanged.
+
+    The index records the zip's sha256 and its size and mtime when written: matching
+    size and mtime_ns stand for an unchanged file (as git's index does), so a warm build
+    does not re-hash the package."""
+    try:
+        digest, size, mtime_ns = index.read_text().split()
         existing = out_dir / f"{name}-{digest[:12]}.zip"
-        if existing.exists() and sha256_file(existing) == digest:
-            return Package(
-                layout=layout, path=existing, sha256=digest, size=existing.stat().st_size
-            )
-    tmp = out_dir / f".{name}-building.zip"
-    write_zip(layout, tmp, BlobCache(cache_dir() / "blobs"))
-    digest = sha256_file(tmp)
-    final = out_dir / f"{name}-{digest[:12]}.zip"
-    os.replace(tmp, final)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(digest)
+        st = existing.stat()
+    except (OSError, ValueError):
+        return None
+    if st.st_size != int(size) or st.st_mtime_ns != int(mtime_ns):
+        return None
+    cache_store.touch(index)
+    return digest, existing
+
+
+def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
+    started = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = cache_dir()
+    index = root / "packages" / layout_fingerprint(layout)
+    deps = dependency_set(layout)
+    reused = _reuse(index, out_dir, name)
+    if reused is not None:
+        digest, final = reused
+    else:
+        pack = MemberPack(deps / "members.pack") if deps is not None else None
+        blobs = BlobCache(root / "blobs", (pack,) if pack is not None else ())
+        tmp = out_dir / f".{name}-building.zip"
+        # Dependency members go to their set's pack (one file), not to ~1,000 blobs.
+        digest, written = write_zip(layout, tmp, blobs, lambda e: e.origin != "dependency")
+        final = out_dir / f"{name}-{digest[:12]}.zip"
+        os.replace(tmp, final)
+        if deps is not None and pack is not None and len(pack) == 0:
+            in_deps = [
+                w for e, w in zip(layout.entries, written, strict=True) if e.origin == "dependency"
+            ]
+            write_pack(deps / "members.pack", final, in_deps)
+        st = final.stat()
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
     for old in out_dir.glob(f"{name}-*.zip"):
         if old != final:  # dist/ holds the current build; deployments keep their own copy
             old.unlink(missing_ok=True)
+    _record_uses(root, layout, index, deps, started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
+
+
+def _record_uses(
+    root: Path, layout: Layout, index: Path, deps: Path | None, started: float
+) -> None:
+    """What this build needed from the cache, so `pmcp-build cache prune` keeps it."""
+    needed = [index]
+    if deps is not None:
+        needed.append(deps)
+        cache_store.touch(deps / "used")
+    blobs = root / "blobs"
+    for e in layout.entries:
+        if e.origin == "dependency":
+            continue
+        if e.src is not None and e.src.is_relative_to(root):
+            needed.append(e.src)  # bytecode, a downloaded source
+        needed.append(blobs / e.sha256[:2] / f"{e.sha256}.{FORMAT}")
+        if e.origin == "generated":
+            needed += _rendered(root / "index", e)
+    for item in cache_store.record_build(root, needed, started):
+        if item.startswith("sources/"):
+            cache_store.touch(root / item / "used")
+
+
+def _rendered(folder: Path, entry: Entry) -> list[Path]:
+    """The render cache's copy of a generated file (found by content: few, tiny files)."""
+    try:
+        candidates = [p for p in folder.iterdir() if p.stat().st_size == entry.size]
+    except OSError:
+        return []
+    return [p for p in candidates if hashlib.sha256(p.read_bytes()).hexdigest() == entry.sha256]
 
 
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:

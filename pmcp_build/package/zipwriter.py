@@ -1,158 +1,342 @@
-"""A deterministic zip writer.
+"""A deterministic, streaming zip writer with a pinned deflate.
 
 We write the format ourselves (local headers, central directory, end record) rather
-than through `zipfile` for two reasons: every byte is under our control (fixed
-1980-01-01 timestamps, Unix modes, no extra fields, UTF-8 names), and members can be
-deflated in parallel threads (zlib releases the GIL) and reused from a cache keyed
-by content, so a rebuild only compresses what changed.
+than through `zipfile` because every byte must be under our control: fixed 1980-01-01
+timestamps, Unix modes, no extra fields, UTF-8 names.
+
+Deflate is libdeflate (the `deflate` package, pinned to one exact version in
+pyproject.toml), not the system zlib: the bytes a deflater emits are not part of any
+standard, and distributions that ship zlib-ng as their zlib (or a future zlib) emit
+different ones, which would give the same inputs a different sha256 on another machine
+and make `plan` see a code change that is not one. libdeflate's compressor has no
+run-time CPU dispatch (only its checksums and decompressor do, and those compute
+defined values), so its output depends on its version alone; tests/test_zip_pinned.py
+forces every dispatch path this CPU offers and checks a golden sha256.
+
+Streaming: members are written in layout order as they become ready, with a bounded
+number being compressed in threads (libdeflate releases the GIL), so peak memory
+follows the largest file, not the package. Compressed members are reused by content:
+from a pack (one file holding a dependency set's members, read through mmap) or from
+the blob cache (one file per member), so a rebuild compresses only what changed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import mmap
 import os
 import struct
 import threading
-import zlib
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
+
+import deflate
 
 from pmcp_build.layout.model import Entry, Layout
 
+# libdeflate level 6 is within 1% of zlib level 6 in size (usually smaller) at about
+# 2.5x its speed; see bench/README.md.
 LEVEL = 6
+# Part of every cache key and of the layout fingerprint: a new deflate backend or level
+# changes the bytes of every package once, so nothing compressed by another may be reused.
+FORMAT = f"libdeflate{deflate.__version__}-L{LEVEL}"
+
 _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
 _DOS_TIME = 0
 _VERSION_MADE_BY = (3 << 8) | 20  # Unix, spec 2.0
 _VERSION_NEEDED = 20
 _FLAG_UTF8 = 0x0800
 _STORED, _DEFLATED = 0, 8
-# Below this size deflate rarely pays for its header; above it a member that does not
-# shrink (already compressed: .db pages, .png, .so sections) is stored as is.
+# Below this size deflate rarely pays for its header.
 _MIN_DEFLATE = 64
+# Members at least this big are sampled before being deflated whole: if three 16 KiB
+# slices (start, middle, end) do not shrink by 3% at level 1, the member is stored as
+# is (already compressed: .png, .whl, .gz, encrypted or random data). A pure function
+# of the content, so still deterministic.
+_SAMPLE_FROM = 256 * 1024
+_SAMPLE = 16 * 1024
+# Bounds on what is being compressed at once (memory follows the largest file).
+_INFLIGHT_BYTES = 32 * 1024 * 1024
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
 class Member:
-    name: str
-    mode: int
+    """A compressed (or stored) member, ready to be written."""
+
     method: int
     crc: int
-    size: int
-    payload: bytes  # compressed (or stored) bytes
+    payload: bytes | memoryview
+
+
+@dataclass(frozen=True)
+class Written:
+    """Where a member landed in the zip (what a pack records)."""
+
+    sha256: str
+    method: int
+    crc: int
+    offset: int  # of the payload, in the zip
+    length: int
+
+
+def compress(data: bytes) -> Member:
+    """The one compression decision: stored or deflated, by content alone."""
+    crc = deflate.crc32(data)
+    if len(data) < _MIN_DEFLATE or _incompressible(data):
+        return Member(_STORED, crc, data)
+    deflated = deflate.deflate_compress(data, LEVEL)
+    if len(deflated) < len(data):
+        return Member(_DEFLATED, crc, bytes(deflated))
+    return Member(_STORED, crc, data)
+
+
+def _incompressible(data: bytes) -> bool:
+    if len(data) < _SAMPLE_FROM:
+        return False
+    view = memoryview(data)
+    middle = len(data) // 2
+    sample = b"".join(
+        (view[:_SAMPLE], view[middle : middle + _SAMPLE], view[len(data) - _SAMPLE :])
+    )
+    return len(deflate.deflate_compress(sample, 1)) > len(sample) * 0.97
+
+
+class MemberPack:
+    """Compressed members of many files in one file, indexed by content sha256.
+
+    A dependency set's ~1,000 members are read with one open and one mmap instead of
+    one open per member. Built from a freshly written zip (`write_pack`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._index: dict[str, list[int]] | None = None
+        self._map: mmap.mmap | None = None
+
+    def _load(self) -> dict[str, list[int]]:
+        if self._index is None:
+            self._index = {}
+            try:
+                index = json.loads(self.path.with_suffix(".json").read_text())
+                if index.get("format") != FORMAT:
+                    return self._index
+                with open(self.path, "rb") as fh:
+                    if os.fstat(fh.fileno()).st_size != index["size"]:
+                        return self._index
+                    self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._index = index["members"]
+            except (OSError, ValueError, KeyError, TypeError):
+                self._index = {}
+        return self._index
+
+    def get(self, sha256: str) -> Member | None:
+        found = self._load().get(sha256)
+        if found is None or self._map is None:
+            return None
+        method, crc, offset, length = found
+        return Member(method, crc, memoryview(self._map)[offset : offset + length])
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def write_pack(path: Path, zip_path: Path, members: list[Written]) -> None:
+    """Copy `members`' payloads out of `zip_path` into a pack at `path` (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    index: dict[str, list[int]] = {}
+    offset = 0
+    with open(zip_path, "rb") as src, open(tmp, "wb") as out:
+        for m in members:
+            if m.sha256 in index:
+                continue
+            src.seek(m.offset)
+            payload = src.read(m.length)
+            out.write(payload)
+            index[m.sha256] = [m.method, m.crc, offset, m.length]
+            offset += m.length
+    meta = {"format": FORMAT, "size": offset, "members": index}
+    tmp_index = path.with_name(f".{path.name}.json.tmp{os.getpid()}")
+    tmp_index.write_text(json.dumps(meta, separators=(",", ":")))
+    os.replace(tmp, path)
+    os.replace(tmp_index, path.with_suffix(".json"))
 
 
 class BlobCache:
-    """Compressed members by (content sha256, level): rebuilds skip zlib entirely."""
+    """Compressed members by content sha256, one file each, plus read-only packs."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, packs: tuple[MemberPack, ...] = ()) -> None:
         self.root = root
+        self.packs = packs
 
     def _path(self, sha256: str) -> Path | None:
         if self.root is None:
             return None
-        return self.root / sha256[:2] / f"{sha256}.z{LEVEL}"
+        return self.root / sha256[:2] / f"{sha256}.{FORMAT}"
 
-    def get(self, sha256: str) -> tuple[int, int, bytes] | None:
+    def get(self, sha256: str) -> Member | None:
+        for pack in self.packs:
+            found = pack.get(sha256)
+            if found is not None:
+                return found
         path = self._path(sha256)
         if path is None:
             return None
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as fh:
+                raw = fh.read()
+                # Use is recorded on the blob itself (pruning is least recently used).
+                os.utime(fh.fileno())
         except OSError:
             return None
         if len(raw) < 8:
             return None
         method, crc = struct.unpack("<II", raw[:8])
-        return method, crc, raw[8:]
+        return Member(method, crc, memoryview(raw)[8:])
 
-    def put(self, sha256: str, method: int, crc: int, payload: bytes) -> None:
+    def put(self, sha256: str, member: Member) -> None:
         path = self._path(sha256)
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-        tmp.write_bytes(struct.pack("<II", method, crc) + payload)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+        with open(tmp, "wb") as fh:
+            fh.write(struct.pack("<II", member.method, member.crc))
+            fh.write(member.payload)
         os.replace(tmp, path)
 
 
-def _compress(entry: Entry, cache: BlobCache) -> Member:
-    cached = cache.get(entry.sha256)
-    if cached is not None:
-        method, crc, payload = cached
-        return Member(entry.path, entry.mode, method, crc, entry.size, payload)
+def _produce(entry: Entry, cache: BlobCache, keep: bool) -> Member:
     data = entry.read()
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise RuntimeError(f"{entry.path} changed while the package was being built")
-    crc = zlib.crc32(data)
-    method, payload = _STORED, data
-    if len(data) >= _MIN_DEFLATE:
-        comp = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
-        deflated = comp.compress(data) + comp.flush()
-        if len(deflated) < len(data):
-            method, payload = _DEFLATED, deflated
-    cache.put(entry.sha256, method, crc, payload)
-    return Member(entry.path, entry.mode, method, crc, len(data), payload)
+    member = compress(data)
+    if keep:
+        cache.put(entry.sha256, member)
+    return member
 
 
-def compress_all(
-    entries: Iterable[Entry], cache: BlobCache, workers: int | None = None
-) -> list[Member]:
-    entries = list(entries)
-    members: dict[int, Member] = {}
-    misses: list[tuple[int, Entry]] = []
-    for index, entry in enumerate(entries):  # cache hits need no thread
-        cached = cache.get(entry.sha256)
-        if cached is None:
-            misses.append((index, entry))
-        else:
-            method, crc, payload = cached
-            members[index] = Member(entry.path, entry.mode, method, crc, entry.size, payload)
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(misses) < 4:
-        members.update((i, _compress(e, cache)) for i, e in misses)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = pool.map(lambda item: (item[0], _compress(item[1], cache)), misses)
-            members.update(done)
-    return [members[i] for i in range(len(entries))]
+@dataclass
+class _Sink:
+    """The output file, hashed as it is written (no second read for the sha256)."""
+
+    fh: BinaryIO
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    offset: int = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.fh.write(data)
+        self.digest.update(data)
+        self.offset += len(data)
 
 
-def write_zip(layout: Layout, dest: Path, cache: BlobCache | None = None) -> None:
-    """Write the layout's entries, in layout order, to `dest` (atomically)."""
-    members = compress_all(layout.entries, cache or BlobCache(None))
+def write_zip(
+    layout: Layout,
+    dest: Path,
+    cache: BlobCache | None = None,
+    cache_member: Callable[[Entry], bool] = lambda entry: True,
+) -> tuple[str, list[Written]]:
+    """Write the layout's entries, in layout order, to `dest` (atomically).
+
+    Returns the zip's sha256 and where each member landed. `cache_member` says which
+    newly compressed members go to the per-file blob cache (dependency members go to
+    their set's pack instead).
+    """
+    cache = cache or BlobCache(None)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        _write_members(fh, members)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as fh:
+            sink = _Sink(fh)
+            written = _write_members(sink, layout.entries, cache, cache_member)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sink.digest.hexdigest(), written
 
 
-def _write_members(fh: object, members: list[Member]) -> None:
-    write = fh.write  # type: ignore[attr-defined]
+def _members(
+    entries: tuple[Entry, ...], cache: BlobCache, cache_member: Callable[[Entry], bool]
+) -> Iterator[tuple[Entry, Member]]:
+    """Members in layout order; cache hits inline, misses compressed by a bounded pool.
+
+    At most 2 x workers misses (and 32 MiB of their input, or one file if larger) are in
+    flight; whatever is ready at the front is written at once.
+    """
+    pending: deque[tuple[Entry, Member | Future[Member]]] = deque()
+    inflight = inflight_bytes = 0
+    workers = _workers()
+
+    def front() -> tuple[Entry, Member]:
+        nonlocal inflight, inflight_bytes
+        first, item = pending.popleft()
+        if isinstance(item, Future):
+            inflight -= 1
+            inflight_bytes -= first.size
+            item = item.result()
+        return first, item
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for entry in entries:
+            hit = cache.get(entry.sha256)
+            if hit is not None:
+                pending.append((entry, hit))
+            else:
+                while inflight and (
+                    inflight >= 2 * workers or inflight_bytes + entry.size > _INFLIGHT_BYTES
+                ):
+                    yield front()
+                future = pool.submit(_produce, entry, cache, cache_member(entry))
+                pending.append((entry, future))
+                inflight += 1
+                inflight_bytes += entry.size
+            while pending and not (isinstance(pending[0][1], Future) and not pending[0][1].done()):
+                yield front()
+        while pending:
+            yield front()
+
+
+def _write_members(
+    sink: _Sink,
+    entries: tuple[Entry, ...],
+    cache: BlobCache,
+    cache_member: Callable[[Entry], bool],
+) -> list[Written]:
     central: list[bytes] = []
-    offset = 0
-    for m in members:
-        name = m.name.encode("utf-8")
+    written: list[Written] = []
+    for entry, m in _members(entries, cache, cache_member):
+        name = entry.path.encode("utf-8")
         flags = 0 if name.isascii() else _FLAG_UTF8
-        header = struct.pack(
-            "<IHHHHHIIIHH",
-            0x04034B50,
-            _VERSION_NEEDED,
-            flags,
-            m.method,
-            _DOS_TIME,
-            _DOS_DATE,
-            m.crc,
-            len(m.payload),
-            m.size,
-            len(name),
-            0,
+        offset = sink.offset
+        size = len(m.payload)
+        sink.write(
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                _VERSION_NEEDED,
+                flags,
+                m.method,
+                _DOS_TIME,
+                _DOS_DATE,
+                m.crc,
+                size,
+                entry.size,
+                len(name),
+                0,
+            )
+            + name
         )
-        write(header)
-        write(name)
-        write(m.payload)
-        external = ((0o100000 | m.mode) << 16) & 0xFFFFFFFF
+        written.append(Written(entry.sha256, m.method, m.crc, sink.offset, size))
+        sink.write(m.payload)
+        external = ((0o100000 | entry.mode) << 16) & 0xFFFFFFFF
         central.append(
             struct.pack(
                 "<IHHHHHHIIIHHHHHII",
@@ -164,8 +348,8 @@ def _write_members(fh: object, members: list[Member]) -> None:
                 _DOS_TIME,
                 _DOS_DATE,
                 m.crc,
-                len(m.payload),
-                m.size,
+                size,
+                entry.size,
                 len(name),
                 0,
                 0,
@@ -176,11 +360,12 @@ def _write_members(fh: object, members: list[Member]) -> None:
             )
             + name
         )
-        offset += len(header) + len(name) + len(m.payload)
-    cd = b"".join(central)
-    if len(members) > 0xFFFF or offset > 0xFFFFFFFF:
+    start = sink.offset
+    if len(central) > 0xFFFF or start > 0xFFFFFFFF:
         raise ValueError("package too large for a non-zip64 archive")
-    write(cd)
-    write(
-        struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(cd), offset, 0)
+    cd = b"".join(central)
+    sink.write(cd)
+    sink.write(
+        struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(cd), start, 0)
     )
+    return written

@@ -1,0 +1,204 @@
+"""The build cache: where it is, what a build used from it, what it holds, pruning.
+
+Everything in the cache is derived data keyed by content, so any item may be removed
+at any time; the cost is only a slower next build. Pruning removes the least recently
+used items first and never what the last build needed, which every build records
+(`uses/last-build.json`). "Last use" is the item's mtime: builds touch what they read.
+
+Items, by kind:
+  dependency set  deps/<key>/          an installed requirements set and its member pack
+  blob            blobs/<xx>/<sha>.*   one compressed member
+  package         packages/<print>     a layout fingerprint -> the zip's sha256
+  download        sources/<sha>/       an unpacked source zip ([source].url)
+  bytecode        pyc/<tag>/<xx>/*     a compiled .pyc
+  handler         index/*.py           a rendered handler module
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler")
+LAST_BUILD = Path("uses") / "last-build.json"
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("PMCP_BUILD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pmcp-build"
+
+
+def touch(path: Path) -> None:
+    """Record a use by mtime (best effort: a read-only cache still builds)."""
+    with contextlib.suppress(OSError):
+        path.touch()
+
+
+# -- recording what a build needed ------------------------------------------------------
+
+
+def record_build(root: Path, needed: Iterable[Path], started: float) -> list[str]:
+    """Write the last build's needs: the cache items (relative paths) it read or wrote."""
+    items = sorted({item for p in needed if (item := _item_of(root, p)) is not None})
+    path = root / LAST_BUILD
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"started": started, "items": items}, separators=(",", ":")))
+        os.replace(tmp, path)
+    return items
+
+
+def _item_of(root: Path, path: Path) -> str | None:
+    """The cache item (relative path) that holds `path`, or None if outside the cache."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    if not parts:
+        return None
+    depth = {"deps": 2, "sources": 2, "packages": 2, "index": 2, "blobs": 3, "pyc": 4}
+    n = depth.get(parts[0])
+    if n is None or len(parts) < n:
+        return None
+    return "/".join(parts[:n])
+
+
+def last_build(root: Path) -> tuple[set[str], float]:
+    try:
+        data = json.loads((root / LAST_BUILD).read_text())
+        return set(data["items"]), float(data["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set(), 0.0
+
+
+# -- inventory ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    path: str  # relative to the cache root
+    size: int
+    last_use: float  # epoch seconds
+    needed: bool  # by the last build
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _mtime(path: Path, *stamps: str) -> float:
+    for stamp in stamps:
+        with contextlib.suppress(OSError):
+            return (path / stamp).stat().st_mtime
+    return path.stat().st_mtime
+
+
+def inventory(root: Path) -> list[Item]:
+    """Every item in the cache, oldest use first."""
+    needed, _ = last_build(root)
+    items: list[Item] = []
+
+    def add(kind: str, path: Path, last_use: float) -> None:
+        rel = path.relative_to(root).as_posix()
+        items.append(Item(kind, rel, _size(path), last_use, rel in needed))
+
+    def children(path: Path) -> list[Path]:
+        try:
+            return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        except OSError:
+            return []
+
+    for d in children(root / "deps"):
+        add("dependency set", d, _mtime(d, "used", "origins.json"))
+    for d in children(root / "sources"):
+        add("download", d, _mtime(d, "used", ".complete"))
+    for f in children(root / "packages"):
+        add("package", f, f.stat().st_mtime)
+    for f in children(root / "index"):
+        add("handler", f, f.stat().st_mtime)
+    for shard in children(root / "blobs"):
+        for f in children(shard):
+            add("blob", f, f.stat().st_mtime)
+    for tag in children(root / "pyc"):
+        for shard in children(tag):
+            for f in children(shard):
+                add("bytecode", f, f.stat().st_mtime)
+    items.sort(key=lambda i: (i.last_use, i.path))
+    return items
+
+
+# -- pruning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[Item]
+    kept: list[Item]
+
+    @property
+    def freed(self) -> int:
+        return sum(i.size for i in self.removed)
+
+    @property
+    def kept_size(self) -> int:
+        return sum(i.size for i in self.kept)
+
+
+def plan_prune(
+    items: list[Item], max_size: int | None, max_age: float | None, now: float | None = None
+) -> PruneResult:
+    """Pure: which items to remove. Anything unused for longer than `max_age` seconds
+    goes; then the least recently used go until the cache fits in `max_size` bytes.
+    What the last build needed is never removed."""
+    now = time.time() if now is None else now
+    removed: list[Item] = []
+    kept: list[Item] = []
+    for item in sorted(items, key=lambda i: (i.last_use, i.path)):
+        if not item.needed and max_age is not None and now - item.last_use > max_age:
+            removed.append(item)
+        else:
+            kept.append(item)
+    if max_size is not None:
+        total = sum(i.size for i in kept)
+        survivors: list[Item] = []
+        for item in kept:  # oldest first
+            if total > max_size and not item.needed:
+                removed.append(item)
+                total -= item.size
+            else:
+                survivors.append(item)
+        kept = survivors
+    return PruneResult(removed=removed, kept=kept)
+
+
+def remove(root: Path, items: Iterable[Item]) -> None:
+    for item in items:
+        path = root / item.path
+        if path.is_dir() and not path.is_symlink():
+            # Rename first so a concurrent build never sees half a dependency set.
+            doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
+            try:
+                os.replace(path, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
