@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from pmcp_build.layout.model import Entry, entry_from_bytes, make_layout
 from pmcp_build.package import zipwriter
-from pmcp_build.package.zipwriter import BlobCache, MemberPack, write_pack, write_zip
+from pmcp_build.package.zipwriter import MemberCache, MemberPack, index_zip, write_pack, write_zip
 
 GOLDEN_SHA256 = "bf7de6d3428aea3292705a4218fa45589c7c9241ad366ed0e9944e4f8064e731"
 
@@ -54,7 +55,7 @@ def corpus() -> list[Entry]:
     return entries
 
 
-def _zip(tmp_path: Path, name: str = "out.zip", cache: BlobCache | None = None) -> Path:
+def _zip(tmp_path: Path, name: str = "out.zip", cache: MemberCache | None = None) -> Path:
     layout = make_layout(corpus(), "python3.12", "index.handler", "x86_64")
     dest = tmp_path / name
     digest, _ = write_zip(layout, dest, cache)
@@ -87,41 +88,51 @@ def test_size_within_3_percent_of_zlib_level_6(tmp_path: Path) -> None:
         assert ours <= theirs * 1.03, entry.path
 
 
-def test_same_bytes_with_any_worker_count_memory_bound_and_cache_state(
+def test_same_bytes_with_any_worker_count_memory_bound_and_pack_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = _zip(tmp_path, "a.zip").read_bytes()
+    layout = make_layout(corpus(), "python3.12", "index.handler", "x86_64")
+    _, written = write_zip(layout, tmp_path / "a.zip")
+    expected = (tmp_path / "a.zip").read_bytes()
     monkeypatch.setattr(zipwriter, "_workers", lambda: 1)
     assert _zip(tmp_path, "b.zip").read_bytes() == expected
     monkeypatch.setattr(zipwriter, "_workers", lambda: 4)
     monkeypatch.setattr(zipwriter, "_INFLIGHT_BYTES", 1)  # one member at a time
-    cache = BlobCache(tmp_path / "blobs")
-    assert _zip(tmp_path, "c.zip", cache).read_bytes() == expected  # cold cache
-    assert _zip(tmp_path, "d.zip", cache).read_bytes() == expected  # all hits
+    assert _zip(tmp_path, "c.zip").read_bytes() == expected
+    # Half the members from a pack (the previous zip), half compressed: same bytes.
+    half = [w for i, w in enumerate(written) if i % 2]
+    index_zip(tmp_path / "prev.json", tmp_path / "a.zip", half)
+    cache = MemberCache((MemberPack(tmp_path / "prev.json"),))
+    assert len(cache.packs[0]) == len(half)
+    assert _zip(tmp_path, "d.zip", cache).read_bytes() == expected
 
 
-def test_pack_serves_members_and_a_stale_pack_is_ignored(tmp_path: Path) -> None:
+def test_packs_serve_members_and_a_stale_pack_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layout = make_layout(corpus(), "python3.12", "index.handler", "x86_64")
     digest, written = write_zip(layout, tmp_path / "a.zip")
-    pack_path = tmp_path / "set" / "members.pack"
-    write_pack(pack_path, tmp_path / "a.zip", written)
-    pack = MemberPack(pack_path)
-    assert len(pack) == len({e.sha256 for e in layout.entries})
-    # Everything from the pack: no compression at all, same bytes.
-    monkey = zipwriter.compress
-    try:
-        zipwriter.compress = None  # type: ignore[assignment]
-        again, _ = write_zip(layout, tmp_path / "b.zip", BlobCache(None, (MemberPack(pack_path),)))
-    finally:
-        zipwriter.compress = monkey
-    assert again == digest
-    # A pack of another format (a deflate bump) or a truncated one is not used.
-    index = json.loads(pack_path.with_suffix(".json").read_text())
-    pack_path.with_suffix(".json").write_text(json.dumps({**index, "format": "zlib-L6"}))
-    assert len(MemberPack(pack_path)) == 0
-    pack_path.with_suffix(".json").write_text(json.dumps(index))
-    pack_path.write_bytes(pack_path.read_bytes()[:-1])
-    assert len(MemberPack(pack_path)) == 0
+    index = tmp_path / "set" / "members.json"
+    write_pack(index, tmp_path / "a.zip", written)
+    assert len(MemberPack(index)) == len({e.sha256 for e in layout.entries})
+    index_zip(tmp_path / "prev.json", tmp_path / "a.zip", written)
+    for source in (index, tmp_path / "prev.json"):
+        # Everything from the pack: no compression at all, same bytes.
+        with monkeypatch.context() as m:
+            m.setattr(zipwriter, "compress", None)
+            again, _ = write_zip(layout, tmp_path / "b.zip", MemberCache((MemberPack(source),)))
+        assert again == digest
+    # A pack of another format (a deflate bump), a truncated pack, a zip replaced since
+    # it was indexed: not used.
+    meta = json.loads(index.read_text())
+    index.write_text(json.dumps({**meta, "format": "zlib-L6"}))
+    assert len(MemberPack(index)) == 0
+    index.write_text(json.dumps(meta))
+    pack = index.with_suffix(".pack")
+    pack.write_bytes(pack.read_bytes()[:-1])
+    assert len(MemberPack(index)) == 0
+    os.utime(tmp_path / "a.zip", ns=(1, 1))
+    assert len(MemberPack(tmp_path / "prev.json")) == 0
 
 
 # -- every code path libdeflate can take on this CPU ------------------------------------

@@ -23,7 +23,14 @@ from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.zipwriter import FORMAT, BlobCache, MemberPack, write_pack, write_zip
+from pmcp_build.package.zipwriter import (
+    FORMAT,
+    MemberCache,
+    MemberPack,
+    index_zip,
+    write_pack,
+    write_zip,
+)
 from pmcp_build.source.globs import is_glob, matches
 from pmcp_build.source.tree import SourceTree, load_source
 
@@ -171,18 +178,21 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     if reused is not None:
         digest, final = reused
     else:
-        pack = MemberPack(deps / "members.pack") if deps is not None else None
-        blobs = BlobCache(root / "blobs", (pack,) if pack is not None else ())
+        # Unchanged members come out of the previous build's zip and the dependency
+        # set's pack: two mmaps, whatever the file count.
+        previous = MemberPack(out_dir / f".{name}.members.json")
+        dep_pack = MemberPack(deps / "members.json") if deps is not None else None
+        packs = (previous, dep_pack) if dep_pack is not None else (previous,)
         tmp = out_dir / f".{name}-building.zip"
-        # Dependency members go to their set's pack (one file), not to ~1,000 blobs.
-        digest, written = write_zip(layout, tmp, blobs, lambda e: e.origin != "dependency")
+        digest, written = write_zip(layout, tmp, MemberCache(packs))
         final = out_dir / f"{name}-{digest[:12]}.zip"
         os.replace(tmp, final)
-        if deps is not None and pack is not None and len(pack) == 0:
+        index_zip(out_dir / f".{name}.members.json", final, written)
+        if deps is not None and dep_pack is not None and len(dep_pack) == 0:
             in_deps = [
                 w for e, w in zip(layout.entries, written, strict=True) if e.origin == "dependency"
             ]
-            write_pack(deps / "members.pack", final, in_deps)
+            write_pack(deps / "members.json", final, in_deps)
         st = final.stat()
         index.parent.mkdir(parents=True, exist_ok=True)
         index.write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
@@ -201,13 +211,12 @@ def _record_uses(
     if deps is not None:
         needed.append(deps)
         cache_store.touch(deps / "used")
-    blobs = root / "blobs"
+    inside = f"{root}{os.sep}"
     for e in layout.entries:
         if e.origin == "dependency":
             continue
-        if e.src is not None and e.src.is_relative_to(root):
+        if e.src is not None and str(e.src).startswith(inside):
             needed.append(e.src)  # bytecode, a downloaded source
-        needed.append(blobs / e.sha256[:2] / f"{e.sha256}.{FORMAT}")
         if e.origin == "generated":
             needed += _rendered(root / "index", e)
     for item in cache_store.record_build(root, needed, started):

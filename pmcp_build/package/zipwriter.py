@@ -15,9 +15,9 @@ forces every dispatch path this CPU offers and checks a golden sha256.
 
 Streaming: members are written in layout order as they become ready, with a bounded
 number being compressed in threads (libdeflate releases the GIL), so peak memory
-follows the largest file, not the package. Compressed members are reused by content:
-from a pack (one file holding a dependency set's members, read through mmap) or from
-the blob cache (one file per member), so a rebuild compresses only what changed.
+follows the largest file, not the package. Compressed members are reused by content
+from packs read through mmap (a dependency set's pack, and the previous build's zip),
+so a rebuild compresses only what changed and opens two files to reuse the rest.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import json
 import mmap
 import os
 import struct
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,12 +112,15 @@ def _incompressible(data: bytes) -> bool:
 class MemberPack:
     """Compressed members of many files in one file, indexed by content sha256.
 
-    A dependency set's ~1,000 members are read with one open and one mmap instead of
-    one open per member. Built from a freshly written zip (`write_pack`).
+    Two kinds: a dependency set's pack (its ~1,000 members in one file, shared by every
+    project using the set) and the previous build's zip itself, so a rebuild copies the
+    unchanged members out of one mmap instead of opening one cache file per member.
+    The index (JSON beside it) names the file, its size and, for a zip in dist/ that a
+    person could replace, its mtime; a pack that does not match is ignored.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, index: Path) -> None:
+        self.index_path = index
         self._index: dict[str, list[int]] | None = None
         self._map: mmap.mmap | None = None
 
@@ -126,13 +128,17 @@ class MemberPack:
         if self._index is None:
             self._index = {}
             try:
-                index = json.loads(self.path.with_suffix(".json").read_text())
+                index = json.loads(self.index_path.read_text())
                 if index.get("format") != FORMAT:
                     return self._index
-                with open(self.path, "rb") as fh:
-                    if os.fstat(fh.fileno()).st_size != index["size"]:
+                with open(self.index_path.parent / index["file"], "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    if st.st_size != index["size"] or index.get("mtime_ns", st.st_mtime_ns) != (
+                        st.st_mtime_ns
+                    ):
                         return self._index
-                    self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    if st.st_size:
+                        self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                 self._index = index["members"]
             except (OSError, ValueError, KeyError, TypeError):
                 self._index = {}
@@ -149,80 +155,60 @@ class MemberPack:
         return len(self._load())
 
 
-def write_pack(path: Path, zip_path: Path, members: list[Written]) -> None:
-    """Copy `members`' payloads out of `zip_path` into a pack at `path` (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    index: dict[str, list[int]] = {}
+def _write_index(index: Path, meta: dict[str, object]) -> None:
+    tmp = index.with_name(f".{index.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"format": FORMAT, **meta}, separators=(",", ":")))
+    os.replace(tmp, index)
+
+
+def index_zip(index: Path, zip_path: Path, members: list[Written]) -> None:
+    """Make a freshly written zip a pack for the next build (its index beside it)."""
+    st = zip_path.stat()
+    table = {m.sha256: [m.method, m.crc, m.offset, m.length] for m in members}
+    rel = os.path.relpath(zip_path, index.parent)
+    _write_index(
+        index, {"file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "members": table}
+    )
+
+
+def write_pack(index: Path, zip_path: Path, members: list[Written]) -> None:
+    """Copy `members`' payloads out of `zip_path` into a pack file beside `index`."""
+    index.parent.mkdir(parents=True, exist_ok=True)
+    pack = index.with_suffix(".pack")
+    tmp = pack.with_name(f".{pack.name}.tmp{os.getpid()}")
+    table: dict[str, list[int]] = {}
     offset = 0
     with open(zip_path, "rb") as src, open(tmp, "wb") as out:
         for m in members:
-            if m.sha256 in index:
+            if m.sha256 in table:
                 continue
             src.seek(m.offset)
-            payload = src.read(m.length)
-            out.write(payload)
-            index[m.sha256] = [m.method, m.crc, offset, m.length]
+            out.write(src.read(m.length))
+            table[m.sha256] = [m.method, m.crc, offset, m.length]
             offset += m.length
-    meta = {"format": FORMAT, "size": offset, "members": index}
-    tmp_index = path.with_name(f".{path.name}.json.tmp{os.getpid()}")
-    tmp_index.write_text(json.dumps(meta, separators=(",", ":")))
-    os.replace(tmp, path)
-    os.replace(tmp_index, path.with_suffix(".json"))
+    os.replace(tmp, pack)
+    _write_index(index, {"file": pack.name, "size": offset, "members": table})
 
 
-class BlobCache:
-    """Compressed members by content sha256, one file each, plus read-only packs."""
+class MemberCache:
+    """Where already compressed members come from: packs, first hit wins."""
 
-    def __init__(self, root: Path | None, packs: tuple[MemberPack, ...] = ()) -> None:
-        self.root = root
+    def __init__(self, packs: tuple[MemberPack, ...] = ()) -> None:
         self.packs = packs
-
-    def _path(self, sha256: str) -> Path | None:
-        if self.root is None:
-            return None
-        return self.root / sha256[:2] / f"{sha256}.{FORMAT}"
 
     def get(self, sha256: str) -> Member | None:
         for pack in self.packs:
             found = pack.get(sha256)
             if found is not None:
                 return found
-        path = self._path(sha256)
-        if path is None:
-            return None
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-                # Use is recorded on the blob itself (pruning is least recently used).
-                os.utime(fh.fileno())
-        except OSError:
-            return None
-        if len(raw) < 8:
-            return None
-        method, crc = struct.unpack("<II", raw[:8])
-        return Member(method, crc, memoryview(raw)[8:])
-
-    def put(self, sha256: str, member: Member) -> None:
-        path = self._path(sha256)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-        with open(tmp, "wb") as fh:
-            fh.write(struct.pack("<II", member.method, member.crc))
-            fh.write(member.payload)
-        os.replace(tmp, path)
+        return None
 
 
-def _produce(entry: Entry, cache: BlobCache, keep: bool) -> Member:
+def _produce(entry: Entry) -> Member:
     data = entry.read()
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise RuntimeError(f"{entry.path} changed while the package was being built")
-    member = compress(data)
-    if keep:
-        cache.put(entry.sha256, member)
-    return member
+    return compress(data)
 
 
 @dataclass
@@ -240,32 +226,25 @@ class _Sink:
 
 
 def write_zip(
-    layout: Layout,
-    dest: Path,
-    cache: BlobCache | None = None,
-    cache_member: Callable[[Entry], bool] = lambda entry: True,
+    layout: Layout, dest: Path, cache: MemberCache | None = None
 ) -> tuple[str, list[Written]]:
     """Write the layout's entries, in layout order, to `dest` (atomically).
 
-    Returns the zip's sha256 and where each member landed. `cache_member` says which
-    newly compressed members go to the per-file blob cache (dependency members go to
-    their set's pack instead).
+    Returns the zip's sha256 and where each member landed (what a pack records).
     """
-    cache = cache or BlobCache(None)
+    cache = cache or MemberCache()
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
             sink = _Sink(fh)
-            written = _write_members(sink, layout.entries, cache, cache_member)
+            written = _write_members(sink, layout.entries, cache)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return sink.digest.hexdigest(), written
 
 
-def _members(
-    entries: tuple[Entry, ...], cache: BlobCache, cache_member: Callable[[Entry], bool]
-) -> Iterator[tuple[Entry, Member]]:
+def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
     """Members in layout order; cache hits inline, misses compressed by a bounded pool.
 
     At most 2 x workers misses (and 32 MiB of their input, or one file if larger) are in
@@ -294,7 +273,7 @@ def _members(
                     inflight >= 2 * workers or inflight_bytes + entry.size > _INFLIGHT_BYTES
                 ):
                     yield front()
-                future = pool.submit(_produce, entry, cache, cache_member(entry))
+                future = pool.submit(_produce, entry)
                 pending.append((entry, future))
                 inflight += 1
                 inflight_bytes += entry.size
@@ -307,12 +286,11 @@ def _members(
 def _write_members(
     sink: _Sink,
     entries: tuple[Entry, ...],
-    cache: BlobCache,
-    cache_member: Callable[[Entry], bool],
+    cache: MemberCache,
 ) -> list[Written]:
     central: list[bytes] = []
     written: list[Written] = []
-    for entry, m in _members(entries, cache, cache_member):
+    for entry, m in _members(entries, cache):
         name = entry.path.encode("utf-8")
         flags = 0 if name.isascii() else _FLAG_UTF8
         offset = sink.offset
