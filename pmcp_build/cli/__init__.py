@@ -7,6 +7,7 @@ register themselves on the one Typer app when imported, in the order of `--help`
 
 from pmcp_build.cli import (  # noqa: F401  (imported to register the commands)
     build_cmds,
+    cache_cmds,
     deploy_cmds,
     image_cmd,
     local_cmds,
