@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from typer.exceptions import TyperException
 
 from pmcp_build import __version__
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.load import LoadedManifest, load_manifest
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pmcp_build.manifest.load import LoadedManifest
     from pmcp_build.package.build import Package
 
 app = typer.Typer(
@@ -33,8 +34,24 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: `build --json` never imports rich (~12 ms)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+out: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 class _State:
@@ -141,11 +158,13 @@ def load_with_text(
 ) -> tuple[LoadedManifest, str]:
     """A committed manifest when there is one; otherwise one synthesised from flags and
     ZIP_URL / S3_BUCKET / S3_KEY (the build image's contract)."""
-    from pmcp_build.manifest.manifestless import SynthInputs, synthesize
+    from pmcp_build.manifest.load import load_manifest
 
     if file.exists():
         loaded = load_manifest(file)
         return loaded, loaded.path.read_text()
+    from pmcp_build.manifest.manifestless import SynthInputs, synthesize
+
     inputs = SynthInputs.from_env(source_url, sha256, s3, python, architecture)
     if not inputs.wanted:
         load_manifest(file)  # raises the usual "no such file; run init" error
