@@ -1,6 +1,6 @@
 """Zip throughput on a ~100 MB synthetic tree: our packager vs `zip -X -r -6` vs zipfile.
 
-    python bench/zip_throughput.py [--mb 100] [--runs 5]
+    python bench/zip_throughput.py [--mb 100] [--runs 5] [--tree DIR]
 
 Runs alternate between the tools; medians are reported, and the ratio is per run.
 """
@@ -18,8 +18,10 @@ import time
 import zipfile
 from pathlib import Path
 
+from _util import load
+
 from pmcp_build.layout.model import entry_from_file, make_layout
-from pmcp_build.package.zipwriter import BlobCache, write_zip
+from pmcp_build.package.zipwriter import MemberCache, MemberPack, index_zip, write_zip
 
 
 def make_tree(root: Path, mb: int) -> int:
@@ -45,13 +47,17 @@ def make_tree(root: Path, mb: int) -> int:
     return total + db.stat().st_size
 
 
-def ours(root: Path, dest: Path, cache: Path | None) -> None:
+def ours(root: Path, dest: Path, previous: Path | None) -> None:
+    """Layout (read + hash every file), then the zip; `previous` is a packed earlier zip."""
     entries = [
         entry_from_file(p.relative_to(root).as_posix(), p, "source")
         for p in sorted(root.rglob("*"))
         if p.is_file()
     ]
-    write_zip(make_layout(entries, "python3.12", "index.handler", "arm64"), dest, BlobCache(cache))
+    packs = (MemberPack(previous),) if previous is not None else ()
+    layout = make_layout(entries, "python3.12", "index.handler", "arm64")
+    _, written = write_zip(layout, dest, MemberCache(packs))
+    index_zip(dest.with_suffix(".json"), dest, written)
 
 
 def plain_zipfile(root: Path, dest: Path) -> None:
@@ -82,32 +88,34 @@ def main() -> None:
             "zipfile level 6": [],
             "pmcp-build rebuild": [],
         }
-        ratios = []
-        for run in range(args.runs):
-            cache = Path(tmp) / f"blobs{run}"
-            a = timed(lambda: ours(root, out, cache))
-            out.unlink()
+        ratios, sizes = [], []
+        prev = Path(tmp) / "prev.zip"
+        for _ in range(args.runs):
+            a = timed(lambda: ours(root, prev, None))
+            ours_size = prev.stat().st_size
             b = timed(
                 lambda: subprocess.run(
                     ["zip", "-X", "-r", "-6", "-q", str(out), "."], cwd=root, check=True
                 )
             )
+            sizes.append(ours_size / out.stat().st_size)
             out.unlink()
             c = timed(lambda: plain_zipfile(root, out))
             out.unlink()
             (root / "d0" / "f0.txt").write_bytes(os.urandom(1000))
-            d = timed(lambda: ours(root, out, cache))
+            d = timed(lambda: ours(root, out, prev.with_suffix(".json")))
             out.unlink()
             for key, value in zip(results, (a, b, c, d), strict=True):
                 results[key].append(value)
             ratios.append(b / a)
         mb = size / 1e6
-        print(f"tree: {mb:.0f} MB, {os.cpu_count()} cpus")
+        print(f"tree: {mb:.0f} MB; {load()} after the runs")
         print(f"{'tool':<28} {'median s':>9} {'MB/s':>8}")
         for key, values in results.items():
             med = statistics.median(values)
             print(f"{key:<28} {med:>9.2f} {mb / med:>8.0f}")
         print(f"zip -6 time / ours (same run, median): {statistics.median(ratios):.2f}x")
+        print(f"our size / zip -6 size: {statistics.median(sizes):.3f}")
 
 
 if __name__ == "__main__":
