@@ -3,6 +3,7 @@ network guard that keeps the suite on loopback."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 import httpx
@@ -122,6 +124,9 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 class Recorder:
+    """moto's request recorder. IAM speaks a query protocol where reads are POSTs too,
+    so each request is tagged with its `Action=` when it has one."""
+
     def __init__(self, url: str) -> None:
         self.url = url
 
@@ -129,18 +134,29 @@ class Recorder:
         httpx.post(f"{self.url}/moto-api/recorder/reset-recording")
         httpx.post(f"{self.url}/moto-api/recorder/start-recording")
 
-    def requests(self) -> list[tuple[str, str]]:
+    def entries(self) -> list[tuple[str, str, str]]:
         httpx.post(f"{self.url}/moto-api/recorder/stop-recording")
         text = httpx.get(f"{self.url}/moto-api/recorder/download-recording").text
         out = []
         for line in text.splitlines():
             if line.strip():
                 entry = json.loads(line)
-                out.append((entry["method"], entry["url"].split("?")[0]))
+                body = entry.get("body") or ""
+                if entry.get("body_encoded"):
+                    body = base64.b64decode(body).decode("latin-1")
+                action = parse_qs(body).get("Action", [""])[0] if isinstance(body, str) else ""
+                out.append((entry["method"], entry["url"].split("?")[0], action))
         return out
 
+    def requests(self) -> list[tuple[str, str]]:
+        return [(m, u) for m, u, _ in self.entries()]
+
     def writes(self) -> list[tuple[str, str]]:
-        return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
+        return [
+            (m, u + (f" {a}" if a else ""))
+            for m, u, a in self.entries()
+            if m not in ("GET", "HEAD") and not a.startswith(("Get", "List"))
+        ]
 
 
 # -- a static file server on loopback (source zips) --------------------------------------
