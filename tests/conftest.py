@@ -23,6 +23,8 @@ from typer.testing import CliRunner
 
 from pmcp_build.cli import app
 
+from .helpers import python_project as _python_project
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -157,6 +159,32 @@ class Recorder:
             for m, u, a in self.entries()
             if m not in ("GET", "HEAD") and not a.startswith(("Get", "List"))
         ]
+
+
+# -- a project with lambda, s3 and local targets (deploy tests) -------------------------
+
+LAMBDA = (
+    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
+    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
+    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, aws_env: str) -> Path:
+    root = _python_project(tmp_path / "p")
+    (root / "data.txt").write_text("v1")
+    toml = root / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
+        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
+        'key = "builds/lambda.zip"\n'
+    )
+    return root
+
+
+def _fn() -> dict:
+    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
 
 
 # -- a static file server on loopback (source zips) --------------------------------------

@@ -14,31 +14,8 @@ import pytest
 
 from pmcp_build.deploy.targets import lambda_
 
-from .conftest import BUCKET, SECRET, Recorder
+from .conftest import BUCKET, SECRET, Recorder, _fn
 from .helpers import python_project
-
-LAMBDA = (
-    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
-    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
-    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
-)
-
-
-@pytest.fixture
-def project(tmp_path: Path, aws_env: str) -> Path:
-    root = python_project(tmp_path / "p")
-    (root / "data.txt").write_text("v1")
-    toml = root / "metorial.toml"
-    toml.write_text(
-        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
-        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
-        'key = "builds/lambda.zip"\n'
-    )
-    return root
-
-
-def _fn() -> dict:
-    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
 
 
 def test_create_then_noop_with_zero_writes(cli, project: Path, aws_env: str) -> None:
