@@ -61,6 +61,8 @@ _SAMPLE_FROM = 256 * 1024
 _SAMPLE = 16 * 1024
 # Bounds on what is being compressed at once (memory follows the largest file).
 _INFLIGHT_BYTES = 32 * 1024 * 1024
+_BATCH_BYTES = 1024 * 1024
+_BATCH_FILES = 256
 
 
 def _workers() -> int:
@@ -204,11 +206,14 @@ class MemberCache:
         return None
 
 
-def _produce(entry: Entry) -> Member:
-    data = entry.read()
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise RuntimeError(f"{entry.path} changed while the package was being built")
-    return compress(data)
+def _produce(batch: list[Entry]) -> list[Member]:
+    members = []
+    for entry in batch:
+        data = entry.read()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise RuntimeError(f"{entry.path} changed while the package was being built")
+        members.append(compress(data))
+    return members
 
 
 @dataclass
@@ -247,40 +252,60 @@ def write_zip(
 def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
     """Members in layout order; cache hits inline, misses compressed by a bounded pool.
 
-    At most 2 x workers misses (and 32 MiB of their input, or one file if larger) are in
-    flight; whatever is ready at the front is written at once.
+    Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
+    one future per file costs more than deflating a small file). At most 2 x workers
+    batches, and 32 MiB of their input (or one file if larger), are in flight; whatever
+    is ready at the front is written at once.
     """
-    pending: deque[tuple[Entry, Member | Future[Member]]] = deque()
-    inflight = inflight_bytes = 0
+    pending: deque[tuple[list[Entry], list[Member] | Future[list[Member]]]] = deque()
+    batch: list[Entry] = []
+    batch_bytes = inflight = inflight_bytes = 0
     workers = _workers()
 
-    def front() -> tuple[Entry, Member]:
+    def front() -> Iterator[tuple[Entry, Member]]:
         nonlocal inflight, inflight_bytes
-        first, item = pending.popleft()
+        group, item = pending.popleft()
         if isinstance(item, Future):
             inflight -= 1
-            inflight_bytes -= first.size
+            inflight_bytes -= sum(e.size for e in group)
             item = item.result()
-        return first, item
+        yield from zip(group, item, strict=True)
+
+    def ready() -> bool:
+        return bool(pending) and not (
+            isinstance(pending[0][1], Future) and not pending[0][1].done()
+        )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
+
+        def submit() -> Iterator[tuple[Entry, Member]]:
+            nonlocal batch, batch_bytes, inflight, inflight_bytes
+            while inflight and (
+                inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
+            ):
+                yield from front()
+            pending.append((batch, pool.submit(_produce, batch)))
+            inflight += 1
+            inflight_bytes += batch_bytes
+            batch, batch_bytes = [], 0
+
         for entry in entries:
             hit = cache.get(entry.sha256)
             if hit is not None:
-                pending.append((entry, hit))
+                if batch:
+                    yield from submit()
+                pending.append(([entry], [hit]))
             else:
-                while inflight and (
-                    inflight >= 2 * workers or inflight_bytes + entry.size > _INFLIGHT_BYTES
-                ):
-                    yield front()
-                future = pool.submit(_produce, entry)
-                pending.append((entry, future))
-                inflight += 1
-                inflight_bytes += entry.size
-            while pending and not (isinstance(pending[0][1], Future) and not pending[0][1].done()):
-                yield front()
+                batch.append(entry)
+                batch_bytes += entry.size
+                if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_FILES:
+                    yield from submit()
+            while ready():
+                yield from front()
+        if batch:
+            yield from submit()
         while pending:
-            yield front()
+            yield from front()
 
 
 def _write_members(
