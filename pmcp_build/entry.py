@@ -77,7 +77,7 @@ def fast_build(argv: list[str]) -> bool:
             },
             "layout": layout_json(package.layout),
         }
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
         return True
     from rich.console import Console
 

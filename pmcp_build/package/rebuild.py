@@ -126,27 +126,35 @@ def rebuild(manifest: Path) -> Package | None:
         names = data["dirs"]
         if _dirs(Path(data["root"])) != names:
             return None
-        entries = _entries(data["entries"], bool(data["edits"]), now_ns)
-        if entries is None:
+        found = _entries(data["entries"], bool(data["edits"]), now_ns)
+        if found is None:
             return None
+        entries, changed = found
         runtime, handler, architecture = data["layout"]
         layout = make_layout(entries, runtime, handler, architecture)
     except Exception:  # any doubt: the full build decides, and reports
         return None
     package = write_package(layout, out_dir, data["name"])
-    if any(e.sha256 != row[4] for e, row in zip(entries, data["entries"], strict=True)):
+    if changed:
         # Edited files: record their new signatures so the next build need not rehash.
-        strict = [Path(p) for p in data["strict"]]
-        root = Path(data["root"])
-        record(manifest, root, out_dir, data["name"], layout, strict, bool(data["edits"]))
+        path = out_dir / RECORD
+        with contextlib.suppress(OSError):
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, separators=(",", ":")))
+            os.replace(tmp, path)
     return package
 
 
-def _entries(rows: list[list[object]], allow_edits: bool, now_ns: int) -> list[Entry] | None:
+def _entries(
+    rows: list[list[object]], allow_edits: bool, now_ns: int
+) -> tuple[list[Entry], bool] | None:
+    """The recorded entries, edited files rehashed (and their rows updated in place)."""
     import hashlib
 
     entries: list[Entry] = []
-    for path, origin, mode, size, sha, src, detail, sig, data in rows:
+    changed = False
+    for row in rows:
+        path, origin, mode, size, sha, src, detail, sig, data = row
         src_path = Path(src) if isinstance(src, str) else None
         if src_path is not None and sig is not None:
             current = _file_sig(src_path, now_ns)
@@ -160,6 +168,10 @@ def _entries(rows: list[list[object]], allow_edits: bool, now_ns: int) -> list[E
                     if not allow_edits:
                         return None
                     sha, size, mode = digest, len(content), new_mode
+                if current != sig:
+                    row[2:5] = [mode, size, sha]
+                    row[7] = current
+                    changed = True
         entries.append(
             Entry(
                 path=str(path),
@@ -172,4 +184,4 @@ def _entries(rows: list[list[object]], allow_edits: bool, now_ns: int) -> list[E
                 detail=str(detail),
             )
         )
-    return entries
+    return entries, changed
