@@ -22,8 +22,8 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler")
 LAST_BUILD = Path("uses") / "last-build.json"
@@ -84,8 +84,7 @@ def last_build(root: Path) -> tuple[set[str], float]:
 # -- inventory ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     kind: str
     path: str  # relative to the cache root
     size: int
@@ -148,8 +147,7 @@ def inventory(root: Path) -> list[Item]:
 # -- pruning -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PruneResult:
+class PruneResult(NamedTuple):
     removed: list[Item]
     kept: list[Item]
 

@@ -29,14 +29,15 @@ import os
 import struct
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import deflate
 
 from pmcp_build.layout.model import Entry, Layout
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 # libdeflate level 6 is within 1% of zlib level 6 in size (usually smaller) at about
 # 2.5x its speed; see bench/README.md.
@@ -63,14 +64,15 @@ _SAMPLE = 16 * 1024
 _INFLIGHT_BYTES = 32 * 1024 * 1024
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FILES = 256
+_INLINE_BYTES = 256 * 1024
 
 
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-@dataclass(frozen=True)
-class Member:
+# NamedTuples, not dataclasses: no code generated at import (start-up matters here).
+class Member(NamedTuple):
     """A compressed (or stored) member, ready to be written."""
 
     method: int
@@ -78,8 +80,7 @@ class Member:
     payload: bytes | memoryview
 
 
-@dataclass(frozen=True)
-class Written:
+class Written(NamedTuple):
     """Where a member landed in the zip (what a pack records)."""
 
     sha256: str
@@ -216,13 +217,13 @@ def _produce(batch: list[Entry]) -> list[Member]:
     return members
 
 
-@dataclass
 class _Sink:
     """The output file, hashed as it is written (no second read for the sha256)."""
 
-    fh: BinaryIO
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
-    offset: int = 0
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.offset = 0
 
     def write(self, data: bytes | memoryview) -> None:
         self.fh.write(data)
@@ -255,46 +256,58 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
     Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
     one future per file costs more than deflating a small file). At most 2 x workers
     batches, and 32 MiB of their input (or one file if larger), are in flight; whatever
-    is ready at the front is written at once.
+    is ready at the front is written at once. The pool (and concurrent.futures) only
+    comes to be at the first miss: a rebuild from packs never starts a thread.
     """
-    pending: deque[tuple[list[Entry], list[Member] | Future[list[Member]]]] = deque()
+    # (entries, their members when known, or the future that computes them)
+    pending: deque[tuple[list[Entry], list[Member] | None, Future[list[Member]] | None]]
+    pending = deque()
     batch: list[Entry] = []
     batch_bytes = inflight = inflight_bytes = 0
     workers = _workers()
+    pool: ThreadPoolExecutor | None = None
 
     def front() -> Iterator[tuple[Entry, Member]]:
         nonlocal inflight, inflight_bytes
-        group, item = pending.popleft()
-        if isinstance(item, Future):
+        group, members, future = pending.popleft()
+        if future is not None:
             inflight -= 1
             inflight_bytes -= sum(e.size for e in group)
-            item = item.result()
-        yield from zip(group, item, strict=True)
+            members = future.result()
+        assert members is not None
+        yield from zip(group, members, strict=True)
 
     def ready() -> bool:
-        return bool(pending) and not (
-            isinstance(pending[0][1], Future) and not pending[0][1].done()
-        )
+        return bool(pending) and (pending[0][2] is None or pending[0][2].done())
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-
-        def submit() -> Iterator[tuple[Entry, Member]]:
-            nonlocal batch, batch_bytes, inflight, inflight_bytes
-            while inflight and (
-                inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
-            ):
-                yield from front()
-            pending.append((batch, pool.submit(_produce, batch)))
-            inflight += 1
-            inflight_bytes += batch_bytes
+    def submit() -> Iterator[tuple[Entry, Member]]:
+        nonlocal batch, batch_bytes, inflight, inflight_bytes, pool
+        while inflight and (
+            inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
+        ):
+            yield from front()
+        if pool is None and batch_bytes <= _INLINE_BYTES and not pending:
+            # A small first miss (the one edited file of a rebuild) costs less than
+            # starting a pool: compress it here.
+            pending.append((batch, _produce(batch), None))
             batch, batch_bytes = [], 0
+            return
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
+            pool = ThreadPoolExecutor(max_workers=workers)
+        pending.append((batch, None, pool.submit(_produce, batch)))
+        inflight += 1
+        inflight_bytes += batch_bytes
+        batch, batch_bytes = [], 0
+
+    try:
         for entry in entries:
             hit = cache.get(entry.sha256)
             if hit is not None:
                 if batch:
                     yield from submit()
-                pending.append(([entry], [hit]))
+                pending.append(([entry], [hit], None))
             else:
                 batch.append(entry)
                 batch_bytes += entry.size
@@ -306,6 +319,9 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
             yield from submit()
         while pending:
             yield from front()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_members(
