@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler")
 LAST_BUILD = Path("uses") / "last-build.json"
@@ -84,12 +82,17 @@ def last_build(root: Path) -> tuple[set[str], float]:
 # -- inventory ---------------------------------------------------------------------------
 
 
-class Item(NamedTuple):
-    kind: str
-    path: str  # relative to the cache root
-    size: int
-    last_use: float  # epoch seconds
-    needed: bool  # by the last build
+class Item:
+    """One cache item. A plain class: no code generated at import (see zipwriter)."""
+
+    __slots__ = ("kind", "last_use", "needed", "path", "size")
+
+    def __init__(self, kind: str, path: str, size: int, last_use: float, needed: bool) -> None:
+        self.kind = kind
+        self.path = path  # relative to the cache root
+        self.size = size
+        self.last_use = last_use  # epoch seconds
+        self.needed = needed  # by the last build
 
 
 def _size(path: Path) -> int:
@@ -147,9 +150,12 @@ def inventory(root: Path) -> list[Item]:
 # -- pruning -----------------------------------------------------------------------------
 
 
-class PruneResult(NamedTuple):
-    removed: list[Item]
-    kept: list[Item]
+class PruneResult:
+    __slots__ = ("kept", "removed")
+
+    def __init__(self, removed: list[Item], kept: list[Item]) -> None:
+        self.removed = removed
+        self.kept = kept
 
     @property
     def freed(self) -> int:
@@ -197,6 +203,8 @@ def remove(root: Path, items: Iterable[Item]) -> None:
                 os.replace(path, doomed)
             except OSError:
                 continue
+            import shutil
+
             shutil.rmtree(doomed, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pmcp_build.layout.model import Entry, Layout
@@ -28,12 +27,19 @@ from pmcp_build.package.zipwriter import (
 )
 
 
-@dataclass(frozen=True)
 class Package:
-    layout: Layout
-    path: Path
-    sha256: str
-    size: int
+    """A written package. A plain class: no code generated at import (see zipwriter)."""
+
+    __slots__ = ("layout", "path", "sha256", "size")
+
+    def __init__(self, layout: Layout, path: Path, sha256: str, size: int) -> None:
+        self.layout = layout
+        self.path = path
+        self.sha256 = sha256
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Package(path={self.path!s}, sha256={self.sha256}, size={self.size})"
 
     @property
     def code_sha256(self) -> str:
