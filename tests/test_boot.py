@@ -15,6 +15,7 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
+
 from .conftest import EXAMPLES
 from .helpers import python_project
 

@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import EXAMPLES
-
 from pmcp_build import __version__
 from pmcp_build.manifest.load import load_manifest
+
+from .conftest import EXAMPLES
 
 
 def test_version(cli) -> None:

@@ -12,11 +12,12 @@ import boto3
 import botocore.exceptions
 import pytest
 from botocore.stub import Stubber
-from .conftest import BUCKET, SECRET, Recorder
-from .helpers import python_project
 
 from pmcp_build.deploy import aws
 from pmcp_build.errors import UserError
+
+from .conftest import BUCKET, SECRET, Recorder
+from .helpers import python_project
 
 LAMBDA = (
     f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'

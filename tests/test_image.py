@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from .conftest import BUCKET, EXAMPLES, Recorder
 from .helpers import HOST_ARCH, HOST_PY, zip_with
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 import tomli
-from .conftest import EXAMPLES, ROOT
 from pydantic import ValidationError
 
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.load import parse_manifest
 from pmcp_build.manifest.model import LambdaTarget, PythonRuntime
 from pmcp_build.manifest.schema import schema_text
+
+from .conftest import EXAMPLES, ROOT
 
 BAD = sorted((Path(__file__).parent / "bad_manifests").glob("*.toml"))
 

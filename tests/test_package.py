@@ -10,6 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from pmcp_build.source.globs import matches
+
 from .helpers import (
     HOST_ARCH,
     HOST_EM,
@@ -21,8 +24,6 @@ from .helpers import (
     python_project,
     zip_with,
 )
-
-from pmcp_build.source.globs import matches
 
 
 def _build_json(cli, project: Path) -> dict:
