@@ -5,7 +5,8 @@
 Both sides start from nothing: an empty uv cache (UV_CACHE_DIR in a fresh folder) and,
 for pmcp-build, an empty build cache and no earlier build of the project. The bare
 install is the exact uv command pmcp-build runs (same target platform, python version,
---only-binary, --link-mode copy, the boot runtime's requirements plus the example's),
+--only-binary, --link-mode hardlink (uv's default here), the boot runtime's requirements
+plus the example's),
 so the ratio is what pmcp-build adds on top of installing: interpreter start, manifest,
 scrubbing, hashing, deflating 29 MB, writing the zip and the packs.
 
@@ -46,16 +47,18 @@ def main() -> None:
             project = Path(tmp) / f"p{i}"
             shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".pmcp"))
             env = dict(base, UV_CACHE_DIR=f"{tmp}/uv-a{i}", PMCP_BUILD_CACHE_DIR=f"{tmp}/c{i}")
-            a = run(
-                [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"], env
-            )
+            build = [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"]
             cmd = [
                 _uv(), "pip", "install", "--target", f"{tmp}/t{i}", "--python", sys.executable,
                 "--python-platform", platform_tag("3.11", "x86_64"), "--python-version", "3.11",
-                "--only-binary", ":all:", "--link-mode", "copy", "--no-config",
+                "--only-binary", ":all:", "--link-mode", "hardlink", "--no-config",
                 "-r", str(BOOT_REQUIREMENTS), "-r", str(project / "requirements.txt"), "--quiet",
             ]  # fmt: skip
-            b = run(cmd, dict(base, UV_CACHE_DIR=f"{tmp}/uv-b{i}"))
+            bare_env = dict(base, UV_CACHE_DIR=f"{tmp}/uv-b{i}")
+            if i % 2:  # alternate which goes first
+                b, a = run(cmd, bare_env), run(build, env)
+            else:
+                a, b = run(build, env), run(cmd, bare_env)
             ours.append(a)
             bare.append(b)
             ratios.append(a / b)

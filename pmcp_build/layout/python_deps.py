@@ -122,8 +122,11 @@ def _run_uv(
         python,
         "--only-binary",
         ":all:",
+        # Hardlinks into uv's cache (copies across filesystems): ~30% off a cold
+        # install. Safe because nothing writes through them: uv never changes a cache
+        # entry in place, and _scrub only unlinks.
         "--link-mode",
-        "copy",
+        "hardlink",
         "--no-config",
         "-r",
         str(BOOT_REQUIREMENTS),
