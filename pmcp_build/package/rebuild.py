@@ -168,7 +168,9 @@ def _entries(
                     if not allow_edits:
                         return None
                     sha, size, mode = digest, len(content), new_mode
-                if current != sig:
+                if current != sig and current != [-1]:
+                    # A settled signature is worth recording; a racy file (just saved)
+                    # is rehashed next time anyway, so the record is left as it is.
                     row[2:5] = [mode, size, sha]
                     row[7] = current
                     changed = True
