@@ -42,7 +42,7 @@ SKIP_DIRS = {
     ".pytest_cache",
     ".ruff_cache",
 }
-LEVEL = 6
+LEVEL = 5  # as pmcp_build/package/zipwriter.py
 FORMAT = f"libdeflate{deflate.__version__}-L{LEVEL}"
 
 

@@ -7,7 +7,8 @@ used items first and never what the last build needed, which every build records
 
 Items, by kind:
   dependency set  deps/<key>/          an installed requirements set and its member pack
-  blob            blobs/<xx>/<sha>.*   one compressed member
+  blob            blobs/<xx>/<sha>.*   one compressed member (written by versions before
+                                       the member packs; no build needs them now)
   package         packages/<print>     a layout fingerprint -> the zip's sha256
   download        sources/<sha>/       an unpacked source zip ([source].url)
   bytecode        pyc/<tag>/<xx>/*     a compiled .pyc
@@ -39,6 +40,13 @@ def touch(path: Path) -> None:
     """Record a use by mtime (best effort: a read-only cache still builds)."""
     with contextlib.suppress(OSError):
         path.touch()
+
+
+def touch_if_stale(path: Path, now: float, older_than: float = 3600.0) -> None:
+    """Record a use, but spare the write when the last one is recent (a stat only)."""
+    with contextlib.suppress(OSError):
+        if now - path.stat().st_mtime > older_than:
+            os.utime(path)
 
 
 # -- recording what a build needed ------------------------------------------------------

@@ -124,7 +124,8 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
 def _record_uses(
     root: Path, layout: Layout, index: Path, deps: Path | None, started: float
 ) -> None:
-    """What this build needed from the cache, so `pmcp-build cache prune` keeps it."""
+    """What this build needed from the cache, so `pmcp-build cache prune` keeps it, and
+    a fresh mtime ("last use") on what it read."""
     needed = [index]
     if deps is not None:
         needed.append(deps)
@@ -135,8 +136,12 @@ def _record_uses(
             continue
         if e.src is not None and str(e.src).startswith(inside):
             needed.append(e.src)  # bytecode, a downloaded source
+            if e.path.endswith(".pyc"):
+                cache_store.touch_if_stale(e.src, started)
         if e.origin == "generated":
-            needed += _rendered(root / "index", e)
+            for rendered in _rendered(root / "index", e):
+                needed.append(rendered)
+                cache_store.touch_if_stale(rendered, started)
     for item in cache_store.record_build(root, needed, started):
         if item.startswith("sources/"):
             cache_store.touch(root / item / "used")

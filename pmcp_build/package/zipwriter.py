@@ -39,9 +39,10 @@ from pmcp_build.layout.model import Entry, Layout
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-# libdeflate level 6 is within 1% of zlib level 6 in size (usually smaller) at about
-# 2.5x its speed; see bench/README.md.
-LEVEL = 6
+# libdeflate level 5: the size of zlib level 6 (1.000x on the example's dependencies,
+# 0.987x on the 111 MB bench tree) at about 3x its speed; level 6 is <1% smaller and
+# ~15% slower. See bench/README.md.
+LEVEL = 5
 # Part of every cache key and of the layout fingerprint: a new deflate backend or level
 # changes the bytes of every package once, so nothing compressed by another may be reused.
 FORMAT = f"libdeflate{deflate.__version__}-L{LEVEL}"
