@@ -203,3 +203,22 @@ def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     assert _fn()["Role"].endswith("/" + lambda_.auto_role_name("tiny-prod"))
     assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0
+
+
+def test_targets_sharing_an_artifact_upload_it_once(cli, project: Path, aws_env: str) -> None:
+    """Two functions, one bucket and prefix: one content-addressed key. Uploading it
+    from both targets at once made them abort each other's multipart upload."""
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text()
+        + f'\n[targets.prod2]\nkind = "lambda"\nfunction = "tiny-prod2"\nbucket = "{BUCKET}"\n'
+        'prefix = "builds/tiny"\n'
+    )
+    recorder = Recorder(aws_env)
+    recorder.start()
+    result = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "-t", "prod2")
+    assert result.exit_code == 0, result.output
+    to_key = [m for m, u in recorder.writes() if "/builds/tiny/" in u]
+    # One multipart upload: CreateMultipartUpload and CompleteMultipartUpload are the two
+    # POSTs (the recorder drops query strings); none aborted.
+    assert to_key.count("POST") == 2 and "DELETE" not in to_key, to_key
