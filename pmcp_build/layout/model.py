@@ -87,6 +87,9 @@ class Layout:
     runtime: str  # "python3.12" | "provided.al2023"
     handler: str  # "index.handler" | "bootstrap"
     architecture: str
+    # Source paths the walk left out and why (.gitignore, exclude, secret-like files):
+    # shown in the build summary, not part of the package.
+    left_out: tuple[tuple[str, str], ...] = ()
 
     @property
     def unzipped_size(self) -> int:
@@ -99,7 +102,13 @@ class Layout:
         return None
 
 
-def make_layout(entries: list[Entry], runtime: str, handler: str, architecture: str) -> Layout:
+def make_layout(
+    entries: list[Entry],
+    runtime: str,
+    handler: str,
+    architecture: str,
+    left_out: tuple[tuple[str, str], ...] = (),
+) -> Layout:
     """Sort, check for collisions and limits; the one way a Layout comes to be."""
     by_path: dict[str, Entry] = {}
     for entry in entries:
@@ -117,6 +126,7 @@ def make_layout(entries: list[Entry], runtime: str, handler: str, architecture: 
         runtime=runtime,
         handler=handler,
         architecture=architecture,
+        left_out=tuple(left_out),
     )
     if layout.unzipped_size > UNZIPPED_LIMIT:
         biggest = sorted(layout.entries, key=lambda e: -e.size)[:3]

@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME, Source
-from pmcp_build.source.globs import matches
 
 # Never packaged, whatever `exclude` says: VCS data, our own state, virtualenvs, caches.
 ALWAYS_EXCLUDED = (
@@ -36,7 +35,12 @@ ALWAYS_EXCLUDED = (
     ".mypy_cache",
     ".pytest_cache",
     ".ruff_cache",
+    "node_modules",
 )
+
+# Files that hold secrets by convention: never packaged, whatever the ignore files say,
+# unless an [[assets]] entry names one explicitly.
+SECRET_FILES = (".env", ".env.*", "*.env", ".envrc", ".netrc", ".pypirc", "*.pem", "id_rsa*")
 
 DOWNLOAD_LIMIT = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 60.0
@@ -56,6 +60,9 @@ class SourceFile:
 class SourceTree:
     root: Path
     files: tuple[SourceFile, ...]
+    # What the walk left out and why, for the build summary: (path, reason); a folder
+    # is listed once, not file by file.
+    left_out: tuple[tuple[str, str], ...] = ()
 
     def has(self, path: str) -> bool:
         return (self.root / path).is_file()
@@ -69,21 +76,43 @@ def load_source(source: Source, manifest_dir: Path, cache_dir: Path) -> SourceTr
         root = (manifest_dir / (source.path or ".")).resolve()
         if not root.is_dir():
             raise UserError(f"[source].path: {root} is not a folder; fix the path")
-    return SourceTree(root=root, files=tuple(walk(root, source.exclude)))
+    files, left_out = walk_tree(root, source.exclude)
+    return SourceTree(root=root, files=tuple(files), left_out=tuple(left_out))
 
 
 def walk(root: Path, exclude: tuple[str, ...]) -> list[SourceFile]:
+    return walk_tree(root, exclude)[0]
+
+
+def walk_tree(
+    root: Path, exclude: tuple[str, ...]
+) -> tuple[list[SourceFile], list[tuple[str, str]]]:
+    """The files that may be packaged, and what was left out (and why).
+
+    Honours `.gitignore` files at every level (with git's semantics, through pathspec)
+    besides `exclude` and the always-excluded names; secret-like files are never listed.
+    """
+    from pmcp_build.source.ignore import IgnoreRules
+
     files: list[SourceFile] = []
-    patterns = (*ALWAYS_EXCLUDED, *exclude)
+    left_out: list[tuple[str, str]] = []
+    rules = IgnoreRules(ALWAYS_EXCLUDED, exclude, SECRET_FILES)
     real_root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        if ".gitignore" in filenames:
+            rules.add_gitignore(rel_dir, Path(dirpath) / ".gitignore")
         kept = []
         for d in sorted(dirnames):
             full = Path(dirpath) / d
             rel = rel_dir + d
-            if matches(rel, patterns) or (full / "pyvenv.cfg").exists():
+            why = rules.why(rel, is_dir=True)
+            if why is None and (full / "pyvenv.cfg").exists():
+                why = "a virtualenv"
+            if why is not None:
+                if why not in ("always excluded",):
+                    left_out.append((rel + "/", why))
                 continue
             if full.is_symlink():
                 raise UserError(
@@ -94,7 +123,12 @@ def walk(root: Path, exclude: tuple[str, ...]) -> list[SourceFile]:
         dirnames[:] = kept
         for name in sorted(filenames):
             rel = rel_dir + name
-            if rel == MANIFEST_NAME or matches(rel, patterns):
+            if rel == MANIFEST_NAME:
+                continue
+            why = rules.why(rel, is_dir=False)
+            if why is not None:
+                if why not in ("always excluded",):
+                    left_out.append((rel, why))
                 continue
             full = Path(dirpath) / name
             if full.is_symlink():
@@ -108,7 +142,8 @@ def walk(root: Path, exclude: tuple[str, ...]) -> list[SourceFile]:
                 continue  # sockets, fifos: nothing to package
             files.append(SourceFile(rel, full))
     files.sort(key=lambda f: f.path)
-    return files
+    left_out.sort()
+    return files, left_out
 
 
 # -- URL sources -----------------------------------------------------------------------
