@@ -203,3 +203,64 @@ def test_long_values_are_cut(cli: Any, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert len(result.stderr) < 2000 and len(result.stderr.splitlines()) == 1
     assert os.path.exists(toml)
+
+
+# -- assets stay inside the source ------------------------------------------------------------
+
+
+def _asset_project(tmp_path: Path, src: str, to: str) -> Path:
+    return python_project(tmp_path / "p", extra=f'[[assets]]\nfrom = "{src}"\nto = "{to}"\n')
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "glob"])
+def test_asset_symlinks_to_host_files_are_refused(cli: Any, tmp_path: Path, kind: str) -> None:
+    outside = tmp_path / "host"
+    (outside / "ssh").mkdir(parents=True)
+    (outside / "passwd").write_text(CANARY)
+    (outside / "ssh" / "id").write_text(CANARY)
+    if kind == "file":
+        project = _asset_project(tmp_path, "data.txt", "data.txt")
+        (project / "data.txt").symlink_to(outside / "passwd")
+    elif kind == "folder":
+        project = _asset_project(tmp_path, "keys", "keys")
+        (project / "keys").symlink_to(outside / "ssh", target_is_directory=True)
+    else:
+        project = _asset_project(tmp_path, "data/*.txt", "data")
+        (project / "data").mkdir()
+        (project / "data" / "ok.txt").write_text("ok")
+        (project / "data" / "evil.txt").symlink_to(outside / "passwd")
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert "symlink" in result.stderr or "outside the source" in result.stderr, result.stderr
+    assert CANARY not in result.output
+    assert (
+        not list((project / ".pmcp" / "dist").glob("*.zip"))
+        if (project / ".pmcp").exists()
+        else True
+    )
+
+
+@pytest.mark.parametrize(
+    "to, fragment",
+    [
+        ("./index.py", "two files want the package path 'index.py'"),
+        ("./server.py", "two files want the package path 'server.py'"),
+        ("./__metorial__/metorial.py", "__metorial__"),
+        ("a//../b", "no '..'"),
+    ],
+)
+def test_asset_destinations_are_normalised_before_collision_checks(
+    cli: Any, tmp_path: Path, to: str, fragment: str
+) -> None:
+    project = _asset_project(tmp_path, "data.txt", to)
+    (project / "data.txt").write_text("x")
+    _one_line(cli("-C", str(project), "build"), fragment)
+
+
+def test_unnormalised_asset_path_ships_normalised(cli: Any, tmp_path: Path) -> None:
+    project = _asset_project(tmp_path, "./data.txt", "a//data.txt")
+    (project / "data.txt").write_text("x")
+    result = cli("-C", str(project), "build", "--json")
+    assert result.exit_code == 0, result.output
+    files = {f["path"] for f in json.loads(result.stdout)["layout"]["files"]}
+    assert "a/data.txt" in files and "a//data.txt" not in files

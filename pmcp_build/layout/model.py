@@ -102,6 +102,23 @@ class Layout:
         return None
 
 
+def _check_path(entry: Entry) -> None:
+    """Every package path is normalised, relative and inside the package."""
+    path = entry.path
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(p in ("", ".", "..") for p in parts)
+        or len(path.encode()) > 1024
+    ):
+        raise UserError(
+            f"package path {path[:200]!r} ({_describe(entry)}) is not a normalised relative "
+            "path inside the package; fix the asset's 'to' or rename the file"
+        )
+
+
 def make_layout(
     entries: list[Entry],
     runtime: str,
@@ -112,6 +129,7 @@ def make_layout(
     """Sort, check for collisions and limits; the one way a Layout comes to be."""
     by_path: dict[str, Entry] = {}
     for entry in entries:
+        _check_path(entry)
         other = by_path.get(entry.path)
         if other is not None:
             raise UserError(

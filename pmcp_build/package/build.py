@@ -114,8 +114,27 @@ def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
                 f"assets[{index}].from: {src!r} matches nothing in {tree.root}; "
                 "fix the path or remove the asset"
             )
+        for _, path in found:
+            _inside_source(path, tree.root, f"assets[{index}].from {src!r}")
         entries += [entry_from_file(dest, path, "asset", detail=src) for dest, path in found]
     return entries
+
+
+def _inside_source(path: Path, root: Path, what: str) -> None:
+    """An asset is a file of the source: not reached through a symlink, not outside."""
+    real_root = root.resolve()
+    rel = path.relative_to(root) if path.is_relative_to(root) else None
+    if rel is None or not path.resolve().is_relative_to(real_root):
+        raise UserError(f"{what}: {path} is outside the source; assets must be files in it")
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UserError(
+                f"{what}: {current.relative_to(root).as_posix()} is a symlink; assets are "
+                "not read through symlinks (they could package the build machine's files); "
+                "copy the file in"
+            )
 
 
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
