@@ -206,9 +206,22 @@ def build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
     from pmcp_build.package.build import build as build_package
 
     if quiet(json_mode):
-        return build_package(loaded, quiet=True)
-    with err.status("building package (dependencies are cached after the first run)…"):
-        return build_package(loaded, quiet=True)
+        package = build_package(loaded, quiet=True)
+    else:
+        with err.status("building package (dependencies are cached after the first run)…"):
+            package = build_package(loaded, quiet=True)
+    _say_lock()
+    return package
+
+
+def _say_lock() -> None:
+    """A build that wrote, updated or could not keep the lock says so (stderr)."""
+    from pmcp_build.layout.python_lock import last_outcome
+
+    outcome = last_outcome()
+    if outcome is not None and outcome.status != "locked":
+        for line in outcome.lines():
+            err.print(line, markup=False)
 
 
 def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:

@@ -78,6 +78,7 @@ def install(
     *,
     source_root: Path | None = None,
     remote_source: bool = False,
+    locked: str | None = None,
 ) -> InstalledDeps:
     # The requirements (with their includes inlined) after the policy checks in
     # requirements_policy.py: nothing reaches uv that could read the build machine.
@@ -86,7 +87,9 @@ def install(
         if requirements
         else ""
     )
-    key = cache_key(req_text, python, architecture)
+    # `locked`: metorial.lock's pins and wheel hashes (python_lock.py); the set is then
+    # keyed by exactly what it holds, never by a range a cold cache would resolve anew.
+    key = cache_key(req_text if locked is None else f"locked\n{locked}", python, architecture)
     dest = cache_dir / "deps" / key
     if (dest / "origins.json").exists():
         return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
@@ -94,7 +97,7 @@ def install(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     try:
-        _run_uv(requirements, python, architecture, tmp / "site", quiet)
+        _run_uv(requirements, python, architecture, tmp / "site", quiet, locked)
         origins = _scrub(tmp / "site")
         (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
         # Atomic publish; if a concurrent build filled the same key first, theirs is
@@ -119,7 +122,12 @@ def _uv() -> str:
 
 
 def _run_uv(
-    requirements: Path | None, python: str, architecture: str, target: Path, quiet: bool
+    requirements: Path | None,
+    python: str,
+    architecture: str,
+    target: Path,
+    quiet: bool,
+    locked: str | None = None,
 ) -> None:
     tag = platform_tag(python, architecture)
     cmd = [
@@ -142,11 +150,16 @@ def _run_uv(
         "--link-mode",
         "hardlink",
         "--no-config",
-        "-r",
-        str(BOOT_REQUIREMENTS),
     ]
-    if requirements is not None:
-        cmd += ["-r", str(requirements)]
+    if locked is not None:
+        # Exactly the lock: no resolution, one wheel per distribution, hash-checked.
+        pinned = target.parent / "locked.txt"
+        pinned.write_text(locked)
+        cmd += ["--require-hashes", "--no-deps", "-r", str(pinned)]
+    else:
+        cmd += ["-r", str(BOOT_REQUIREMENTS)]
+        if requirements is not None:
+            cmd += ["-r", str(requirements)]
     if quiet:
         cmd.append("--quiet")
     proc = subprocess.run(
