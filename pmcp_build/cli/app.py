@@ -220,8 +220,7 @@ def _say_lock() -> None:
 
     outcome = last_outcome()
     if outcome is not None and outcome.status != "locked":
-        for line in outcome.lines():
-            err.print(line, markup=False)
+        err.print(outcome.lines()[0], markup=False)  # `plan` lists the versions that moved
 
 
 def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:
