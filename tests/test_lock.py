@@ -105,10 +105,8 @@ def test_locked_env_refuses_to_change_the_lock(
 
 
 def test_pyproject_only_project_with_extras(cli, tmp_path: Path, wheels: Path) -> None:
-    project = python_project(tmp_path / "p", extra='extras = ["more"]\n')
-    text = (
-        (project / "metorial.toml").read_text().replace('\nextras = ["more"]\n', "")
-    )  # helper puts `extra` after [runtime]: keep it inside that table
+    project = python_project(tmp_path / "p")
+    text = (project / "metorial.toml").read_text()
     text = text.replace('architecture = "', 'extras = ["more"]\narchitecture = "', 1)
     (project / "metorial.toml").write_text(text)
     (project / "pyproject.toml").write_text(
