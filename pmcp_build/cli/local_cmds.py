@@ -82,6 +82,8 @@ def invoke(
     finally:
         invoker.close()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if isinstance(result, dict) and (result.get("success") is False or "errorType" in result):
+        raise typer.Exit(1)  # the response is printed; the exit code says it failed
 
 
 def _read_event_file(path: Path) -> str:

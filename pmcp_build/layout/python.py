@@ -24,9 +24,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
     if runtime.entrypoint is not None:
-        if not tree.has(runtime.entrypoint):
+        path = runtime.entrypoint.partition(":")[0]  # "server.py:app" names an instance
+        if not tree.has(path):
             raise UserError(
-                f"[runtime].entrypoint: {runtime.entrypoint!r} is not in the source "
+                f"[runtime].entrypoint: {path!r} is not in the source "
                 f"({tree.root}); fix the path or remove the key to detect it"
             )
         return runtime.entrypoint
@@ -57,7 +58,11 @@ def boot_entries() -> list[Entry]:
 
 
 def index_entry(
-    server_name: str, entrypoint: str, module: str, cache_dir: Path | None = None
+    server_name: str,
+    entrypoint: str,
+    module: str,
+    cache_dir: Path | None = None,
+    command: dict[str, object] | None = None,
 ) -> Entry:
     template = TEMPLATES / "index.py.j2"
     variables = {
@@ -65,6 +70,7 @@ def index_entry(
         "entrypoint": entrypoint,
         "boot_modules": boot_modules(),
         "version": __version__,
+        "command": command,
     }
     key = hashlib.sha256(template.read_bytes() + json.dumps(variables, sort_keys=True).encode())
     cached = cache_dir / "index" / f"{key.hexdigest()}.py" if cache_dir else None

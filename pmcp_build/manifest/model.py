@@ -139,8 +139,15 @@ class PythonRuntime(_Model):
     architecture: Architecture = Field(default="arm64", description="Lambda architecture")
     entrypoint: str | None = Field(
         default=None,
-        description="the server module, e.g. 'server.py'; detected when omitted, in the order "
+        description="the server module, e.g. 'server.py', or 'server.py:app' to name the "
+        "module-level server instance to serve; detected when omitted, in the order "
         + ", ".join(ENTRYPOINT_ORDER),
+    )
+    command: tuple[str, ...] | None = Field(
+        default=None,
+        description="a stdio MCP server to run instead of an entrypoint: a console script of "
+        "a listed requirement (['mcp-server-time', '--local-timezone', 'UTC']), "
+        "['python', '-m', 'package'] or ['python', 'file.py'] from the source",
     )
     requirements: str | None = Field(
         default=None,
@@ -159,10 +166,35 @@ class PythonRuntime(_Model):
     def _entrypoint(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        _relative_path(value, "entrypoint")
-        if not value.endswith(".py"):
+        path, sep, attr = value.partition(":")
+        _relative_path(path, "entrypoint")
+        if not path.endswith(".py"):
             raise ValueError(f"entrypoint must be a .py file, got {value!r}")
+        if sep and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", attr):
+            raise ValueError(
+                f"entrypoint {value!r}: after ':' comes the name of the module-level server, "
+                "e.g. 'server.py:app'"
+            )
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError(
+                "command must name what to run, e.g. ['mcp-server-time'] or "
+                "['python', '-m', 'package']"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _entrypoint_or_command(self) -> PythonRuntime:
+        if self.command is not None and self.entrypoint is not None:
+            raise ValueError(
+                "set either 'entrypoint' (a server module) or 'command' (a stdio server), "
+                "not both"
+            )
+        return self
 
     @field_validator("requirements")
     @classmethod
