@@ -220,3 +220,70 @@ def _cache_path(path: str, tag: str) -> str:
 
 def _path_key(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
+# -- stdio commands --------------------------------------------------------------------
+
+COMMAND_PREFIX = "__command__"  # the command's requirements, apart from the runtime's
+_PYTHONS = ("python", "python3")
+
+
+def console_scripts(site: Path) -> dict[str, str]:
+    """Console scripts of the installed distributions: name -> 'module:attr'."""
+    import configparser
+
+    scripts: dict[str, str] = {}
+    for path in sorted(site.glob("*.dist-info/entry_points.txt")):
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(path.read_text(encoding="utf-8"))
+        except configparser.Error:
+            continue
+        if parser.has_section("console_scripts"):
+            for name, target in parser.items("console_scripts"):
+                scripts[name] = target.split("[")[0].strip()
+    return scripts
+
+
+def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[str, object]:
+    """What the runtime's stdio bridge runs for `[runtime].command`, checked now."""
+    head = argv[0]
+    is_python = head in _PYTHONS or (head.startswith("python3.") and head[8:].isdigit())
+    if is_python and len(argv) >= 3 and argv[1] == "-m":
+        module = argv[2]
+        top = module.split(".")[0]
+        found = (
+            (site / top).is_dir()
+            or (site / f"{top}.py").is_file()
+            or tree.has(f"{top}/__init__.py")
+            or tree.has(f"{top}.py")
+            or any(f.path.startswith(f"{top}/") for f in tree.files)
+        )
+        if not found:
+            raise UserError(
+                f"[runtime].command: module {module!r} is neither in the source nor in the "
+                "requirements; add its package to the requirements or fix the name"
+            )
+        return {"kind": "module", "target": module, "argv0": module, "args": list(argv[3:])}
+    if is_python and len(argv) >= 2 and argv[1].endswith(".py") or head.endswith(".py"):
+        rest = argv[1:] if head.endswith(".py") else argv[2:]
+        path = head if head.endswith(".py") else argv[1]
+        if not tree.has(path):
+            raise UserError(
+                f"[runtime].command: {path!r} is not in the source ({tree.root}); fix the path"
+            )
+        return {"kind": "file", "target": path, "argv0": path, "args": list(rest)}
+    if is_python:
+        raise UserError(
+            "[runtime].command: after 'python' comes '-m MODULE' or a FILE.py from the source"
+        )
+    scripts = console_scripts(site)
+    if head not in scripts:
+        known = ", ".join(sorted(scripts)) or "none"
+        raise UserError(
+            f"[runtime].command: {head!r} is not a console script of the requirements "
+            f"(they provide: {known}); add the package that provides it to the requirements, "
+            "or use ['python', '-m', 'package'] / ['python', 'file.py']"
+        )
+    return {"kind": "script", "target": scripts[head], "argv0": head, "args": list(argv[1:])}

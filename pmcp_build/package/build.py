@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import time
@@ -61,18 +62,29 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     runtime = manifest.runtime
     entries: list[Entry] = []
     if isinstance(runtime, PythonRuntime):
-        entrypoint = py.detect_entrypoint(runtime, tree)
         module = py.handler_module(tree)
         entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
         entries += py.boot_entries()
-        entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-        deps = install(
-            py.requirements_file(runtime, tree),
-            runtime.python,
-            runtime.architecture,
-            cache,
-            quiet=quiet,
-        )
+        requirements = py.requirements_file(runtime, tree)
+        if runtime.command is not None:
+            # A stdio command: its requirements in their own folder, the runtime's at
+            # the root, so neither's mcp pin constrains the other.
+            site = install(
+                requirements, runtime.python, runtime.architecture, cache, quiet, with_boot=False
+            )
+            command = py.command_spec(runtime.command, tree, site.root)
+            entries += [
+                dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
+                for e in py.dependency_entries(site.root, site.origins)
+            ]
+            entries.append(
+                py.index_entry(manifest.server.name, "", module, cache, command=command)
+            )
+            requirements = None
+        else:
+            entrypoint = py.detect_entrypoint(runtime, tree)
+            entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
+        deps = install(requirements, runtime.python, runtime.architecture, cache, quiet=quiet)
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
