@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import io
 import json
 import os
-import sys
 import traceback
 from typing import Any
 

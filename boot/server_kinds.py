@@ -221,7 +221,9 @@ _LISTS = (
 _MAX_PAGES = 100
 
 
-def discover_via_requests(request: Callable[[str, dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+def discover_via_requests(
+    request: Callable[[str, dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
     """The platform's discovery document from the server's own answers: `initialize`
     for capabilities and identity, then every list, following cursors."""
     init = request(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
@@ -174,8 +175,7 @@ class StdioServer:
             reply = future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise BridgeError(
-                f"the stdio server `{self.label}` did not answer {method} within "
-                f"{timeout:.0f} s"
+                f"the stdio server `{self.label}` did not answer {method} within {timeout:.0f} s"
             ) from None
         if "error" in reply:
             raise BridgeError(f"the stdio server `{self.label}` refused {method}: {reply['error']}")
@@ -238,10 +238,8 @@ class StdioServer:
                             "message": f"{method} is not available: the client is stateless",
                         },
                     }
-                try:
+                with contextlib.suppress(BridgeError):
                     self._send(reply)
-                except BridgeError:
-                    pass
             elif method == "notifications/message":
                 params = message.get("params") or {}
                 self._log(f"[{params.get('level', 'info')}] {json.dumps(params.get('data'))}")
@@ -259,10 +257,8 @@ class StdioServer:
             self._log(line)
 
     def _log(self, line: str) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             print(line, file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
 
     # -- forwarding ------------------------------------------------------------------
 
@@ -281,11 +277,11 @@ class StdioServer:
             raise MCPError(-32603, str(exc)) from None
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             request_id = next((k for k, v in self.pending.items() if v is future), None)
             if request_id is not None:
                 self.pending.pop(request_id, None)
-                try:
+                with contextlib.suppress(BridgeError):
                     self._send(
                         {
                             "jsonrpc": "2.0",
@@ -293,8 +289,6 @@ class StdioServer:
                             "params": {"requestId": request_id, "reason": "timeout"},
                         }
                     )
-                except BridgeError:
-                    pass
             raise MCPError(
                 -32603,
                 f"the stdio server `{self.label}` did not answer {method} within "
@@ -366,4 +360,6 @@ def start(root: str, command: dict[str, Any]) -> Found:
         stdio.stop()
         raise
     server = proxy_server(stdio)
-    return Found("stdio", server.name, server.version, server=server, attr=stdio.label, bridge=stdio)
+    return Found(
+        "stdio", server.name, server.version, server=server, attr=stdio.label, bridge=stdio
+    )

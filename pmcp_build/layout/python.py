@@ -266,7 +266,7 @@ def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[st
                 "requirements; add its package to the requirements or fix the name"
             )
         return {"kind": "module", "target": module, "argv0": module, "args": list(argv[3:])}
-    if is_python and len(argv) >= 2 and argv[1].endswith(".py") or head.endswith(".py"):
+    if (is_python and len(argv) >= 2 and argv[1].endswith(".py")) or head.endswith(".py"):
         rest = argv[1:] if head.endswith(".py") else argv[2:]
         path = head if head.endswith(".py") else argv[1]
         if not tree.has(path):

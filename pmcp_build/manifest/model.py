@@ -191,8 +191,7 @@ class PythonRuntime(_Model):
     def _entrypoint_or_command(self) -> PythonRuntime:
         if self.command is not None and self.entrypoint is not None:
             raise ValueError(
-                "set either 'entrypoint' (a server module) or 'command' (a stdio server), "
-                "not both"
+                "set either 'entrypoint' (a server module) or 'command' (a stdio server), not both"
             )
         return self
 

@@ -77,9 +77,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                 dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
                 for e in py.dependency_entries(site.root, site.origins)
             ]
-            entries.append(
-                py.index_entry(manifest.server.name, "", module, cache, command=command)
-            )
+            entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
             requirements = None
         else:
             entrypoint = py.detect_entrypoint(runtime, tree)
