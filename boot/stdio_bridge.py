@@ -61,17 +61,24 @@ else:
     runpy.run_path(path, run_name="__main__")
 """
 
-# What each announced capability lets the bridge forward: (Server keyword, method).
+# What each announced capability lets the bridge forward: (Server keyword, method,
+# result type). Results are typed so the SDK stamps what the client's era needs.
 _FORWARDS = {
-    "tools": (("on_list_tools", "tools/list"), ("on_call_tool", "tools/call")),
-    "resources": (
-        ("on_list_resources", "resources/list"),
-        ("on_list_resource_templates", "resources/templates/list"),
-        ("on_read_resource", "resources/read"),
+    "tools": (
+        ("on_list_tools", "tools/list", "ListToolsResult"),
+        ("on_call_tool", "tools/call", "CallToolResult"),
     ),
-    "prompts": (("on_list_prompts", "prompts/list"), ("on_get_prompt", "prompts/get")),
-    "completions": (("on_completion", "completion/complete"),),
-    "logging": (("on_set_logging_level", "logging/setLevel"),),
+    "resources": (
+        ("on_list_resources", "resources/list", "ListResourcesResult"),
+        ("on_list_resource_templates", "resources/templates/list", "ListResourceTemplatesResult"),
+        ("on_read_resource", "resources/read", "ReadResourceResult"),
+    ),
+    "prompts": (
+        ("on_list_prompts", "prompts/list", "ListPromptsResult"),
+        ("on_get_prompt", "prompts/get", "GetPromptResult"),
+    ),
+    "completions": (("on_completion", "completion/complete", "CompleteResult"),),
+    "logging": (("on_set_logging_level", "logging/setLevel", "EmptyResult"),),
 }
 
 
@@ -101,6 +108,7 @@ class StdioServer:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.init_result: dict[str, Any] = {}
         self.exit_note: str | None = None
+        self.stderr_reader: threading.Thread | None = None
 
     # -- process -------------------------------------------------------------------
 
@@ -129,8 +137,9 @@ class StdioServer:
             bufsize=0,
         )
         proc = self.proc
+        self.stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
+        self.stderr_reader.start()
         threading.Thread(target=self._read_stdout, args=(proc,), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(proc,), daemon=True).start()
         from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
         result = self._call(
@@ -214,6 +223,8 @@ class StdioServer:
             if isinstance(message, dict):
                 self._dispatch(message)
         proc.wait()
+        if self.stderr_reader is not None:
+            self.stderr_reader.join(1)  # its last words belong in the error
         note = self._exited(proc)
         self.exit_note = note
         with self.lock:
@@ -327,6 +338,7 @@ def _params(params: Any) -> dict[str, Any]:
 
 def proxy_server(stdio: StdioServer) -> Any:
     """An mcp low-level Server offering what the command announced, forwarding to it."""
+    import mcp_types
     from mcp.server.lowlevel.server import Server
 
     init = stdio.init_result
@@ -336,10 +348,15 @@ def proxy_server(stdio: StdioServer) -> Any:
     for capability, forwards in _FORWARDS.items():
         if capability not in capabilities:
             continue
-        for keyword, method in forwards:
+        for keyword, method, result_type in forwards:
 
-            async def handler(ctx: Any, params: Any, _method: str = method) -> Any:
-                return await stdio.forward(_method, params)
+            async def handler(
+                ctx: Any,
+                params: Any,
+                _method: str = method,
+                _type: Any = getattr(mcp_types, result_type),
+            ) -> Any:
+                return _type.model_validate(await stdio.forward(_method, params))
 
             handlers[keyword] = handler
     with warnings.catch_warnings():

@@ -287,3 +287,33 @@ def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[st
             "or use ['python', '-m', 'package'] / ['python', 'file.py']"
         )
     return {"kind": "script", "target": scripts[head], "argv0": head, "args": list(argv[1:])}
+
+
+# -- the runtime's mcp -----------------------------------------------------------------
+
+_MCP_2 = ("2.3.0", "2.4.0", "2.6.0", "2.9.0", "2.20.0", "2.99.0")
+
+
+def check_mcp_pin(requirements: Path) -> None:
+    """An `mcp` pin that excludes 2.x cannot share the package with the runtime; say what
+    to do before uv reports a bare conflict."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for number, line in enumerate(requirements.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue  # uv reports it
+        if requirement.name.lower() != "mcp" or not requirement.specifier:
+            continue
+        if not any(requirement.specifier.contains(v, prereleases=True) for v in _MCP_2):
+            raise UserError(
+                f"{requirements.name}:{number}: {text!r} excludes mcp 2, but the bundled "
+                "runtime needs mcp 2.x (mcp>=2.3,<3). Port the server to mcp 2 (FastMCP is "
+                "now mcp.server.mcpserver.MCPServer; see the SDK's v2 migration guide), or run "
+                'it unchanged as a stdio command: [runtime] command = ["python", "server.py"] '
+                "(a command's requirements install apart from the runtime's)"
+            )

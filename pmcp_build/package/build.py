@@ -69,17 +69,22 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
         if runtime.command is not None:
             # A stdio command: its requirements in their own folder, the runtime's at
             # the root, so neither's mcp pin constrains the other.
-            site = install(
-                requirements, runtime.python, runtime.architecture, cache, quiet, with_boot=False
-            )
-            command = py.command_spec(runtime.command, tree, site.root)
-            entries += [
-                dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
-                for e in py.dependency_entries(site.root, site.origins)
-            ]
+            site = tree.root / py.COMMAND_PREFIX  # none: the command needs no requirements
+            if requirements is not None:
+                own = install(
+                    requirements, runtime.python, runtime.architecture, cache, quiet, False
+                )
+                site = own.root
+                entries += [
+                    dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
+                    for e in py.dependency_entries(own.root, own.origins)
+                ]
+            command = py.command_spec(runtime.command, tree, site)
             entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
             requirements = None
         else:
+            if requirements is not None:
+                py.check_mcp_pin(requirements)
             entrypoint = py.detect_entrypoint(runtime, tree)
             entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
         deps = install(requirements, runtime.python, runtime.architecture, cache, quiet=quiet)
