@@ -18,6 +18,11 @@ from mcp import Client
 from .conftest import EXAMPLES, ROOT
 from .helpers import python_project
 
+@pytest.fixture(autouse=True)
+def _load_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
+
+
 # example -> (a tool call and what its text holds, a resource and its text, a prompt)
 SCENARIOS = {
     "sdk-server": {

@@ -311,8 +311,9 @@ def check_mcp_pin(requirements: Path) -> None:
             continue
         if not any(requirement.specifier.contains(v, prereleases=True) for v in _MCP_2):
             raise UserError(
-                f"{requirements.name}:{number}: {text!r} excludes mcp 2, but the bundled "
-                "runtime needs mcp 2.x (mcp>=2.3,<3). Port the server to mcp 2 (FastMCP is "
+                f"{requirements.name}:{number}: conflicting requirements: mcp>=2.3,<3 and "
+                f"{text} cannot both hold: the bundled runtime needs mcp 2.x. Port the "
+                "server to mcp 2 (FastMCP is "
                 "now mcp.server.mcpserver.MCPServer; see the SDK's v2 migration guide), or run "
                 'it unchanged as a stdio command: [runtime] command = ["python", "server.py"] '
                 "(a command's requirements install apart from the runtime's)"

@@ -5,7 +5,7 @@ request after a deploy. The check runs the package's own handler (a fresh
 interpreter on the task root, as Lambda imports it) and asks it to `discover`; it
 is skipped with a note when this machine cannot run the package (another
 architecture, no python3.X here). A package that loaded once is not loaded again:
-the result is cached by the package's sha256.
+the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def check(package: Package) -> LoadReport | None:
     layout = package.layout
     if layout.handler == "bootstrap":
         return None
+    if os.environ.get("PMCP_BUILD_LOAD_CHECK", "1") == "0":
+        return LoadReport("skipped", notes=("PMCP_BUILD_LOAD_CHECK=0",))
     cached = cache_dir() / "loadcheck" / f"{package.sha256}.json"
     if cached.exists():
         data = json.loads(cached.read_text())
