@@ -18,6 +18,7 @@ from mcp import Client
 from .conftest import EXAMPLES, ROOT
 from .helpers import python_project
 
+
 @pytest.fixture(autouse=True)
 def _load_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
@@ -319,3 +320,35 @@ def test_stdio_bridge_restarts_after_a_crash_and_times_out(cli, tmp_path: Path) 
     assert "about to crash" in crashed["error"]["message"]
     assert [t["name"] for t in listed["result"]["tools"]] == ["crash", "hang"]  # restarted
     assert "did not answer tools/call within 1 s" in hung["error"]["message"]
+
+
+def test_init_detects_an_instance_and_a_stdio_package(cli, tmp_path: Path) -> None:
+    sdk = tmp_path / "sdk"
+    sdk.mkdir()
+    (sdk / "server.py").write_text(TWO_SERVERS.replace('admin = MCPServer("admin")\n', ""))
+    assert cli("-C", str(sdk), "init").exit_code == 0
+    assert 'entrypoint = "server.py:public"' in (sdk / "metorial.toml").read_text()
+    stdio = tmp_path / "stdio"
+    stdio.mkdir()
+    (stdio / "requirements.txt").write_text("mcp-server-time==2026.10.19\n")
+    assert cli("-C", str(stdio), "init").exit_code == 0
+    assert 'command = ["mcp-server-time"]' in (stdio / "metorial.toml").read_text()
+    assert cli("-C", str(stdio), "validate").exit_code == 0
+
+
+def test_serve_prints_why_the_server_failed_to_load(tmp_path: Path, shared_cache: Path) -> None:
+    project = _project(tmp_path, NO_SERVER)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_env(shared_cache), "PMCP_BUILD_LOAD_CHECK": "0"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "serving" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert "the server failed to load" in stderr and "defines no MCP server" in stderr
