@@ -51,7 +51,7 @@ def main() -> None:
             server.write_text(server.read_text() + f"\n# edit {i}\n")
             edit.append(build(project, cache))
     print(f"{'build of examples/python-server':<40} {'median s':>9}")
-    print(f"{'cold (empty dependency + blob cache)':<40} {statistics.median(cold):>9.2f}")
+    print(f"{'cold (empty build cache)':<40} {statistics.median(cold):>9.2f}")
     print(f"{'warm (nothing changed)':<40} {statistics.median(warm):>9.2f}")
     print(f"{'one-file change':<40} {statistics.median(edit):>9.2f}")
 

@@ -30,9 +30,19 @@ import deflate  # the pinned deflate: the only way to the same bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOT = os.path.join(ROOT, "boot")
-SKIP_DIRS = {".git", ".hg", ".svn", ".pmcp", ".venv", "venv", "__pycache__", ".mypy_cache",
-             ".pytest_cache", ".ruff_cache"}  # fmt: skip
-LEVEL = 6
+SKIP_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".pmcp",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+}
+LEVEL = 5  # as pmcp_build/package/zipwriter.py
 FORMAT = f"libdeflate{deflate.__version__}-L{LEVEL}"
 
 
@@ -67,8 +77,14 @@ def deps_key(requirements: str, python: str, arch: str) -> str:
     with open(os.path.join(BOOT, "requirements.txt")) as fh:
         boot = fh.read()
     blob = json.dumps(
-        {"format": "deps-v2", "requirements": requirements, "boot": boot, "python": python,
-         "architecture": arch, "platform": tag},  # fmt: skip
+        {
+            "format": "deps-v3",
+            "requirements": requirements,
+            "boot": boot,
+            "python": python,
+            "architecture": arch,
+            "platform": tag,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -81,8 +97,12 @@ def handler(cache: str, name: str, entrypoint: str) -> bytes:
     with open(os.path.join(ROOT, "pmcp_build", "__init__.py")) as fh:
         version = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)  # type: ignore[union-attr]
     modules = sorted(n[:-3] for n in os.listdir(BOOT) if n.endswith(".py") and n != "__init__.py")
-    variables = {"server_name": name, "entrypoint": entrypoint, "boot_modules": modules,
-                 "version": version}  # fmt: skip
+    variables = {
+        "server_name": name,
+        "entrypoint": entrypoint,
+        "boot_modules": modules,
+        "version": version,
+    }
     key = hashlib.sha256(template + json.dumps(variables, sort_keys=True).encode()).hexdigest()
     with open(os.path.join(cache, "index", f"{key}.py"), "rb") as fh:
         return fh.read()
@@ -122,8 +142,11 @@ def main() -> None:
     requirements = open(req_path).read() if os.path.exists(req_path) else ""  # noqa: SIM115
 
     entries = [entry(p, f) for p, f in walk(project)]
-    entries += [entry(f"__metorial__/{n}", os.path.join(BOOT, n), 0o644)
-                for n in os.listdir(BOOT) if n.endswith(".py")]  # fmt: skip
+    entries += [
+        entry(f"__metorial__/{n}", os.path.join(BOOT, n), 0o644)
+        for n in os.listdir(BOOT)
+        if n.endswith(".py")
+    ]
     for src, to in re.findall(r'from = "([^"]+)"\s*\nto = "([^"]+)"', toml):  # file assets
         entries.append(entry(to, os.path.join(project, src)))
     found = re.search(r'entrypoint = "([^"]+)"', toml)
@@ -136,8 +159,10 @@ def main() -> None:
     entries += [(p, m, s, h, os.path.join(site, p)) for p, (m, s, h) in known.items()]
     entries.sort()
 
-    packs = [pack(os.path.join(project, ".pmcp", "dist", f".{name}.members.json")),
-             pack(os.path.join(deps, "members.json"))]  # fmt: skip
+    packs = [
+        pack(os.path.join(project, ".pmcp", "dist", f".{name}.members.json")),
+        pack(os.path.join(deps, "members.json")),
+    ]
     digest = hashlib.sha256()
     central = []
     offset = 0
@@ -163,18 +188,53 @@ def main() -> None:
                 method, crc, payload = compress(data)
             raw = path.encode()
             flags = 0 if raw.isascii() else 0x800
-            header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 33, crc,
-                                 len(payload), size, len(raw), 0)  # fmt: skip
+            header = struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                20,
+                flags,
+                method,
+                0,
+                33,
+                crc,
+                len(payload),
+                size,
+                len(raw),
+                0,
+            )
             write(header + raw)
             write(payload)
-            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x314, 20, flags,
-                                       method, 0, 33, crc, len(payload), size, len(raw), 0, 0,
-                                       0, 0, ((0o100000 | mode) << 16), offset) + raw)  # fmt: skip
+            central.append(
+                struct.pack(
+                    "<IHHHHHHIIIHHHHHII",
+                    0x02014B50,
+                    0x314,
+                    20,
+                    flags,
+                    method,
+                    0,
+                    33,
+                    crc,
+                    len(payload),
+                    size,
+                    len(raw),
+                    0,
+                    0,
+                    0,
+                    0,
+                    ((0o100000 | mode) << 16),
+                    offset,
+                )
+                + raw
+            )
             offset += len(header) + len(raw) + len(payload)
         cd = b"".join(central)
         write(cd)
-        write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(cd),
-                          offset, 0))  # fmt: skip
+        write(
+            struct.pack(
+                "<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(cd), offset, 0
+            )
+        )
     print(digest.hexdigest())
 
 

@@ -1,3 +1,3 @@
-from pmcp_build.cli import main
+from pmcp_build.entry import main
 
 main()

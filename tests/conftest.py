@@ -23,6 +23,8 @@ from typer.testing import CliRunner
 
 from pmcp_build.cli import app
 
+from .helpers import python_project as _python_project
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -161,6 +163,32 @@ class Recorder:
         ]
 
 
+# -- a project with lambda, s3 and local targets (deploy tests) -------------------------
+
+LAMBDA = (
+    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
+    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
+    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, aws_env: str) -> Path:
+    root = _python_project(tmp_path / "p")
+    (root / "data.txt").write_text("v1")
+    toml = root / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
+        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
+        'key = "builds/lambda.zip"\n'
+    )
+    return root
+
+
+def _fn() -> dict:
+    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
+
+
 # -- a static file server on loopback (source zips) --------------------------------------
 
 
@@ -168,8 +196,12 @@ class Recorder:
 def http_dir(tmp_path: Path):
     root = tmp_path / "www"
     root.mkdir()
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # stderr belongs to the CLI under test
+            pass
+
+    handler = partial(Quiet, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"

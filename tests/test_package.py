@@ -69,6 +69,23 @@ def test_byte_identical_across_folders_umask_mtime_tz(tmp_path: Path, shared_cac
     assert first == second
 
 
+def test_same_wheels_downloaded_at_other_times_give_the_same_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv records the installed wheel's mtime (dist-info/uv_cache.json); two machines
+    that fetched the same wheels at different times must still build the same zip."""
+    wheels = tmp_path / "wheels"
+    wheel = make_wheel(wheels, "tinypkg", "1.0")
+    monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
+    project = python_project(tmp_path / "p", requirements="tinypkg==1.0\n")
+    shas = []
+    for when in (1_000_000_000, 1_600_000_000):
+        os.utime(wheel, (when, when))
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / f"uv-{when}"))
+        shas.append(_subprocess_build(project, 0o022, "UTC", tmp_path / f"cache-{when}"))
+    assert shas[0] == shas[1]
+
+
 def test_permission_only_change_changes_the_hash(cli, tmp_path: Path) -> None:
     project = python_project(tmp_path / "p")
     (project / "tool.sh").write_text("#!/bin/sh\necho hi\n")

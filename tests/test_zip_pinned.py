@@ -24,7 +24,7 @@ from pmcp_build.layout.model import Entry, entry_from_bytes, make_layout
 from pmcp_build.package import zipwriter
 from pmcp_build.package.zipwriter import MemberCache, MemberPack, index_zip, write_pack, write_zip
 
-GOLDEN_SHA256 = "bf7de6d3428aea3292705a4218fa45589c7c9241ad366ed0e9944e4f8064e731"
+GOLDEN_SHA256 = "00e833f4e2431c3fea466ba682dcf2f488ac78d82baaa106d4c7deeaf5a9ee96"
 
 
 def corpus() -> list[Entry]:

@@ -7,7 +7,8 @@ used items first and never what the last build needed, which every build records
 
 Items, by kind:
   dependency set  deps/<key>/          an installed requirements set and its member pack
-  blob            blobs/<xx>/<sha>.*   one compressed member
+  blob            blobs/<xx>/<sha>.*   one compressed member (written by versions before
+                                       the member packs; no build needs them now)
   package         packages/<print>     a layout fingerprint -> the zip's sha256
   download        sources/<sha>/       an unpacked source zip ([source].url)
   bytecode        pyc/<tag>/<xx>/*     a compiled .pyc
@@ -19,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler")
@@ -41,6 +40,13 @@ def touch(path: Path) -> None:
     """Record a use by mtime (best effort: a read-only cache still builds)."""
     with contextlib.suppress(OSError):
         path.touch()
+
+
+def touch_if_stale(path: Path, now: float, older_than: float = 3600.0) -> None:
+    """Record a use, but spare the write when the last one is recent (a stat only)."""
+    with contextlib.suppress(OSError):
+        if now - path.stat().st_mtime > older_than:
+            os.utime(path)
 
 
 # -- recording what a build needed ------------------------------------------------------
@@ -84,13 +90,17 @@ def last_build(root: Path) -> tuple[set[str], float]:
 # -- inventory ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Item:
-    kind: str
-    path: str  # relative to the cache root
-    size: int
-    last_use: float  # epoch seconds
-    needed: bool  # by the last build
+    """One cache item. A plain class: no code generated at import (see zipwriter)."""
+
+    __slots__ = ("kind", "last_use", "needed", "path", "size")
+
+    def __init__(self, kind: str, path: str, size: int, last_use: float, needed: bool) -> None:
+        self.kind = kind
+        self.path = path  # relative to the cache root
+        self.size = size
+        self.last_use = last_use  # epoch seconds
+        self.needed = needed  # by the last build
 
 
 def _size(path: Path) -> int:
@@ -148,10 +158,12 @@ def inventory(root: Path) -> list[Item]:
 # -- pruning -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class PruneResult:
-    removed: list[Item]
-    kept: list[Item]
+    __slots__ = ("kept", "removed")
+
+    def __init__(self, removed: list[Item], kept: list[Item]) -> None:
+        self.removed = removed
+        self.kept = kept
 
     @property
     def freed(self) -> int:
@@ -199,6 +211,8 @@ def remove(root: Path, items: Iterable[Item]) -> None:
                 os.replace(path, doomed)
             except OSError:
                 continue
+            import shutil
+
             shutil.rmtree(doomed, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

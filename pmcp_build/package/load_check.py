@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pmcp_build.errors import UserError
-from pmcp_build.package.build import Package, cache_dir
+from pmcp_build.package.cache import cache_dir
+from pmcp_build.package.write import Package
 
 FORMAT = "load-v1"
 TRACEBACK_LINES = 8
@@ -69,9 +70,6 @@ def last_lines(text: str, count: int = TRACEBACK_LINES) -> str:
 
 def check(package: Package) -> LoadReport | None:
     """None for a binary package (nothing to load); raises UserError when it fails."""
-    from pmcp_build.layout.python import find_python
-    from pmcp_build.local.runner import host_architecture, open_invoker
-
     layout = package.layout
     if layout.handler == "bootstrap":
         return None
@@ -82,6 +80,10 @@ def check(package: Package) -> LoadReport | None:
         data = json.loads(cached.read_text())
         if data.get("format") == FORMAT:
             return LoadReport(**{**data["report"], "notes": tuple(data["report"]["notes"])})
+    # Imported only now: a cached or skipped check keeps the rebuild fast path light.
+    from pmcp_build.layout.python import find_python
+    from pmcp_build.local.runner import host_architecture, open_invoker
+
     if layout.architecture != host_architecture():
         return LoadReport(
             "skipped",

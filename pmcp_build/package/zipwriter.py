@@ -29,18 +29,20 @@ import os
 import struct
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import deflate
 
 from pmcp_build.layout.model import Entry, Layout
 
-# libdeflate level 6 is within 1% of zlib level 6 in size (usually smaller) at about
-# 2.5x its speed; see bench/README.md.
-LEVEL = 6
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+# libdeflate level 5: the size of zlib level 6 (1.000x on the example's dependencies,
+# 0.987x on the 111 MB bench tree) at about 3x its speed; level 6 is <1% smaller and
+# ~15% slower. See bench/README.md.
+LEVEL = 5
 # Part of every cache key and of the layout fingerprint: a new deflate backend or level
 # changes the bytes of every package once, so nothing compressed by another may be reused.
 FORMAT = f"libdeflate{deflate.__version__}-L{LEVEL}"
@@ -61,30 +63,39 @@ _SAMPLE_FROM = 256 * 1024
 _SAMPLE = 16 * 1024
 # Bounds on what is being compressed at once (memory follows the largest file).
 _INFLIGHT_BYTES = 32 * 1024 * 1024
+_BATCH_BYTES = 1024 * 1024
+_BATCH_FILES = 256
+_INLINE_BYTES = 256 * 1024
 
 
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-@dataclass(frozen=True)
+# Plain slotted classes, not dataclasses or NamedTuples: those generate code at import
+# (~0.3 ms a class), and start-up is most of a rebuild.
 class Member:
     """A compressed (or stored) member, ready to be written."""
 
-    method: int
-    crc: int
-    payload: bytes | memoryview
+    __slots__ = ("crc", "method", "payload")
+
+    def __init__(self, method: int, crc: int, payload: bytes | memoryview) -> None:
+        self.method = method
+        self.crc = crc
+        self.payload = payload
 
 
-@dataclass(frozen=True)
 class Written:
     """Where a member landed in the zip (what a pack records)."""
 
-    sha256: str
-    method: int
-    crc: int
-    offset: int  # of the payload, in the zip
-    length: int
+    __slots__ = ("crc", "length", "method", "offset", "sha256")
+
+    def __init__(self, sha256: str, method: int, crc: int, offset: int, length: int) -> None:
+        self.sha256 = sha256
+        self.method = method
+        self.crc = crc
+        self.offset = offset  # of the payload, in the zip
+        self.length = length
 
 
 def compress(data: bytes) -> Member:
@@ -204,25 +215,46 @@ class MemberCache:
         return None
 
 
-def _produce(entry: Entry) -> Member:
-    data = entry.read()
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise RuntimeError(f"{entry.path} changed while the package was being built")
-    return compress(data)
+def _produce(batch: list[Entry]) -> list[Member]:
+    members = []
+    for entry in batch:
+        data = entry.read()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise RuntimeError(f"{entry.path} changed while the package was being built")
+        members.append(compress(data))
+    return members
 
 
-@dataclass
 class _Sink:
-    """The output file, hashed as it is written (no second read for the sha256)."""
+    """The output file, hashed as it is written (no second read for the sha256).
 
-    fh: BinaryIO
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
-    offset: int = 0
+    Small writes (headers, names, small members) are gathered into 1 MiB blocks: one
+    write and one hash update per block instead of two per member."""
+
+    _BLOCK = 1024 * 1024
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.offset = 0
+        self._buf = bytearray()
 
     def write(self, data: bytes | memoryview) -> None:
-        self.fh.write(data)
-        self.digest.update(data)
         self.offset += len(data)
+        if len(data) >= self._BLOCK:
+            self.flush()
+            self.fh.write(data)
+            self.digest.update(data)
+            return
+        self._buf += data
+        if len(self._buf) >= self._BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self.fh.write(self._buf)
+            self.digest.update(self._buf)
+            self._buf.clear()
 
 
 def write_zip(
@@ -238,6 +270,7 @@ def write_zip(
         with open(tmp, "wb") as fh:
             sink = _Sink(fh)
             written = _write_members(sink, layout.entries, cache)
+            sink.flush()
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -247,40 +280,75 @@ def write_zip(
 def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
     """Members in layout order; cache hits inline, misses compressed by a bounded pool.
 
-    At most 2 x workers misses (and 32 MiB of their input, or one file if larger) are in
-    flight; whatever is ready at the front is written at once.
+    Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
+    one future per file costs more than deflating a small file). At most 2 x workers
+    batches, and 32 MiB of their input (or one file if larger), are in flight; whatever
+    is ready at the front is written at once. The pool (and concurrent.futures) only
+    comes to be at the first miss: a rebuild from packs never starts a thread.
     """
-    pending: deque[tuple[Entry, Member | Future[Member]]] = deque()
-    inflight = inflight_bytes = 0
+    # (entries, their members when known, or the future that computes them)
+    pending: deque[tuple[list[Entry], list[Member] | None, Future[list[Member]] | None]]
+    pending = deque()
+    batch: list[Entry] = []
+    batch_bytes = inflight = inflight_bytes = 0
     workers = _workers()
+    pool: ThreadPoolExecutor | None = None
 
-    def front() -> tuple[Entry, Member]:
+    def front() -> Iterator[tuple[Entry, Member]]:
         nonlocal inflight, inflight_bytes
-        first, item = pending.popleft()
-        if isinstance(item, Future):
+        group, members, future = pending.popleft()
+        if future is not None:
             inflight -= 1
-            inflight_bytes -= first.size
-            item = item.result()
-        return first, item
+            inflight_bytes -= sum(e.size for e in group)
+            members = future.result()
+        assert members is not None
+        yield from zip(group, members, strict=True)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    def ready() -> bool:
+        return bool(pending) and (pending[0][2] is None or pending[0][2].done())
+
+    def submit() -> Iterator[tuple[Entry, Member]]:
+        nonlocal batch, batch_bytes, inflight, inflight_bytes, pool
+        while inflight and (
+            inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
+        ):
+            yield from front()
+        if pool is None and batch_bytes <= _INLINE_BYTES and not pending:
+            # A small first miss (the one edited file of a rebuild) costs less than
+            # starting a pool: compress it here.
+            pending.append((batch, _produce(batch), None))
+            batch, batch_bytes = [], 0
+            return
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=workers)
+        pending.append((batch, None, pool.submit(_produce, batch)))
+        inflight += 1
+        inflight_bytes += batch_bytes
+        batch, batch_bytes = [], 0
+
+    try:
         for entry in entries:
             hit = cache.get(entry.sha256)
             if hit is not None:
-                pending.append((entry, hit))
+                if batch:
+                    yield from submit()
+                pending.append(([entry], [hit], None))
             else:
-                while inflight and (
-                    inflight >= 2 * workers or inflight_bytes + entry.size > _INFLIGHT_BYTES
-                ):
-                    yield front()
-                future = pool.submit(_produce, entry)
-                pending.append((entry, future))
-                inflight += 1
-                inflight_bytes += entry.size
-            while pending and not (isinstance(pending[0][1], Future) and not pending[0][1].done()):
-                yield front()
+                batch.append(entry)
+                batch_bytes += entry.size
+                if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_FILES:
+                    yield from submit()
+            while ready():
+                yield from front()
+        if batch:
+            yield from submit()
         while pending:
-            yield front()
+            yield from front()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_members(

@@ -1,0 +1,103 @@
+"""The `pmcp-build` entry point, and the fast path of `pmcp-build build`.
+
+A `build` whose inputs are provably unchanged but for file contents (package/rebuild.py)
+is done here, before the CLI framework and the manifest models are imported. Only the
+plain forms are handled: `pmcp-build [-C DIR] build [--json] [-f FILE]`. Anything
+else, or any change beyond file contents, goes to the Typer app in pmcp_build.cli as
+usual, so every error is still reported by the one code path. The output is the full
+build's, line for line (tests/test_rebuild.py compares them).
+
+This module is outside pmcp_build.cli on purpose: importing that package registers
+every command, which imports typer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    if fast_build(sys.argv[1:]):
+        return
+    from pmcp_build.cli import main as cli_main
+
+    cli_main()
+
+
+def _parse(argv: list[str]) -> tuple[Path | None, Path, bool] | None:
+    """(directory, manifest, json) for the plain forms, None for anything else."""
+    args = list(argv)
+    directory = None
+    if args[:1] in (["-C"], ["--directory"]) and len(args) >= 2:
+        directory = Path(args[1])
+        args = args[2:]
+    if args[:1] != ["build"]:
+        return None
+    manifest, json_out = Path("metorial.toml"), False
+    rest = args[1:]
+    while rest:
+        if rest[0] == "--json":
+            json_out, rest = True, rest[1:]
+        elif rest[0] in ("-f", "--file") and len(rest) >= 2:
+            manifest, rest = Path(rest[1]), rest[2:]
+        else:
+            return None
+    return directory, manifest, json_out
+
+
+def fast_build(argv: list[str]) -> bool:
+    """True when the build was done here (and printed); False: run the full CLI."""
+    if os.environ.get("PMCP_NO_FAST_BUILD"):
+        return False
+    parsed = _parse(argv)
+    if parsed is None:
+        return False
+    directory, manifest, json_out = parsed
+    base = directory if directory is not None else Path.cwd()
+    path = manifest if manifest.is_absolute() else base / manifest
+    if not path.is_file():
+        return False
+    from pmcp_build.package.rebuild import rebuild
+
+    package = rebuild(path)
+    if package is None:
+        return False
+    from pmcp_build.errors import UserError
+    from pmcp_build.layout.view import layout_json, layout_lines
+    from pmcp_build.package.load_check import check
+
+    try:
+        report = check(package)  # the same load check as the full build
+    except UserError:
+        return False  # the full CLI reports it, through its one error path
+
+    if json_out:
+        data = {
+            "package": {
+                "path": str(package.path),
+                "sha256": package.sha256,
+                "code_sha256": package.code_sha256,
+                "size": package.size,
+            },
+            "layout": layout_json(package.layout),
+        }
+        if report is not None:
+            data["server"] = report.to_json()
+        sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
+        return True
+    from rich.console import Console
+
+    out = Console(highlight=False, soft_wrap=True)
+    for line in layout_lines(package.layout, zipped=package.size):
+        out.print(line, markup=False)
+    if report is not None:
+        out.print(report.line(), markup=False)
+        for note in report.notes:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"note: {note}", markup=False
+            )
+    out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+    return True

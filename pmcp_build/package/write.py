@@ -1,0 +1,156 @@
+"""Writing a layout as the package zip: reuse of an identical earlier zip, the member
+packs, and recording what the build needed from the cache.
+
+Kept apart from build.py (which resolves a manifest into a layout) so the fast path of
+`pmcp-build build` (cli/fast_build.py) can write a package without importing the
+manifest models.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from pmcp_build.layout.model import Entry, Layout
+from pmcp_build.package import cache as cache_store
+from pmcp_build.package.cache import cache_dir
+from pmcp_build.package.zipwriter import (
+    FORMAT,
+    MemberCache,
+    MemberPack,
+    index_zip,
+    write_pack,
+    write_zip,
+)
+
+
+class Package:
+    """A written package. A plain class: no code generated at import (see zipwriter)."""
+
+    __slots__ = ("layout", "path", "sha256", "size")
+
+    def __init__(self, layout: Layout, path: Path, sha256: str, size: int) -> None:
+        self.layout = layout
+        self.path = path
+        self.sha256 = sha256
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Package(path={self.path!s}, sha256={self.sha256}, size={self.size})"
+
+    @property
+    def code_sha256(self) -> str:
+        """What Lambda reports as CodeSha256: base64 of the zip's sha256 digest."""
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode()
+
+    @property
+    def sha12(self) -> str:
+        return self.sha256[:12]
+
+
+def layout_fingerprint(layout: Layout) -> str:
+    """The zip is a pure function of this (and of the writer's format)."""
+    h = hashlib.sha256(f"zip-v2 {FORMAT}\n".encode())
+    for e in layout.entries:
+        h.update(f"{e.path}\0{e.mode:o}\0{e.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def dependency_set(layout: Layout) -> Path | None:
+    """The cached dependency set (deps/<key>/) the layout's dependency files come from."""
+    for e in layout.entries:
+        if e.origin == "dependency" and e.src is not None:
+            site = e.src.parents[e.path.count("/")]  # src is <set>/site/<path>
+            return site.parent
+    return None
+
+
+def _reuse(index: Path, out_dir: Path, name: str) -> tuple[str, Path] | None:
+    """The zip of an earlier build of the same layout, if it is still there unchanged.
+
+    The index records the zip's sha256 and its size and mtime when written: matching
+    size and mtime_ns stand for an unchanged file (as git's index does), so a warm build
+    does not re-hash the package."""
+    try:
+        digest, size, mtime_ns = index.read_text().split()
+        existing = out_dir / f"{name}-{digest[:12]}.zip"
+        st = existing.stat()
+    except (OSError, ValueError):
+        return None
+    if st.st_size != int(size) or st.st_mtime_ns != int(mtime_ns):
+        return None
+    cache_store.touch(index)
+    return digest, existing
+
+
+def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
+    started = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = cache_dir()
+    index = root / "packages" / layout_fingerprint(layout)
+    deps = dependency_set(layout)
+    reused = _reuse(index, out_dir, name)
+    if reused is not None:
+        digest, final = reused
+    else:
+        # Unchanged members come out of the previous build's zip and the dependency
+        # set's pack: two mmaps, whatever the file count.
+        previous = MemberPack(out_dir / f".{name}.members.json")
+        dep_pack = MemberPack(deps / "members.json") if deps is not None else None
+        packs = (previous, dep_pack) if dep_pack is not None else (previous,)
+        tmp = out_dir / f".{name}-building.zip"
+        digest, written = write_zip(layout, tmp, MemberCache(packs))
+        final = out_dir / f"{name}-{digest[:12]}.zip"
+        os.replace(tmp, final)
+        index_zip(out_dir / f".{name}.members.json", final, written)
+        if deps is not None and dep_pack is not None and len(dep_pack) == 0:
+            in_deps = [
+                w for e, w in zip(layout.entries, written, strict=True) if e.origin == "dependency"
+            ]
+            write_pack(deps / "members.json", final, in_deps)
+        st = final.stat()
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
+    for old in out_dir.glob(f"{name}-*.zip"):
+        if old != final:  # dist/ holds the current build; deployments keep their own copy
+            old.unlink(missing_ok=True)
+    _record_uses(root, layout, index, deps, started)
+    return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
+
+
+def _record_uses(
+    root: Path, layout: Layout, index: Path, deps: Path | None, started: float
+) -> None:
+    """What this build needed from the cache, so `pmcp-build cache prune` keeps it, and
+    a fresh mtime ("last use") on what it read."""
+    needed = [index]
+    if deps is not None:
+        needed.append(deps)
+        cache_store.touch(deps / "used")
+    inside = f"{root}{os.sep}"
+    for e in layout.entries:
+        if e.origin == "dependency":
+            continue
+        if e.src is not None and str(e.src).startswith(inside):
+            needed.append(e.src)  # bytecode, a downloaded source
+            if e.path.endswith(".pyc"):
+                cache_store.touch_if_stale(e.src, started)
+        if e.origin == "generated":
+            for rendered in _rendered(root / "index", e):
+                needed.append(rendered)
+                cache_store.touch_if_stale(rendered, started)
+    for item in cache_store.record_build(root, needed, started):
+        if item.startswith("sources/"):
+            cache_store.touch(root / item / "used")
+
+
+def _rendered(folder: Path, entry: Entry) -> list[Path]:
+    """The render cache's copy of a generated file (found by content: few, tiny files)."""
+    try:
+        candidates = [p for p in folder.iterdir() if p.stat().st_size == entry.size]
+    except OSError:
+        return []
+    return [p for p in candidates if hashlib.sha256(p.read_bytes()).hexdigest() == entry.sha256]

@@ -1,0 +1,129 @@
+"""The fast path of `pmcp-build build` (pmcp_build/entry.py, package/rebuild.py): it
+prints exactly what the full build prints and writes the same zip, and it steps aside
+for anything but file-content edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmcp_build import entry
+from pmcp_build.package import rebuild
+
+from .helpers import python_project
+
+
+@pytest.fixture
+def project(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(rebuild, "_RACY_NS", 0)  # files written by the test are trusted
+    root = python_project(tmp_path / "p", requirements="")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "util.py").write_text("X = 1\n")
+    result = cli("-C", str(root), "build", "--json")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _fast(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict | None:
+    cwd = os.getcwd()
+    try:
+        done = entry.fast_build(["-C", str(root), "build", *args])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    return (json.loads(out) if "--json" in args else {"text": out}) if done else None
+
+
+def _full(cli, root: Path, *args: str) -> str:
+    result = cli("-C", str(root), "build", *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_no_change_and_content_edits_match_the_full_build(
+    cli, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warm = _fast(project, capsys, "--json")
+    assert warm is not None and warm == json.loads(_full(cli, project, "--json"))
+    (project / "pkg" / "util.py").write_text("X = 2  # edited\n")
+    (project / "server.py").write_text((project / "server.py").read_text() + "\n# edit\n")
+    edited = _fast(project, capsys, "--json")
+    assert edited is not None
+    assert edited["package"]["sha256"] != warm["package"]["sha256"]
+    full = json.loads(_full(cli, project, "--json"))
+    assert edited == full  # same zip, same layout, same output
+    text = _fast(project, capsys)
+    assert text is not None and text["text"] == _full(cli, project)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["new file", "removed file", "renamed file", "manifest", "requirements", "now a symlink"],
+)
+def test_anything_but_content_edits_takes_the_full_build(
+    project: Path, capsys: pytest.CaptureFixture[str], change: str
+) -> None:
+    util = project / "pkg" / "util.py"
+    if change == "new file":
+        (project / "pkg" / "new.py").write_text("Y = 1\n")
+    elif change == "removed file":
+        util.unlink()
+    elif change == "renamed file":
+        util.rename(project / "pkg" / "other.py")
+    elif change == "manifest":
+        manifest = project / "metorial.toml"
+        manifest.write_text(manifest.read_text().replace('name = "tiny"', 'name = "tiny2"'))
+    elif change == "requirements":
+        (project / "requirements.txt").write_text("# nothing, but different\n")
+    else:
+        (project / "pkg" / "real.py").write_text("X = 3\n")
+        util.unlink()
+        util.symlink_to("real.py")
+    assert _fast(project, capsys, "--json") is None
+
+
+def test_forms_it_does_not_handle_go_to_the_cli(project: Path) -> None:
+    for argv in (
+        ["build", "--target", "dev"],
+        ["-C", str(project), "plan"],
+        ["--debug", "build"],
+        ["-C", str(project), "build", "--json", "extra"],
+    ):
+        assert entry.fast_build(argv) is False
+
+
+def test_bytecode_packages_rebuild_only_when_nothing_changed(
+    cli, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = project / "metorial.toml"
+    manifest.write_text(manifest.read_text().replace("[runtime]\n", "[runtime]\nbytecode = true\n"))
+    _full(cli, project, "--json")
+    assert _fast(project, capsys, "--json") is not None
+    (project / "server.py").write_text((project / "server.py").read_text() + "\n# edit\n")
+    assert _fast(project, capsys, "--json") is None  # the .pyc must be recompiled
+
+
+def test_the_installed_command_takes_the_fast_path(project: Path) -> None:
+    """Through the real entry point: no typer, no pydantic imported for a rebuild."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = (
+        "import sys; from pmcp_build.package import rebuild; rebuild._RACY_NS = 0; "
+        "from pmcp_build.entry import main; sys.argv[1:] = ['-C', sys.argv[1], 'build', "
+        "'--json']; main(); print(json.dumps(sorted(m for m in ('typer', 'pydantic') "
+        "if m in sys.modules)), file=sys.stderr)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json; " + code, str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+    assert json.loads(proc.stdout)["package"]["sha256"]
