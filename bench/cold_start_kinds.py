@@ -58,7 +58,8 @@ from pathlib import Path
 root = sys.argv[1]
 sys.path.insert(0, root)
 from __metorial__ import stdio_bridge
-spec = json.loads(Path(root, "index.py").read_text().split("command=")[1].rsplit(")", 1)[0])
+line = next(l for l in Path(root, "index.py").read_text().splitlines() if "command=" in l)
+spec = json.loads(line.split("command=", 1)[1].rsplit(")", 1)[0])
 argv = [sys.executable, "-I", "-S", "-c", stdio_bridge.LAUNCHER, json.dumps({
     "site": root + "/__command__", "root": root, "kind": spec["kind"],
     "target": spec["target"], "argv0": spec["argv0"]}), *spec["args"]]

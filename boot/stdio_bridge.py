@@ -142,15 +142,20 @@ class StdioServer:
         threading.Thread(target=self._read_stdout, args=(proc,), daemon=True).start()
         from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
-        result = self._call(
+        future = self._request(
             "initialize",
             {
                 "protocolVersion": LATEST_HANDSHAKE_VERSION,
                 "capabilities": {},
                 "clientInfo": {"name": BRIDGE_NAME, "version": "1"},
             },
-            self.timeout,
         )
+        # While the command starts, load the SDK the engine serves it with: the two
+        # imports overlap instead of adding up (cold start).
+        import mcp.server.lowlevel.server
+        import mcp.server.streamable_http_manager  # noqa: F401
+
+        result = self._wait("initialize", future, self.timeout)
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.init_result = result
         return result
@@ -178,8 +183,9 @@ class StdioServer:
         except (BrokenPipeError, OSError) as exc:
             raise BridgeError(self._exited(proc)) from exc
 
-    def _call(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-        future = self._request(method, params)
+    def _wait(
+        self, method: str, future: concurrent.futures.Future[Any], timeout: float
+    ) -> dict[str, Any]:
         try:
             reply = future.result(timeout)
         except concurrent.futures.TimeoutError:
