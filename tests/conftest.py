@@ -3,6 +3,7 @@ network guard that keeps the suite on loopback."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 import httpx
@@ -20,6 +22,8 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from pmcp_build.cli import app
+
+from .helpers import python_project as _python_project
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -122,6 +126,9 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 class Recorder:
+    """moto's request recorder. IAM speaks a query protocol where reads are POSTs too,
+    so each request is tagged with its `Action=` when it has one."""
+
     def __init__(self, url: str) -> None:
         self.url = url
 
@@ -129,18 +136,55 @@ class Recorder:
         httpx.post(f"{self.url}/moto-api/recorder/reset-recording")
         httpx.post(f"{self.url}/moto-api/recorder/start-recording")
 
-    def requests(self) -> list[tuple[str, str]]:
+    def entries(self) -> list[tuple[str, str, str]]:
         httpx.post(f"{self.url}/moto-api/recorder/stop-recording")
         text = httpx.get(f"{self.url}/moto-api/recorder/download-recording").text
         out = []
         for line in text.splitlines():
             if line.strip():
                 entry = json.loads(line)
-                out.append((entry["method"], entry["url"].split("?")[0]))
+                body = entry.get("body") or ""
+                if entry.get("body_encoded"):
+                    body = base64.b64decode(body).decode("latin-1")
+                action = parse_qs(body).get("Action", [""])[0] if isinstance(body, str) else ""
+                out.append((entry["method"], entry["url"].split("?")[0], action))
         return out
 
+    def requests(self) -> list[tuple[str, str]]:
+        return [(m, u) for m, u, _ in self.entries()]
+
     def writes(self) -> list[tuple[str, str]]:
-        return [(m, u) for m, u in self.requests() if m not in ("GET", "HEAD")]
+        return [
+            (m, u + (f" {a}" if a else ""))
+            for m, u, a in self.entries()
+            if m not in ("GET", "HEAD") and not a.startswith(("Get", "List"))
+        ]
+
+
+# -- a project with lambda, s3 and local targets (deploy tests) -------------------------
+
+LAMBDA = (
+    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
+    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
+    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, aws_env: str) -> Path:
+    root = _python_project(tmp_path / "p")
+    (root / "data.txt").write_text("v1")
+    toml = root / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
+        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
+        'key = "builds/lambda.zip"\n'
+    )
+    return root
+
+
+def _fn() -> dict:
+    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
 
 
 # -- a static file server on loopback (source zips) --------------------------------------

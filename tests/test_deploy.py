@@ -11,36 +11,11 @@ from pathlib import Path
 import boto3
 import botocore.exceptions
 import pytest
-from botocore.stub import Stubber
 
-from pmcp_build.deploy import aws
-from pmcp_build.errors import UserError
+from pmcp_build.deploy.targets import lambda_
 
-from .conftest import BUCKET, SECRET, Recorder
+from .conftest import BUCKET, SECRET, Recorder, _fn
 from .helpers import python_project
-
-LAMBDA = (
-    f'[targets.prod]\nkind = "lambda"\nfunction = "tiny-prod"\nbucket = "{BUCKET}"\n'
-    'prefix = "builds/tiny"\nmemory = 256\nurl = { auth = "NONE" }\n'
-    'environment = { LOG_LEVEL = "info", TOKEN = "${env:MY_TOKEN}" }\n'
-)
-
-
-@pytest.fixture
-def project(tmp_path: Path, aws_env: str) -> Path:
-    root = python_project(tmp_path / "p")
-    (root / "data.txt").write_text("v1")
-    toml = root / "metorial.toml"
-    toml.write_text(
-        toml.read_text().replace("[targets.dev]", LAMBDA + "\n[targets.dev]")
-        + f'\n[targets.artifact]\nkind = "s3"\nbucket = "{BUCKET}"\n'
-        'key = "builds/lambda.zip"\n'
-    )
-    return root
-
-
-def _fn() -> dict:
-    return boto3.client("lambda").get_function(FunctionName="tiny-prod")["Configuration"]
 
 
 def test_create_then_noop_with_zero_writes(cli, project: Path, aws_env: str) -> None:
@@ -62,11 +37,16 @@ def test_create_then_noop_with_zero_writes(cli, project: Path, aws_env: str) -> 
     again = cli("-C", str(project), "apply", "--auto-approve")
     assert again.exit_code == 0, again.output
     assert "No changes" in again.stdout
-    requests = recorder.requests()
-    assert [r for r in requests if r[0] not in ("GET", "HEAD")] == []
-    lambda_reads = [r for r in requests if "/functions/tiny-prod" in r[1]]
-    s3_reads = [r for r in requests if f"/{BUCKET}/builds/tiny/" in r[1]]
-    assert len(lambda_reads) + len(s3_reads) <= 3  # a no-op lambda plan: three reads at most
+    entries = recorder.entries()
+    writes = [e for e in entries if e[0] not in ("GET", "HEAD") and not e[2].startswith("Get")]
+    assert writes == []
+    lambda_reads = [e for e in entries if "/functions/tiny-prod" in e[1]]
+    s3_reads = [e for e in entries if f"/{BUCKET}/builds/tiny/" in e[1]]
+    iam_reads = [e for e in entries if e[2].startswith("Get")]
+    # A no-op lambda target with a public URL and role = "auto": HeadObject, GetFunction,
+    # GetFunctionUrlConfig, GetPolicy, GetRolePolicy (GetRole is skipped: the function
+    # names its role).
+    assert (len(s3_reads), len(lambda_reads), len(iam_reads)) == (1, 3, 1)
 
 
 def test_detailed_exitcode(cli, project: Path) -> None:
@@ -81,10 +61,10 @@ def test_changed_asset_changes_code_only(cli, project: Path, aws_env: str) -> No
     before = _fn()
     (project / "data.txt").write_text("v2")
     plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
-    assert plan["format_version"] == 1
+    assert plan["format_version"] == 2
     assert plan["package"]["handler"] == "index.handler" and plan["summary"]["change"] == 1
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
-    assert ops == ["s3.put_object", "lambda.update_function_code"]
+    assert ops == ["s3.upload_artifact", "lambda.update_function_code"]
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     after = _fn()
     assert after["CodeSha256"] != before["CodeSha256"]
@@ -147,27 +127,6 @@ def test_secrets_absent_from_plan_text_json_and_file(cli, project: Path, tmp_pat
     assert "another-secret-value" not in changed.output and SECRET not in changed.output
 
 
-def test_interrupted_apply_converges(
-    cli, project: Path, monkeypatch: pytest.MonkeyPatch, aws_env: str
-) -> None:
-    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
-    (project / "data.txt").write_text("v3")
-
-    def killed(*args: object, **kwargs: object) -> None:
-        raise UserError("simulated crash between upload and code update")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(aws, "update_code", killed)
-        failed = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
-    assert failed.exit_code == 1
-    assert "simulated crash" in failed.stderr
-    plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
-    ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
-    assert ops == ["lambda.update_function_code"]  # the upload already happened
-    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
-    assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0
-
-
 def test_apply_without_approval_refuses_and_changes_nothing(cli, project: Path) -> None:
     result = cli("-C", str(project), "apply", "-t", "prod")
     assert result.exit_code == 1 and "--auto-approve" in result.stderr
@@ -211,7 +170,7 @@ def test_destroy_removes_function_url_and_role_not_bucket(cli, project: Path) ->
     with pytest.raises(botocore.exceptions.ClientError):
         _fn()
     with pytest.raises(botocore.exceptions.ClientError):
-        boto3.client("iam").get_role(RoleName=aws.auto_role_name("tiny-prod"))
+        boto3.client("iam").get_role(RoleName=lambda_.auto_role_name("tiny-prod"))
     assert boto3.client("s3").head_bucket(Bucket=BUCKET)
     again = cli("-C", str(project), "destroy", "-t", "prod", "--auto-approve")
     assert "nothing to destroy" in again.stdout
@@ -229,65 +188,9 @@ def test_local_target_round_trip(cli, tmp_path: Path) -> None:
     assert not (project / ".pmcp/deployments/dev").exists()
 
 
-# -- behaviours moto does not emulate: botocore Stubber ------------------------------------
-
-
-def _stubbed_lambda() -> tuple[object, Stubber]:
-    client = boto3.client(
-        "lambda",
-        region_name="eu-west-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        endpoint_url="http://127.0.0.1:9",
-    )
-    return client, Stubber(client)
-
-
-def test_revision_conflict_is_reported_not_overwritten() -> None:
-    """moto ignores RevisionId; the Stubber plays Lambda's PreconditionFailedException."""
-    client, stub = _stubbed_lambda()
-    stub.add_client_error(
-        "update_function_code",
-        "PreconditionFailedException",
-        expected_params={
-            "FunctionName": "f",
-            "S3Bucket": "bkt",
-            "S3Key": "k",
-            "Architectures": ["arm64"],
-            "RevisionId": "r1",
-        },
-    )
-    with stub, pytest.raises(UserError, match="changed by someone else"):
-        aws.update_code(client, "f", "bkt", "k", "arm64", "r1")
-
-
-def test_update_in_progress_is_waited_for() -> None:
-    """moto never reports LastUpdateStatus InProgress; the Stubber does, then Successful."""
-    client, stub = _stubbed_lambda()
-    busy = {
-        "Configuration": {"FunctionName": "f", "State": "Active", "LastUpdateStatus": "InProgress"}
-    }
-    done = {
-        "Configuration": {"FunctionName": "f", "State": "Active", "LastUpdateStatus": "Successful"}
-    }
-    stub.add_response("get_function", busy, {"FunctionName": "f"})
-    stub.add_response("get_function", done, {"FunctionName": "f"})
-    with stub:
-        aws.wait(client, "function_updated_v2", "f")
-        stub.assert_no_pending_responses()
-
-
-def test_resource_conflict_says_to_rerun() -> None:
-    """moto does not raise ResourceConflictException for overlapping updates."""
-    client, stub = _stubbed_lambda()
-    stub.add_client_error("update_function_configuration", "ResourceConflictException")
-    with stub, pytest.raises(UserError, match="busy with another update"):
-        aws.update_configuration(client, {"FunctionName": "f", "MemorySize": 256}, None)
-
-
 def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project: Path) -> None:
     arn = boto3.client("iam").create_role(
-        RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(aws.TRUST_POLICY)
+        RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(lambda_.TRUST_POLICY)
     )["Role"]["Arn"]
     toml = project / "metorial.toml"
     toml.write_text(toml.read_text().replace("memory = 256", f'memory = 256\nrole = "{arn}"'))
@@ -298,5 +201,5 @@ def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
     assert ops == ["iam.create_role", "lambda.update_function_configuration"]
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
-    assert _fn()["Role"].endswith("/" + aws.auto_role_name("tiny-prod"))
+    assert _fn()["Role"].endswith("/" + lambda_.auto_role_name("tiny-prod"))
     assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0

@@ -32,26 +32,34 @@ from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from pmcp_build.deploy.plan import Plan
+    from pmcp_build.deploy.actions import Plan
+    from pmcp_build.deploy.executor import TargetResult
     from pmcp_build.manifest.secrets import Environment
     from pmcp_build.package.build import Package
 
 
-def _print_plan(plan: Plan, package: Package, secrets: list[Environment]) -> None:
+def _print_plan(plan: Plan, package: Package | None, envs: dict[str, Environment]) -> None:
     from pmcp_build.deploy.plan import render
     from pmcp_build.layout.view import human
 
-    layout = package.layout
-    out.print(
-        f"package {package.path.name}: {layout.runtime} {layout.architecture}, "
-        f"{len(layout.entries)} files, {human(layout.unzipped_size)} unzipped, "
-        f"{human(package.size)} zipped",
-        markup=False,
-    )
+    if package is not None:
+        layout = package.layout
+        out.print(
+            f"package {package.path.name}: {layout.runtime} {layout.architecture}, "
+            f"{len(layout.entries)} files, {human(layout.unzipped_size)} unzipped, "
+            f"{human(package.size)} zipped",
+            markup=False,
+        )
     for line in render(plan):
-        for env in secrets:
-            line = env.scrub(line)
-        out.print(line, markup=False)
+        out.print(_scrub(line, envs), markup=False)
+
+
+def _scrub(text: str, envs: dict[str, Environment]) -> str:
+    # Belt and braces: plans hold secrets by reference, but no resolved value may ever
+    # reach the terminal, whatever path a string took.
+    for env in envs.values():
+        text = env.scrub(text)
+    return text
 
 
 @app.command("plan")
@@ -89,7 +97,8 @@ def plan_cmd(
     architecture: ArchOption = None,
 ) -> None:
     """Show the package and the actions needed to deploy it."""
-    from pmcp_build.deploy.apply import make_plan, save_plan
+    from pmcp_build.deploy import saved
+    from pmcp_build.deploy.plan import make_plan
 
     if refresh.lower() not in ("true", "false"):
         raise typer.BadParameter("must be true or false", param_hint="--refresh")
@@ -100,13 +109,13 @@ def plan_cmd(
     names = check_targets(loaded, target)
     package = build_quietly(loaded, json_out)
     read_remote = refresh.lower() == "true" and not no_refresh
-    plan, desired = make_plan(loaded, package, names, refresh=read_remote)
+    plan, envs = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
-        save_plan(plan, out_file, loaded.path)
+        saved.save(plan, envs, loaded.path, text, out_file)
     if json_out:
-        sys.stdout.write(json.dumps(plan.to_json(), indent=2) + "\n")
+        sys.stdout.write(_scrub(json.dumps(plan.to_json(), indent=2), envs) + "\n")
     else:
-        _print_plan(plan, package, [d.env for d in desired.values()])
+        _print_plan(plan, package, envs)
         if out_file is not None:
             out.print(
                 f"saved plan to {out_file}; apply it with `pmcp-build apply {out_file}`",
@@ -130,29 +139,28 @@ def apply(
     python: PythonOption = None,
     architecture: ArchOption = None,
 ) -> None:
-    """Carry out the plan (or a saved one): upload, create, update. Idempotent."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Carry out the plan (or a saved one, exactly): upload, create, update. Idempotent."""
+    from pmcp_build.deploy import saved
+    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.plan import make_plan
 
-    from pmcp_build.deploy.apply import apply_target, check_saved, load_saved, make_plan
-
-    saved = load_saved(plan_file) if plan_file is not None else None
-    if saved is not None:
-        file = Path(saved.get("manifest") or file)
-        target = [t["name"] for t in saved["targets"]]
-    loaded = load(file, source_url, sha256, s3, python, architecture)
+    data = saved.load(plan_file) if plan_file is not None else None
+    if data is not None:
+        assert plan_file is not None
+        if saved.manifest_path(data).exists():  # else: a manifest-less plan, made again
+            file = saved.manifest_path(data)
+        target = [t["name"] for t in data["plan"]["targets"]]
+    loaded, text = load_with_text(file, source_url, sha256, s3, python, architecture)
     names = check_targets(loaded, target)
     package = build_quietly(loaded, json_out)
-    plan, desired = make_plan(loaded, package, names)
-    if saved is not None:
+    plan, envs = make_plan(loaded, package, names)
+    if data is not None:
         assert plan_file is not None
-        check_saved(saved, plan, plan_file)
+        # Run the file's actions, and only once the world is still what they were made for.
+        plan = saved.check(data, plan_file, loaded.path, text, plan, envs)
     if not json_out:
-        _print_plan(plan, package, [d.env for d in desired.values()])
-    if not plan.has_changes:
-        if json_out:
-            sys.stdout.write(json.dumps({"applied": [], "changes": False}) + "\n")
-        return
-    if not auto_approve and saved is None:
+        _print_plan(plan, package, envs)
+    if plan.has_changes and not auto_approve and data is None:
         if not sys.stdin.isatty():
             raise UserError(
                 "apply needs confirmation: run it in a terminal, pass "
@@ -160,47 +168,57 @@ def apply(
             )
         if not typer.confirm("Apply these changes?"):
             raise UserError("apply cancelled; nothing was changed")
-    lines: list[str] = []
-    progress = None if quiet(json_out) else _upload_progress()
-
-    def one(tp: Any) -> list[str]:
-        callback = None
-        if progress is not None:
-            task = progress.add_task(f"{tp.name}: upload", total=package.size, visible=False)
-
-            def callback(sent: int, task: Any = task) -> None:
-                progress.update(task, advance=sent, visible=True)
-
-        return apply_target(loaded, package, tp, desired[tp.name], lines.append, callback)
-
-    with ThreadPoolExecutor(max_workers=min(8, len(plan.targets))) as pool:
-        if progress is not None:
-            with progress:
-                results = list(pool.map(one, plan.targets))
-        else:
-            results = list(pool.map(one, plan.targets))
-    done = {tp.name: r for tp, r in zip(plan.targets, results, strict=True)}
+    progress = None if quiet(json_out) else _upload_progress(package.size)
+    if progress is not None:
+        with progress[0]:
+            results = execute(plan, package.path, envs, progress[1])
+    else:
+        results = execute(plan, package.path, envs)
+    outputs = {r.name: r.outputs for r in results}
     if json_out:
-        sys.stdout.write(json.dumps({"applied": done, "changes": True}) + "\n")
+        data_out = {
+            "changes": plan.has_changes,
+            "applied": {r.name: r.steps for r in results},
+            "outputs": outputs,
+        }
+        sys.stdout.write(_scrub(json.dumps(data_out, indent=2), envs) + "\n")
         return
-    for name, steps in done.items():
-        for step in steps:
-            out.print(f"{name}: {step}", markup=False)
-    for line in lines:
-        out.print(line, markup=False)
-    c = plan.counts()
-    out.print(
-        f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
-        markup=False,
-    )
+    _print_results(results, envs)
+    if plan.has_changes:
+        c = plan.counts()
+        out.print(
+            f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
+            markup=False,
+        )
 
 
-def _upload_progress() -> Any:
+def _print_results(results: list[TargetResult], envs: dict[str, Environment]) -> None:
+    for result in results:
+        for step in result.steps:
+            out.print(_scrub(f"{result.name}: {step}", envs), markup=False)
+    shown = [(r.name, k, v) for r in results for k, v in r.outputs.items() if v]
+    if shown:
+        out.print("Outputs:", markup=False)
+        for name, key, value in shown:
+            out.print(_scrub(f"  {name}.{key} = {value}", envs), markup=False)
+
+
+def _upload_progress(total: int) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    return Progress(
+    progress = Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
     )
+
+    def for_target(name: str, _: int) -> Any:
+        task = progress.add_task(f"{name}: upload", total=total, visible=False)
+
+        def callback(sent: int) -> None:
+            progress.update(task, advance=sent, visible=True)
+
+        return callback
+
+    return progress, for_target
 
 
 @app.command()
@@ -211,12 +229,13 @@ def destroy(
     auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
 ) -> None:
     """Remove a target's function, URL and auto role (never a bucket)."""
-    from pmcp_build.deploy.apply import destroy as do_destroy
-    from pmcp_build.deploy.apply import destroy_actions
+    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.plan import destroy_plan, environments
 
     loaded = load(file)
     check_targets(loaded, [target])
-    actions = destroy_actions(loaded, target)
+    plan = destroy_plan(loaded, target)
+    actions = plan.targets[0].actions
     if not actions:
         out.print(f"target {target}: nothing to destroy.", markup=False)
         return
@@ -230,5 +249,5 @@ def destroy(
             )
         if not typer.confirm(f"Destroy target {target}?"):
             raise UserError("destroy cancelled; nothing was changed")
-    do_destroy(loaded, target, actions)
+    execute(plan, None, environments(loaded, [target]))
     out.print(f"Destroy complete: {len(actions)} destroyed.", markup=False)

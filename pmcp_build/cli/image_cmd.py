@@ -18,7 +18,6 @@ from pmcp_build.cli.app import (
     guard,
     load_with_text,
 )
-from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
 
@@ -32,34 +31,13 @@ def image_run(
     architecture: ArchOption = None,
 ) -> None:
     """The build image's job: ZIP_URL -> package -> S3_BUCKET/S3_KEY; JSON summary last."""
-    from pmcp_build.deploy.apply import apply_target, make_plan
-    from pmcp_build.manifest.manifestless import IMAGE_TARGET, SynthInputs, image_target
+    from pmcp_build.image import require_inputs, run_job
+    from pmcp_build.manifest.manifestless import SynthInputs
 
-    inputs = SynthInputs.from_env(source_url, sha256, s3, python, architecture)
-    missing = [
-        name
-        for name, value in (("ZIP_URL", inputs.source_url), ("S3_BUCKET/S3_KEY", inputs.s3))
-        if not value
-    ]
-    if missing:
-        raise UserError(
-            f"{' and '.join(missing)} not set; the build image needs ZIP_URL, "
-            "S3_BUCKET and S3_KEY (or --source-url and --s3 s3://B/K)"
-        )
+    require_inputs(SynthInputs.from_env(source_url, sha256, s3, python, architecture))
     loaded, _ = load_with_text(Path(MANIFEST_NAME), source_url, sha256, s3, python, architecture)
-    target = image_target(loaded)
-    package = build_quietly(loaded, json_mode=True)  # stdout ends with the JSON summary
-    plan, desired = make_plan(loaded, package, [IMAGE_TARGET])
-    steps = apply_target(loaded, package, plan.targets[0], desired[IMAGE_TARGET], lambda line: None)
-    for step in steps:
-        err.print(step, markup=False)
-    summary = {
-        "sha256": package.sha256,
-        "code_sha256": package.code_sha256,
-        "size": package.size,
-        "s3": f"s3://{target.bucket}/{target.key}",
-        "uploaded": bool(steps),
-        "runtime": package.layout.runtime,
-        "handler": package.layout.handler,
-    }
+    # stdout ends with the JSON summary, so the build stays quiet there.
+    summary = run_job(
+        loaded, lambda m: build_quietly(m, json_mode=True), lambda s: err.print(s, markup=False)
+    )
     sys.stdout.write(json.dumps(summary) + "\n")

@@ -1,4 +1,5 @@
-"""boto3 at the edge: reading remote state and carrying out AWS actions.
+"""boto3 at the edge: sessions and clients, "absent" reads, error translation, and the
+few named helpers the executor runs where one API call is not enough.
 
 Clients honour the standard chain (profile, AWS_REGION, AWS_ENDPOINT_URL) with the
 target's own region / profile / endpoint_url on top. Errors that a user can fix
@@ -12,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,9 +20,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from pmcp_build.deploy.plan import LambdaState, S3State
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import LambdaTarget, S3Target
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 TRUST_POLICY = {
@@ -49,7 +47,7 @@ class Clients:
         self._kwargs = kwargs
         self._made: dict[str, Any] = {}
 
-    def _client(self, service: str) -> Any:
+    def client(self, service: str) -> Any:
         if service not in self._made:
             # boto3 sessions are not thread-safe; targets are planned in parallel.
             with _LOCK:
@@ -58,15 +56,15 @@ class Clients:
 
     @property
     def s3(self) -> Any:
-        return self._client("s3")
+        return self.client("s3")
 
     @property
     def lam(self) -> Any:
-        return self._client("lambda")
+        return self.client("lambda")
 
     @property
     def iam(self) -> Any:
-        return self._client("iam")
+        return self.client("iam")
 
 
 _LOCK = threading.Lock()
@@ -83,20 +81,32 @@ def _session(profile: str | None, region: str | None) -> Any:
         return _SESSIONS[key]
 
 
-def clients(target: LambdaTarget | S3Target) -> Clients:
+def connection(target: Any) -> dict[str, Any]:
+    """The part of a target that says where its calls go; saved with the plan."""
+    return {
+        "profile": target.profile,
+        "region": target.region,
+        "endpoint_url": target.endpoint_url,
+    }
+
+
+def clients(conn: dict[str, Any]) -> Clients:
     # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
     # set, so honour it too.
-    region = target.region or os.environ.get("AWS_REGION") or None
+    region = conn.get("region") or os.environ.get("AWS_REGION") or None
+    profile = conn.get("profile")
     try:
-        session = _session(target.profile, region)
+        session = _session(profile, region)
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UserError(f"AWS profile {target.profile!r} not found; check ~/.aws/config") from exc
+        # Name the profile asked for (the target's, else AWS_PROFILE), not botocore's None.
+        asked = profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+        raise UserError(f"AWS profile {asked!r} not found; check ~/.aws/config") from exc
     if session.region_name is None:
         raise UserError("no AWS region: set region in the target, or AWS_REGION")
     config = Config(retries={"mode": "standard", "max_attempts": 5})
     kwargs: dict[str, Any] = {"config": config}
-    if target.endpoint_url:
-        kwargs["endpoint_url"] = target.endpoint_url
+    if conn.get("endpoint_url"):
+        kwargs["endpoint_url"] = conn["endpoint_url"]
     return Clients(session, kwargs)
 
 
@@ -120,6 +130,16 @@ def user_error(exc: Exception, doing: str) -> UserError:
                 f"{doing}: access denied ({message or code}); the credentials "
                 "need permission for this call"
             )
+        if code == "PreconditionFailedException":
+            return UserError(
+                f"{doing}: the function was changed by someone else since it was read "
+                "(RevisionId mismatch); run plan again"
+            )
+        if code == "ResourceConflictException":
+            return UserError(
+                f"{doing}: the function is busy with another update; wait and run "
+                "apply again (it converges)"
+            )
         if code == "NoSuchBucket":
             return UserError(
                 f"{doing}: the bucket does not exist; create it first "
@@ -132,35 +152,13 @@ def user_error(exc: Exception, doing: str) -> UserError:
 # -- reads ------------------------------------------------------------------------------
 
 
-def read_lambda_state(c: Clients, target: LambdaTarget, key: str) -> LambdaState:
-    try:
-        artifact = head_object(c.s3, target.bucket, key) is not None
-        function = get_function(c.lam, target.function)
-        url = get_function_url(c.lam, target.function) if function is not None else None
-        role_arn = None
-        if target.role == "auto":
-            if function is not None and function.get("Role", "").endswith(
-                "/" + auto_role_name(target.function)
-            ):
-                role_arn = function["Role"]  # no extra IAM read when the function says it
-            else:
-                role_arn = get_role_arn(c.iam, auto_role_name(target.function))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise user_error(exc, f"reading state of lambda {target.function}") from exc
-    return LambdaState(artifact_exists=artifact, function=function, url=url, role_arn=role_arn)
+def code_of(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return _code(exc)
+    return ""
 
 
-def read_s3_state(c: Clients, target: S3Target) -> S3State:
-    try:
-        head = head_object(c.s3, target.bucket, target.key)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise user_error(exc, f"reading s3://{target.bucket}/{target.key}") from exc
-    if head is None:
-        return S3State(object_sha256=None, exists=False)
-    return S3State(object_sha256=(head.get("Metadata") or {}).get("sha256"), exists=True)
-
-
-def _absent_as_none(call: Callable[[], Any], *missing: str) -> Any:
+def absent_as_none(call: Callable[[], Any], *missing: str) -> Any:
     """Run a read; a "does not exist" answer (one of `missing`) is None, not an error."""
     try:
         return call()
@@ -170,78 +168,77 @@ def _absent_as_none(call: Callable[[], Any], *missing: str) -> Any:
         raise
 
 
+READ_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
 def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    head = _absent_as_none(
+    head = absent_as_none(
         lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound"
     )
     return None if head is None else dict(head)
 
 
-def get_function(lam: Any, name: str) -> dict[str, Any] | None:
-    found = _absent_as_none(
-        lambda: lam.get_function(FunctionName=name), "ResourceNotFoundException"
+# -- helpers the executor runs by name (service, operation) -------------------------------
+# Each takes (client, params, progress) and returns a response-shaped dict.
+
+
+def upload_artifact(s3: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Upload through the transfer manager (multipart over 8 MB), after aborting our own
+    multipart uploads of this key that a killed apply left behind; the transfer manager
+    aborts its upload itself when it fails."""
+    bucket, key = params["Bucket"], params["Key"]
+    listed = absent_as_none(
+        lambda: s3.list_multipart_uploads(Bucket=bucket, Prefix=key), "NotImplemented"
     )
-    return None if found is None else dict(found["Configuration"])
-
-
-def get_function_url(lam: Any, name: str) -> dict[str, Any] | None:
-    found = _absent_as_none(
-        lambda: lam.get_function_url_config(FunctionName=name), "ResourceNotFoundException"
-    )
-    return None if found is None else dict(found)
-
-
-def get_role_arn(iam: Any, name: str) -> str | None:
-    found = _absent_as_none(lambda: iam.get_role(RoleName=name), "NoSuchEntity")
-    return None if found is None else str(found["Role"]["Arn"])
-
-
-# -- writes -----------------------------------------------------------------------------
-
-
-def upload(
-    s3: Any,
-    path: Path,
-    bucket: str,
-    key: str,
-    sha256: str,
-    progress: Callable[[int], None] | None = None,
-) -> None:
+    for upload in (listed or {}).get("Uploads") or []:
+        if upload.get("Key") == key:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
     config = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
     )
     s3.upload_file(
-        str(path),
+        params["Filename"],
         bucket,
         key,
         Config=config,
         Callback=progress,
-        ExtraArgs={"Metadata": {"sha256": sha256}, "ContentType": "application/zip"},
+        ExtraArgs={"Metadata": {"sha256": params["Sha256"]}, "ContentType": "application/zip"},
     )
+    return {}
 
 
-def ensure_role(iam: Any, function: str) -> str:
-    name = auto_role_name(function)
+def ensure_role(iam: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """CreateRole, or the existing role's ARN when a killed apply already created it."""
     try:
-        arn = str(
-            iam.create_role(
-                RoleName=name,
-                AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
-                Description=f"Execution role for {function}, created by pmcp-build",
-                Tags=[{"Key": "managed-by", "Value": "pmcp-build"}],
-            )["Role"]["Arn"]
-        )
+        return dict(iam.create_role(**params))
     except botocore.exceptions.ClientError as exc:
         if _code(exc) != "EntityAlreadyExists":
             raise
-        arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
-    # Inline and scoped to this function's log group: narrower than the managed
-    # AWSLambdaBasicExecutionRole, which may write to every log group in the account.
-    iam.put_role_policy(
-        RoleName=name, PolicyName=LOGS_POLICY_NAME, PolicyDocument=json.dumps(logs_policy(function))
-    )
-    return arn
+        return dict(iam.get_role(RoleName=params["RoleName"]))
 
+
+def create_function(lam: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+    # A role created seconds ago may not be assumable yet (IAM is eventually
+    # consistent); Lambda says so with InvalidParameterValueException.
+    for attempt in range(12):
+        try:
+            return dict(lam.create_function(**params))
+        except botocore.exceptions.ClientError as exc:
+            assumable = "cannot be assumed" in str(exc)
+            if _code(exc) != "InvalidParameterValueException" or not assumable or attempt == 11:
+                raise
+            time.sleep(min(2**attempt, 10) / 4)
+    raise AssertionError("unreachable")
+
+
+HELPERS: dict[tuple[str, str], Callable[[Any, dict[str, Any], Any], dict[str, Any]]] = {
+    ("s3", "upload_artifact"): upload_artifact,
+    ("iam", "ensure_role"): ensure_role,
+    ("lambda", "create_function"): create_function,
+}
+
+
+# -- what the auto role is ---------------------------------------------------------------
 
 LOGS_POLICY_NAME = "pmcp-logs"
 
@@ -261,81 +258,13 @@ def logs_policy(function: str) -> dict[str, Any]:
     }
 
 
-def wait(lam: Any, waiter: str, function: str) -> None:
-    lam.get_waiter(waiter).wait(
-        FunctionName=function, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-    )
+def policy_document(raw: Any) -> Any:
+    """IAM returns policy documents URL-encoded JSON, or parsed by botocore: normalise."""
+    if isinstance(raw, str):
+        from urllib.parse import unquote
 
-
-def create_function(lam: Any, params: dict[str, Any]) -> dict[str, Any]:
-    # A role created seconds ago may not be assumable yet (IAM is eventually
-    # consistent); Lambda says so with InvalidParameterValueException.
-    for attempt in range(12):
         try:
-            return dict(lam.create_function(**params))
-        except botocore.exceptions.ClientError as exc:
-            assumable = "cannot be assumed" in str(exc)
-            if _code(exc) != "InvalidParameterValueException" or not assumable or attempt == 11:
-                raise
-            time.sleep(min(2**attempt, 10) / 4)
-    raise AssertionError("unreachable")
-
-
-def update_code(
-    lam: Any, function: str, bucket: str, key: str, architecture: str, revision_id: str | None
-) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "FunctionName": function,
-        "S3Bucket": bucket,
-        "S3Key": key,
-        "Architectures": [architecture],
-    }
-    if revision_id:
-        params["RevisionId"] = revision_id
-    try:
-        return dict(lam.update_function_code(**params))
-    except botocore.exceptions.ClientError as exc:
-        raise _conflict(exc, function) from exc
-
-
-def update_configuration(
-    lam: Any, params: dict[str, Any], revision_id: str | None
-) -> dict[str, Any]:
-    if revision_id:
-        params = {**params, "RevisionId": revision_id}
-    try:
-        return dict(lam.update_function_configuration(**params))
-    except botocore.exceptions.ClientError as exc:
-        raise _conflict(exc, params["FunctionName"]) from exc
-
-
-def _conflict(exc: botocore.exceptions.ClientError, function: str) -> Exception:
-    code = _code(exc)
-    if code == "PreconditionFailedException":
-        return UserError(
-            f"lambda {function} was changed by someone else since it was read "
-            "(RevisionId mismatch); run plan again"
-        )
-    if code == "ResourceConflictException":
-        return UserError(
-            f"lambda {function} is busy with another update; wait and run "
-            "apply again (it converges)"
-        )
-    return exc  # type: ignore[no-any-return]
-
-
-def create_url(lam: Any, function: str, auth: str) -> str:
-    url = str(lam.create_function_url_config(FunctionName=function, AuthType=auth)["FunctionUrl"])
-    if auth == "NONE":
-        try:
-            lam.add_permission(
-                FunctionName=function,
-                StatementId="pmcp-public-url",
-                Action="lambda:InvokeFunctionUrl",
-                Principal="*",
-                FunctionUrlAuthType="NONE",
-            )
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) != "ResourceConflictException":  # already granted
-                raise
-    return url
+            return json.loads(unquote(raw))
+        except json.JSONDecodeError:
+            return raw
+    return raw

@@ -1,0 +1,632 @@
+"""A lambda target: an S3 artifact, the function, its URL and URL permissions, and the
+auto role with its logs policy.
+
+`read` makes the boto3 reads (no-op with a URL and role = "auto": HeadObject,
+GetFunction, GetFunctionUrlConfig, GetPolicy, GetRolePolicy; fewer without them).
+`diff` is pure: plain dicts in, actions out. Every write apply can make is observed
+here, so an apply killed after any call is finished by the next one, which only then
+says "No changes".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pmcp_build.deploy import aws
+from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop
+from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.manifest.secrets import MASK, Environment
+
+# Statement ids of the two grants a public (auth NONE) URL needs. Since October 2025
+# Lambda requires lambda:InvokeFunction beside lambda:InvokeFunctionUrl, or every
+# request is answered 403.
+PUBLIC_URL_SID = "pmcp-url-public"
+PUBLIC_INVOKE_SID = "pmcp-url-invoke"
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+_CONFIG_FIELDS = ("Runtime", "Handler", "Role", "MemorySize", "Timeout")
+
+
+def auto_role_name(function: str) -> str:
+    return f"{function}-pmcp-exec"[:64]
+
+
+def artifact_key(prefix: str, server: str, sha256: str) -> str:
+    name = f"{server}-{sha256}.zip"
+    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+
+
+def public_grants(function: str) -> dict[str, dict[str, Any]]:
+    """AddPermission parameters of the grants an auth NONE URL needs, by statement id."""
+    return {
+        PUBLIC_URL_SID: {
+            "FunctionName": function,
+            "StatementId": PUBLIC_URL_SID,
+            "Action": "lambda:InvokeFunctionUrl",
+            "Principal": "*",
+            "FunctionUrlAuthType": "NONE",
+        },
+        PUBLIC_INVOKE_SID: {
+            "FunctionName": function,
+            "StatementId": PUBLIC_INVOKE_SID,
+            "Action": "lambda:InvokeFunction",
+            "Principal": "*",
+            "InvokedViaFunctionUrl": True,
+        },
+    }
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read(given: TargetInput) -> dict[str, Any]:
+    """The remote state as plain data. Secret: `function.Environment` holds clear values;
+    `observed()` gives the form that may be printed and saved."""
+    t = given.target
+    c = aws.clients(aws.connection(t))
+    try:
+        artifact = None
+        if given.package is not None:
+            key = artifact_key(t.prefix, given.server, given.package.sha256)
+            artifact = aws.head_object(c.s3, t.bucket, key) is not None
+        found = aws.absent_as_none(
+            lambda: c.lam.get_function(FunctionName=t.function), "ResourceNotFoundException"
+        )
+        function = dict(found["Configuration"]) if found else None
+        url = permissions = None
+        if function is not None:
+            url = aws.absent_as_none(
+                lambda: c.lam.get_function_url_config(FunctionName=t.function),
+                "ResourceNotFoundException",
+            )
+            if url is not None:
+                policy = aws.absent_as_none(
+                    lambda: c.lam.get_policy(FunctionName=t.function),
+                    "ResourceNotFoundException",
+                )
+                permissions = _our_statements(policy)
+        role = None
+        if t.role == "auto":
+            role = _read_auto_role(c.iam, t.function, function)
+    except aws.READ_ERRORS as exc:
+        raise aws.user_error(exc, f"reading state of lambda {t.function}") from exc
+    return {
+        "artifact": artifact,
+        "function": function,
+        "url": None
+        if url is None
+        else {"AuthType": url.get("AuthType"), "FunctionUrl": url.get("FunctionUrl")},
+        "permissions": permissions or {},
+        "role": role,
+    }
+
+
+def _our_statements(policy: dict[str, Any] | None) -> dict[str, Any]:
+    if not policy:
+        return {}
+    try:
+        statements = json.loads(policy.get("Policy") or "{}").get("Statement") or []
+    except json.JSONDecodeError:
+        return {}
+    ours = (PUBLIC_URL_SID, PUBLIC_INVOKE_SID)
+    return {
+        s["Sid"]: {k: s.get(k) for k in ("Effect", "Action", "Principal", "Condition")}
+        for s in statements
+        if isinstance(s, dict) and s.get("Sid") in ours
+    }
+
+
+def _read_auto_role(iam: Any, function: str, fn: dict[str, Any] | None) -> dict[str, Any] | None:
+    name = auto_role_name(function)
+    if fn is not None and str(fn.get("Role", "")).endswith("/" + name):
+        arn = fn["Role"]  # the function names it: no GetRole call
+    else:
+        found = aws.absent_as_none(lambda: iam.get_role(RoleName=name), "NoSuchEntity")
+        if found is None:
+            return None
+        arn = found["Role"]["Arn"]
+    policy = aws.absent_as_none(
+        lambda: iam.get_role_policy(RoleName=name, PolicyName=aws.LOGS_POLICY_NAME),
+        "NoSuchEntity",
+    )
+    document = None if policy is None else aws.policy_document(policy.get("PolicyDocument"))
+    return {"arn": arn, "policy": document}
+
+
+def observed(state: dict[str, Any]) -> dict[str, Any]:
+    """The remote state with environment values replaced by their keys: printable and
+    saveable. (Saved plans add a salted, slow digest of the values: see saved.py.)"""
+    fn = state.get("function")
+    shown = dict(state)
+    if fn is not None:
+        env = (fn.get("Environment") or {}).get("Variables") or {}
+        shown["function"] = {
+            "CodeSha256": fn.get("CodeSha256"),
+            "RevisionId": fn.get("RevisionId"),
+            "FunctionArn": fn.get("FunctionArn"),
+            "Architectures": fn.get("Architectures") or ["x86_64"],
+            **{k: fn.get(k) for k in _CONFIG_FIELDS},
+            "EnvironmentKeys": sorted(env),
+        }
+    return shown
+
+
+def remote_environment(state: dict[str, Any]) -> dict[str, str]:
+    fn = state.get("function") or {}
+    return dict((fn.get("Environment") or {}).get("Variables") or {})
+
+
+# -- the pure diff ---------------------------------------------------------------------------
+
+
+def diff(
+    *,
+    function: str,
+    bucket: str,
+    key: str,
+    sha256: str,
+    code_sha256: str,
+    architecture: str,
+    runtime: str,
+    handler: str,
+    role: str,  # an ARN or "auto"
+    memory: int,
+    timeout: int,
+    env: Environment,
+    url_auth: str | None,
+    server: str,
+    state: dict[str, Any],
+) -> list[Action]:
+    actions: list[Action] = []
+    fn = state.get("function")
+    s3 = f"s3://{bucket}/{key}"
+    if not state.get("artifact"):
+        upload = Call(
+            "s3",
+            "upload_artifact",
+            {"Bucket": bucket, "Key": key, "Sha256": sha256, "Filename": {"$package": "path"}},
+        )
+        actions.append(Action("s3.upload_artifact", "+", s3, "artifact not in S3", calls=(upload,)))
+    else:
+        actions.append(noop(s3, "artifact already uploaded (same sha256)"))
+
+    role_arn: Any = role
+    if role == "auto":
+        role_arn, role_actions = _auto_role(function, state.get("role"))
+        actions += role_actions
+
+    wanted = {
+        "Runtime": runtime,
+        "Handler": handler,
+        "Role": role_arn,
+        "MemorySize": memory,
+        "Timeout": timeout,
+    }
+    env_param = {"Variables": _env_param(env)}
+    if fn is None:
+        params = {
+            "FunctionName": function,
+            **wanted,
+            "Code": {"S3Bucket": bucket, "S3Key": key},
+            "Architectures": [architecture],
+            "Environment": env_param,
+            "Description": f"{server} (pmcp-build {sha256[:12]})",
+            "Tags": {"managed-by": "pmcp-build"},
+        }
+        changes = [Change(k, None, _shown_role(v) if k == "Role" else v) for k, v in wanted.items()]
+        changes += [Change(f"Environment.{k}", None, v) for k, v in sorted(env.shown().items())]
+        changes += [
+            Change("Architectures", None, [architecture]),
+            Change("CodeSha256", None, code_sha256),
+        ]
+        create = Call(
+            "lambda",
+            "create_function",
+            params,
+            wait="function_active_v2",
+            wait_params={"FunctionName": function},
+            outputs={"function_arn": "FunctionArn"},
+        )
+        actions.append(
+            Action(
+                "lambda.create_function",
+                "+",
+                f"lambda {function}",
+                "function does not exist",
+                tuple(changes),
+                (create,),
+            )
+        )
+    else:
+        revision = {"$revision": function, "planned": fn.get("RevisionId")}
+        expects = {"RevisionId": fn.get("RevisionId")}
+        settle = (
+            Call("lambda", "get_function_configuration", {"FunctionName": function}),
+        )  # the RevisionId moves once an update settles: read the new one
+        code_changes = []
+        if fn.get("CodeSha256") != code_sha256:
+            code_changes.append(Change("CodeSha256", fn.get("CodeSha256"), code_sha256))
+        before_arch = fn.get("Architectures") or ["x86_64"]
+        if before_arch != [architecture]:
+            code_changes.append(Change("Architectures", before_arch, [architecture]))
+        if code_changes:
+            call = Call(
+                "lambda",
+                "update_function_code",
+                {
+                    "FunctionName": function,
+                    "S3Bucket": bucket,
+                    "S3Key": key,
+                    "Architectures": [architecture],
+                    "RevisionId": revision,
+                },
+                wait="function_updated_v2",
+                wait_params={"FunctionName": function},
+            )
+            actions.append(
+                Action(
+                    "lambda.update_function_code",
+                    "~",
+                    f"lambda {function}",
+                    "package changed",
+                    tuple(code_changes),
+                    (call, *settle),
+                    expects,
+                )
+            )
+        config_changes = [
+            Change(
+                k,
+                _shown_role(fn.get(k)) if k == "Role" else fn.get(k),
+                _shown_role(v) if k == "Role" else v,
+            )
+            for k, v in wanted.items()
+            if fn.get(k) != v
+        ]
+        config_changes += _env_changes(remote_environment(state), env)
+        if config_changes:
+            call = Call(
+                "lambda",
+                "update_function_configuration",
+                {
+                    "FunctionName": function,
+                    **wanted,
+                    "Environment": env_param,
+                    "RevisionId": revision,
+                },
+                wait="function_updated_v2",
+                wait_params={"FunctionName": function},
+            )
+            actions.append(
+                Action(
+                    "lambda.update_function_configuration",
+                    "~",
+                    f"lambda {function}",
+                    "configuration changed",
+                    tuple(config_changes),
+                    (call, *settle),
+                    expects,
+                )
+            )
+        if not code_changes and not config_changes:
+            actions.append(noop(f"lambda {function}", "up to date"))
+    actions += _url_actions(function, url_auth, state.get("url"), state.get("permissions") or {})
+    return actions
+
+
+def _env_param(env: Environment) -> dict[str, Any]:
+    return {k: ({"$secret": k} if k in env.secret_keys else v) for k, v in env.values.items()}
+
+
+def _env_changes(before: dict[str, str], env: Environment) -> list[Change]:
+    """Per key; values read from AWS are always shown masked (they may be secrets the
+    manifest no longer names), values from `${env:}` too."""
+    shown = env.shown()
+    changes = []
+    for key in sorted(set(before) | set(env.values)):
+        if before.get(key) == env.values.get(key):
+            continue
+        old = None if key not in before else MASK
+        changes.append(Change(f"Environment.{key}", old, shown.get(key)))
+    return changes
+
+
+def _shown_role(value: Any) -> Any:
+    if isinstance(value, dict) and "$output" in value:
+        return "(the role created above)"
+    return value
+
+
+def _auto_role(function: str, role: dict[str, Any] | None) -> tuple[Any, list[Action]]:
+    name = auto_role_name(function)
+    policy = aws.logs_policy(function)
+    put_policy = Call(
+        "iam",
+        "put_role_policy",
+        {
+            "RoleName": name,
+            "PolicyName": aws.LOGS_POLICY_NAME,
+            "PolicyDocument": json.dumps(policy, sort_keys=True),
+        },
+    )
+    if role is None:
+        create = Call(
+            "iam",
+            "ensure_role",
+            {
+                "RoleName": name,
+                "AssumeRolePolicyDocument": json.dumps(TRUST_POLICY, sort_keys=True),
+                "Description": f"Execution role for {function}, created by pmcp-build",
+                "Tags": [{"Key": "managed-by", "Value": "pmcp-build"}],
+            },
+            outputs={"role_arn": "Role.Arn"},
+        )
+        action = Action(
+            "iam.create_role",
+            "+",
+            f"iam role {name}",
+            'role = "auto" and the role does not exist',
+            (Change(f"policy {aws.LOGS_POLICY_NAME}", None, "logs of this function only"),),
+            (create, put_policy),
+        )
+        return {"$output": "role_arn"}, [action]
+    if _canonical(role.get("policy")) != _canonical(policy):
+        symbol: Symbol = "+" if role.get("policy") is None else "~"
+        action = Action(
+            "iam.put_role_policy",
+            symbol,
+            f"iam role {name} policy {aws.LOGS_POLICY_NAME}",
+            "logs policy missing" if symbol == "+" else "logs policy changed",
+            (),
+            (put_policy,),
+            {"policy": role.get("policy")},
+        )
+        return role["arn"], [action]
+    return role["arn"], []
+
+
+def _canonical(document: Any) -> str:
+    return json.dumps(document, sort_keys=True)
+
+
+def _url_actions(
+    function: str, auth: str | None, url: dict[str, Any] | None, permissions: dict[str, Any]
+) -> list[Action]:
+    actions: list[Action] = []
+    resource = f"function url {function}"
+    if auth is not None and url is None:
+        actions.append(
+            Action(
+                "lambda.create_function_url_config",
+                "+",
+                resource,
+                "url declared",
+                (Change("AuthType", None, auth),),
+                (
+                    Call(
+                        "lambda",
+                        "create_function_url_config",
+                        {"FunctionName": function, "AuthType": auth},
+                        tolerate=("ResourceConflictException",),
+                        outputs={"url": "FunctionUrl"},
+                    ),
+                ),
+            )
+        )
+    elif auth is not None and url is not None and url.get("AuthType") != auth:
+        actions.append(
+            Action(
+                "lambda.update_function_url_config",
+                "~",
+                resource,
+                "auth changed",
+                (Change("AuthType", url.get("AuthType"), auth),),
+                (
+                    Call(
+                        "lambda",
+                        "update_function_url_config",
+                        {"FunctionName": function, "AuthType": auth},
+                    ),
+                ),
+                {"AuthType": url.get("AuthType")},
+            )
+        )
+    elif auth is None and url is not None:
+        actions.append(
+            Action(
+                "lambda.delete_function_url_config",
+                "-",
+                resource,
+                "url no longer declared",
+                calls=(
+                    Call(
+                        "lambda",
+                        "delete_function_url_config",
+                        {"FunctionName": function},
+                        tolerate=("ResourceNotFoundException",),
+                    ),
+                ),
+            )
+        )
+    elif auth is not None:
+        actions.append(noop(resource, "up to date"))
+
+    grants = public_grants(function)
+    for sid, params in grants.items():
+        present = permissions.get(sid)
+        if auth == "NONE" and (present is None or not _grant_matches(present, params)):
+            calls = []
+            if present is not None:  # changed by hand: replace it
+                calls.append(_remove(function, sid))
+            calls.append(
+                Call("lambda", "add_permission", params, tolerate=("ResourceConflictException",))
+            )
+            actions.append(
+                Action(
+                    "lambda.add_permission",
+                    "+" if present is None else "~",
+                    f"url permission {function}/{sid}",
+                    f"public url needs {params['Action']} for everyone",
+                    (Change("Principal", None, "*"),),
+                    tuple(calls),
+                )
+            )
+        elif auth != "NONE" and present is not None:
+            actions.append(
+                Action(
+                    "lambda.remove_permission",
+                    "-",
+                    f"url permission {function}/{sid}",
+                    "url is no longer public",
+                    calls=(_remove(function, sid),),
+                )
+            )
+    return actions
+
+
+def _remove(function: str, sid: str) -> Call:
+    return Call(
+        "lambda",
+        "remove_permission",
+        {"FunctionName": function, "StatementId": sid},
+        tolerate=("ResourceNotFoundException",),
+    )
+
+
+def _grant_matches(statement: dict[str, Any], params: dict[str, Any]) -> bool:
+    action = statement.get("Action")
+    principal = statement.get("Principal")
+    everyone = principal == "*" or (isinstance(principal, dict) and principal.get("AWS") == "*")
+    return statement.get("Effect", "Allow") == "Allow" and action == params["Action"] and everyone
+
+
+# -- the target kind's interface -------------------------------------------------------------
+
+
+def plan(given: TargetInput, refresh: bool) -> TargetPlan:
+    t = given.target
+    pkg = given.package
+    assert pkg is not None
+    key = artifact_key(t.prefix, given.server, pkg.sha256)
+    state = read(given) if refresh else {}
+    actions = diff(
+        function=t.function,
+        bucket=t.bucket,
+        key=key,
+        sha256=pkg.sha256,
+        code_sha256=pkg.code_sha256,
+        architecture=pkg.architecture,
+        runtime=pkg.runtime,
+        handler=pkg.handler,
+        role=t.role,
+        memory=t.memory,
+        timeout=t.timeout,
+        env=given.env,
+        url_auth=t.url.auth if t.url else None,
+        server=given.server,
+        state=state,
+    )
+    if not refresh:
+        actions = [
+            Action(a.op, a.symbol, a.resource, "remote state not read", a.changes, a.calls)
+            for a in actions
+        ]
+    warnings = []
+    if t.url is not None and t.url.auth == "NONE":
+        warnings.append(
+            f"lambda {t.function}: url auth is NONE: the MCP endpoint is public, anyone "
+            "who has the URL can call its tools"
+        )
+    fn = state.get("function") or {}
+    outputs = {
+        "function_arn": fn.get("FunctionArn"),
+        "version": "$LATEST",
+        "url": (state.get("url") or {}).get("FunctionUrl"),
+    }
+    return TargetPlan(
+        name=given.name,
+        kind="lambda",
+        actions=tuple(actions),
+        connection=aws.connection(t),
+        observed=observed(state) if refresh else {},
+        outputs=outputs,
+        warnings=tuple(warnings),
+        refreshed=refresh,
+        private={"remote_environment": remote_environment(state)} if refresh else {},
+    )
+
+
+def destroy(given: TargetInput) -> TargetPlan:
+    t = given.target
+    state = read(given)
+    function = t.function
+    actions = []
+    if state.get("url") is not None:
+        actions.append(
+            Action(
+                "lambda.delete_function_url_config",
+                "-",
+                f"function url {function}",
+                "destroy",
+                calls=(
+                    Call(
+                        "lambda",
+                        "delete_function_url_config",
+                        {"FunctionName": function},
+                        tolerate=("ResourceNotFoundException",),
+                    ),
+                ),
+            )
+        )
+    if state.get("function") is not None:
+        actions.append(
+            Action(
+                "lambda.delete_function",
+                "-",
+                f"lambda {function}",
+                "destroy",
+                calls=(
+                    Call(
+                        "lambda",
+                        "delete_function",
+                        {"FunctionName": function},
+                        tolerate=("ResourceNotFoundException",),
+                    ),
+                ),
+            )
+        )
+    if state.get("role") is not None:
+        name = auto_role_name(function)
+        actions.append(
+            Action(
+                "iam.delete_role",
+                "-",
+                f"iam role {name}",
+                'created by pmcp-build (role = "auto")',
+                calls=(
+                    Call(
+                        "iam",
+                        "delete_role_policy",
+                        {"RoleName": name, "PolicyName": aws.LOGS_POLICY_NAME},
+                        tolerate=("NoSuchEntity",),
+                    ),
+                    Call("iam", "delete_role", {"RoleName": name}, tolerate=("NoSuchEntity",)),
+                ),
+            )
+        )
+    return TargetPlan(
+        name=given.name,
+        kind="lambda",
+        actions=tuple(actions),
+        connection=aws.connection(t),
+        observed=observed(state),
+    )
