@@ -122,8 +122,8 @@ def compress(data: bytes) -> tuple[int, int, bytes]:
     crc = deflate.crc32(data)
     if len(data) < 64:
         return 0, crc, data
-    if len(data) >= 256 * 1024:
-        m, k = len(data) // 2, 16 * 1024
+    if len(data) >= 32 * 1024:
+        m, k = len(data) // 2, 8 * 1024
         sample = data[:k] + data[m : m + k] + data[-k:]
         if len(deflate.deflate_compress(sample, 1)) > len(sample) * 0.97:
             return 0, crc, data
