@@ -1,5 +1,7 @@
-"""No-op plan and apply against a local moto server: AWS calls and wall time, for 1 and
-for 10 lambda targets; bytes uploaded by the second apply.
+"""No-op plan and apply against a local moto server: AWS calls and wall time, for 1, 10
+and 30 lambda targets (role "auto", a public URL); bytes uploaded by the second apply.
+Beside each, the floor: a fresh `python` that imports boto3 and makes only the same
+reads (16 at a time, as the planner does). Ratios are printed against one target.
 
     python bench/plan_apply.py [--runs 5]
 
@@ -48,6 +50,7 @@ def project(tmp: Path, targets: int) -> Path:
         text += (
             f'\n[targets.t{i}]\nkind = "lambda"\nfunction = "bench-{i}"\n'
             f'bucket = "{BUCKET}"\nprefix = "builds"\nrole = "auto"\n'
+            'url = { auth = "NONE" }\n'
         )
     toml.write_text(text)
     return dest
@@ -56,13 +59,47 @@ def project(tmp: Path, targets: int) -> Path:
 def cli(project: Path, *args: str) -> float:
     targets = [a for t in json.loads((project / "targets.json").read_text()) for a in ("-t", t)]
     start = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "pmcp_build", "-C", str(project), *args, *targets],
-        check=True,
         capture_output=True,
+        text=True,
         env={**os.environ, "CI": "1"},
     )
+    if proc.returncode != 0:
+        raise SystemExit(f"pmcp-build {' '.join(args)} failed: {proc.stderr.strip()}")
     return time.perf_counter() - start
+
+
+FLOOR = """
+import sys, boto3
+from concurrent.futures import ThreadPoolExecutor
+n, bucket, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = boto3.Session()
+s3, lam, iam = s.client("s3"), s.client("lambda"), s.client("iam")
+def one(i):
+    s3.head_object(Bucket=bucket, Key=key)
+    lam.get_function(FunctionName=f"bench-{i}")
+    lam.get_function_url_config(FunctionName=f"bench-{i}")
+    lam.get_policy(FunctionName=f"bench-{i}")
+    iam.get_role_policy(RoleName=f"bench-{i}-pmcp-exec", PolicyName="pmcp-logs")
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(one, range(n)))
+"""
+
+
+def floor(count: int, key: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR, str(count), BUCKET, key], check=True)
+    return time.perf_counter() - start
+
+
+def _body(call: dict) -> str:
+    body = call.get("body") or ""
+    if call.get("body_encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode("latin-1")
+    return body
 
 
 def recorded(url: str) -> list[dict]:
@@ -92,30 +129,48 @@ def main() -> None:
         boto3.client("s3").create_bucket(
             Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
+        print(f"load before: {os.getloadavg()}")
         print(
-            f"{'targets':>7} {'no-op plan s':>13} {'no-op apply s':>14} "
-            f"{'reads/target':>13} {'writes':>7} {'bytes up':>9}"
+            f"{'targets':>7} {'no-op plan s':>13} {'vs 1':>6} {'floor s':>8} {'vs 1':>6} "
+            f"{'no-op apply s':>14} {'reads/target':>13} {'writes':>7} {'bytes up':>9}"
         )
-        for count in (1, 10):
+        base: dict[str, float] = {}
+        for count in (1, 10, 30):
             proj = project(Path(tmp), count)
             (proj / "targets.json").write_text(json.dumps([f"t{i}" for i in range(count)]))
             cli(proj, "apply", "--auto-approve")
-            plans, applies = [], []
+            key = next(
+                o["Key"]
+                for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]
+                if o["Key"].startswith("builds/")
+            )
+            plans, applies, floors = [], [], []
             for _ in range(runs):
                 plans.append(cli(proj, "plan"))
+                floors.append(floor(count, key))
                 httpx.post(f"{url}/moto-api/recorder/reset-recording")
                 httpx.post(f"{url}/moto-api/recorder/start-recording")
                 applies.append(cli(proj, "apply", "--auto-approve"))
                 httpx.post(f"{url}/moto-api/recorder/stop-recording")
             calls = recorded(url)
-            writes = [c for c in calls if c["method"] not in ("GET", "HEAD")]
+            # IAM's query protocol reads with POST Action=Get…
+            writes = [
+                c
+                for c in calls
+                if c["method"] not in ("GET", "HEAD")
+                and "Action=Get" not in _body(c)
+            ]
             uploaded = sum(int(c["headers"].get("Content-Length", 0)) for c in writes)
             reads = len(calls) - len(writes)
+            plan_s, floor_s = statistics.median(plans), statistics.median(floors)
+            base.setdefault("plan", plan_s)
+            base.setdefault("floor", floor_s)
             print(
-                f"{count:>7} {statistics.median(plans):>13.2f} "
-                f"{statistics.median(applies):>14.2f} {reads / count:>13.1f} "
-                f"{len(writes):>7} {uploaded:>9}"
+                f"{count:>7} {plan_s:>13.2f} {plan_s / base['plan']:>6.2f} {floor_s:>8.2f} "
+                f"{floor_s / base['floor']:>6.2f} {statistics.median(applies):>14.2f} "
+                f"{reads / count:>13.1f} {len(writes):>7} {uploaded:>9}"
             )
+        print(f"load after: {os.getloadavg()}")
         server.stop()
 
 

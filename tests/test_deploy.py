@@ -203,3 +203,34 @@ def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     assert _fn()["Role"].endswith("/" + lambda_.auto_role_name("tiny-prod"))
     assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0
+
+
+def test_targets_sharing_an_artifact_upload_it_once(
+    cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two functions, one bucket and prefix: one content-addressed key. Uploading it
+    from both targets at once made them abort each other's multipart upload."""
+    from pmcp_build.deploy import executor
+
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text()
+        + f'\n[targets.prod2]\nkind = "lambda"\nfunction = "tiny-prod2"\nbucket = "{BUCKET}"\n'
+        'prefix = "builds/tiny"\n'
+    )
+    real = executor.HELPERS[("s3", "upload_artifact")]
+    uploads: list[str] = []
+
+    def counted(client, params, progress):  # type: ignore[no-untyped-def]
+        uploads.append(params["Key"])
+        return real(client, params, progress)
+
+    monkeypatch.setitem(executor.HELPERS, ("s3", "upload_artifact"), counted)
+    result = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "-t", "prod2")
+    assert result.exit_code == 0, result.output
+    assert len(uploads) == 1, uploads
+    assert {_fn()["CodeSha256"]} == {
+        boto3.client("lambda").get_function(FunctionName="tiny-prod2")["Configuration"][
+            "CodeSha256"
+        ]
+    }

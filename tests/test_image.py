@@ -130,3 +130,38 @@ def test_source_with_its_own_manifest_uses_it(cli, image_env: str, http_dir) -> 
     data = boto3.client("s3").get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     assert "docs/README.md" in names  # the source manifest's asset was honoured
+
+
+@pytest.mark.parametrize(
+    "manifest, fragment",
+    [
+        (
+            b'[server]\nname = "x"\n[runtime]\nkind = "python"\n'
+            b'[[assets]]\nfrom = "server.py"\nto = "../../evil.py"\n',
+            "no '..'",
+        ),
+        (
+            b'[server]\nname = "x"\n[runtime]\nkind = "python"\n'
+            b'[[assets]]\nfrom = "server.py"\nto = "./__metorial__/metorial.py"\n',
+            "__metorial__",
+        ),
+        (
+            f'[server]\nname = "x"\n[runtime]\nkind = "python"\npython = "{HOST_PY}"\n'.encode()
+            + f'architecture = "{HOST_ARCH}"\n[[assets]]\nfrom = "server.py"\n'.encode()
+            + b'to = "./index.py"\n',
+            "two files want the package path 'index.py'",
+        ),
+    ],
+)
+def test_hostile_own_manifest_is_refused_before_upload(
+    cli, image_env: str, http_dir, manifest: bytes, fragment: str
+) -> None:
+    root, _ = http_dir
+    server = (EXAMPLES / "python-server" / "server.py").read_bytes()
+    zip_with(root / "src.zip", [("server.py", server, 0o644), ("metorial.toml", manifest, 0o644)])
+    recorder = Recorder(image_env)
+    recorder.start()
+    result = cli("image-run")
+    assert result.exit_code == 1, result.output
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert recorder.writes() == []

@@ -46,7 +46,12 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+            # markup=False: what we print is text. A server name "[/red]", a key "[/]" or
+            # our own "[runtime].architecture" must come out as written, never styled
+            # or raise a markup error.
+            self._console = Console(
+                stderr=self._stderr, highlight=False, soft_wrap=True, markup=False
+            )
         return getattr(self._console, name)
 
 
@@ -69,8 +74,8 @@ def guard(func: F) -> F:
         except UserError as exc:
             if _State.debug:
                 raise
-            for line in str(exc).splitlines():
-                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            for line in str(exc).splitlines() or [""]:
+                err.print(styled("error:", "red"), shorten(line))
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
             raise  # usage errors keep click's exit code 2
@@ -78,14 +83,29 @@ def guard(func: F) -> F:
             if _State.debug:
                 raise
             err.print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+                styled("internal error:", "red"),
+                shorten(f"{type(exc).__name__}: {exc}"),
                 "(rerun with --debug for the traceback)",
-                markup=True,
-                highlight=False,
             )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+MAX_LINE = 400
+
+
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+    """One line of bounded length: a 10 MB key must not come back as a 10 MB error."""
+    text = " ".join(text.split("\n"))
+    return text if len(text) <= limit else text[: limit - 15] + f"… ({len(text)} chars)"
+
+
+def styled(text: str, style: str) -> Any:
+    """A styled label, built as rich Text so nothing in it is parsed as markup."""
+    from rich.text import Text
+
+    return Text(text, style=style)
 
 
 def _version(value: bool) -> None:

@@ -90,11 +90,20 @@ def connection(target: Any) -> dict[str, Any]:
     }
 
 
+_CLIENTS: dict[tuple[Any, ...], Clients] = {}
+
+
 def clients(conn: dict[str, Any]) -> Clients:
+    """One set of clients per place calls go to, shared by every target and thread
+    (boto3 clients are thread-safe; making them is most of a no-op target's cost)."""
     # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
     # set, so honour it too.
     region = conn.get("region") or os.environ.get("AWS_REGION") or None
     profile = conn.get("profile")
+    key = (profile, region, conn.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL"))
+    with _LOCK:
+        if key in _CLIENTS:
+            return _CLIENTS[key]
     try:
         session = _session(profile, region)
     except botocore.exceptions.ProfileNotFound as exc:
@@ -103,11 +112,13 @@ def clients(conn: dict[str, Any]) -> Clients:
         raise UserError(f"AWS profile {asked!r} not found; check ~/.aws/config") from exc
     if session.region_name is None:
         raise UserError("no AWS region: set region in the target, or AWS_REGION")
-    config = Config(retries={"mode": "standard", "max_attempts": 5})
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
     kwargs: dict[str, Any] = {"config": config}
     if conn.get("endpoint_url"):
         kwargs["endpoint_url"] = conn["endpoint_url"]
-    return Clients(session, kwargs)
+    made = Clients(session, kwargs)
+    with _LOCK:
+        return _CLIENTS.setdefault(key, made)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

@@ -9,8 +9,11 @@ RevisionId current from the responses. Targets run in parallel, each in order.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ class _Run:
     package: Path | None
     env: Environment
     progress: Callable[[int], Any] | None
+    once: _Once
     outputs: dict[str, Any] = field(default_factory=dict)
     revisions: dict[str, str] = field(default_factory=dict)
 
@@ -69,6 +73,32 @@ class _Run:
         return value
 
 
+class _Once:
+    """Identical calls in one apply run once: targets that share an artifact (same
+    bucket, same content-addressed key) must not upload it side by side, each aborting
+    the other's multipart upload. The second caller waits for the first's response."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[bytes, Future[dict[str, Any]]] = {}
+
+    def run(self, key: bytes, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self._lock:
+            future = self._results.get(key)
+            mine = future is None
+            if future is None:
+                future = self._results[key] = Future()
+        if not mine:
+            return future.result()
+        try:
+            response = work()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(response)
+        return response
+
+
 def execute(
     plan: Plan,
     package: Path | None,
@@ -80,9 +110,11 @@ def execute(
     if not targets:
         return [TargetResult(t.name, [], dict(t.outputs)) for t in plan.targets]
 
+    once = _Once()
+
     def one(target: TargetPlan) -> TargetResult:
         callback = progress(target.name, 0) if progress else None
-        run = _Run(target, package, envs.get(target.name, Environment()), callback)
+        run = _Run(target, package, envs.get(target.name, Environment()), callback, once)
         return _execute_target(run)
 
     with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
@@ -126,16 +158,26 @@ def _run_call(run: _Run, clients: aws.Clients | None, call: Call) -> dict[str, A
     params = {k: v for k, v in run.resolve(call.params).items() if v is not None}
     helper = HELPERS.get((call.service, call.operation))
     client = None if clients is None else clients.client(call.service)
-    try:
-        if helper is not None:
-            response = helper(client, params, run.progress)
-        else:
-            response = dict(getattr(client, call.operation)(**params))
-    except Exception as exc:
-        if aws.code_of(exc) in call.tolerate:
-            response = {}
-        else:
+
+    def work() -> dict[str, Any]:
+        try:
+            if helper is not None:
+                return helper(client, params, run.progress)
+            return dict(getattr(client, call.operation)(**params))
+        except Exception as exc:
+            if aws.code_of(exc) in call.tolerate:
+                return {}
             raise
+
+    # Secrets are resolved into `params`, so the key is a digest, never kept in clear.
+    key = hashlib.sha256(
+        json.dumps(
+            [run.target.connection, call.service, call.operation, params],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).digest()
+    response = run.once.run(key, work)
     function = params.get("FunctionName")
     if function and response.get("RevisionId"):
         run.revisions[function] = response["RevisionId"]

@@ -87,6 +87,9 @@ class Layout:
     runtime: str  # "python3.12" | "provided.al2023"
     handler: str  # "index.handler" | "bootstrap"
     architecture: str
+    # Source paths the walk left out and why (.gitignore, exclude, secret-like files):
+    # shown in the build summary, not part of the package.
+    left_out: tuple[tuple[str, str], ...] = ()
 
     @property
     def unzipped_size(self) -> int:
@@ -99,10 +102,34 @@ class Layout:
         return None
 
 
-def make_layout(entries: list[Entry], runtime: str, handler: str, architecture: str) -> Layout:
+def _check_path(entry: Entry) -> None:
+    """Every package path is normalised, relative and inside the package."""
+    path = entry.path
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(p in ("", ".", "..") for p in parts)
+        or len(path.encode()) > 1024
+    ):
+        raise UserError(
+            f"package path {path[:200]!r} ({_describe(entry)}) is not a normalised relative "
+            "path inside the package; fix the asset's 'to' or rename the file"
+        )
+
+
+def make_layout(
+    entries: list[Entry],
+    runtime: str,
+    handler: str,
+    architecture: str,
+    left_out: tuple[tuple[str, str], ...] = (),
+) -> Layout:
     """Sort, check for collisions and limits; the one way a Layout comes to be."""
     by_path: dict[str, Entry] = {}
     for entry in entries:
+        _check_path(entry)
         other = by_path.get(entry.path)
         if other is not None:
             raise UserError(
@@ -117,6 +144,7 @@ def make_layout(entries: list[Entry], runtime: str, handler: str, architecture: 
         runtime=runtime,
         handler=handler,
         architecture=architecture,
+        left_out=tuple(left_out),
     )
     if layout.unzipped_size > UNZIPPED_LIMIT:
         biggest = sorted(layout.entries, key=lambda e: -e.size)[:3]

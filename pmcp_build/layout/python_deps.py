@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pmcp_build.errors import UserError
+from pmcp_build.layout.requirements_policy import checked_text
 
 CACHE_FORMAT = "deps-v3"  # v3: uv_cache.json dropped
 BOOT_REQUIREMENTS = Path(__file__).resolve().parents[2] / "boot" / "requirements.txt"
@@ -69,9 +70,22 @@ def cache_key(requirements: str, python: str, architecture: str) -> str:
 
 
 def install(
-    requirements: Path | None, python: str, architecture: str, cache_dir: Path, quiet: bool = True
+    requirements: Path | None,
+    python: str,
+    architecture: str,
+    cache_dir: Path,
+    quiet: bool = True,
+    *,
+    source_root: Path | None = None,
+    remote_source: bool = False,
 ) -> InstalledDeps:
-    req_text = requirements.read_text() if requirements else ""
+    # The requirements (with their includes inlined) after the policy checks in
+    # requirements_policy.py: nothing reaches uv that could read the build machine.
+    req_text = (
+        checked_text(requirements, source_root or requirements.parent, remote_source)
+        if requirements
+        else ""
+    )
     key = cache_key(req_text, python, architecture)
     dest = cache_dir / "deps" / key
     if (dest / "origins.json").exists():
@@ -135,9 +149,63 @@ def _run_uv(
         cmd += ["-r", str(requirements)]
     if quiet:
         cmd.append("--quiet")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env=uv_environment(target.parent)
+    )
     if proc.returncode != 0:
         raise UserError(_explain_uv_failure(proc.stderr, requirements, tag, python))
+
+
+# What uv may see of the build machine's environment: where to find itself and the
+# index, its own settings, proxies and certificates. Never credentials or anything else
+# (AWS_*, tokens, the platform's secrets): a requirement could send them anywhere.
+_ENV_ALLOWED = {
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "SYSTEMROOT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "XDG_CACHE_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+}
+_UV_ALLOWED = {
+    "UV_CACHE_DIR",
+    "UV_OFFLINE",
+    "UV_NO_INDEX",
+    "UV_FIND_LINKS",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_INDEX_STRATEGY",
+    "UV_NATIVE_TLS",
+    "UV_HTTP_TIMEOUT",
+    "UV_CONCURRENT_DOWNLOADS",
+    "UV_CONCURRENT_INSTALLS",
+    "UV_PYTHON_INSTALL_DIR",
+    "UV_PYTHON_DOWNLOADS",
+    "UV_NO_PROGRESS",
+}
+
+
+def uv_environment(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _ENV_ALLOWED or k in _UV_ALLOWED}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("HOME", str(workdir))
+    env["UV_NO_PROGRESS"] = "1"
+    return env
 
 
 def _explain_uv_failure(stderr: str, requirements: Path | None, tag: str, python: str) -> str:

@@ -26,6 +26,9 @@ def human(size: float) -> str:
     return f"{size:.1f} GB"
 
 
+_LEFT_OUT_SHOWN = 20
+
+
 def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
     groups: dict[str, list[Entry]] = defaultdict(list)
     for entry in layout.entries:
@@ -52,6 +55,10 @@ def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
                 mode = "x" if e.mode & 0o111 else " "
                 note = f"  ← {e.detail}" if e.detail and origin in ("asset", "generated") else ""
                 lines.append(f"│   {e.path:<48} {oct(e.mode)[2:]}{mode} {human(e.size):>10}{note}")
+    for path, why in layout.left_out[:_LEFT_OUT_SHOWN]:
+        lines.append(f"├─ left out: {path}  ({why})")
+    if len(layout.left_out) > _LEFT_OUT_SHOWN:
+        lines.append(f"├─ left out: {len(layout.left_out) - _LEFT_OUT_SHOWN} more")
     summary = f"└─ total: {len(layout.entries)} files, {human(layout.unzipped_size)} unzipped"
     if zipped is not None:
         summary += f", {human(zipped)} zipped"
@@ -66,6 +73,7 @@ def layout_json(layout: Layout) -> dict[str, Any]:
         "runtime": layout.runtime,
         "handler": layout.handler,
         "architecture": layout.architecture,
+        "left_out": [{"path": p, "reason": why} for p, why in layout.left_out],
         "files": [
             {
                 "path": e.path,

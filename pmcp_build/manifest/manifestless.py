@@ -18,7 +18,7 @@ from pmcp_build.errors import UserError
 from pmcp_build.manifest.load import LoadedManifest, parse_manifest
 from pmcp_build.manifest.model import MANIFEST_NAME, S3Target
 from pmcp_build.manifest.scaffold import server_name
-from pmcp_build.source.tree import _download, fetch_zip
+from pmcp_build.source.fetch import _download, fetch_zip
 
 IMAGE_TARGET = "image"
 

@@ -74,7 +74,12 @@ def _relative_path(value: str, what: str) -> str:
         raise ValueError(f"{what} must be relative to the source folder, got {value!r}")
     if ".." in path.parts:
         raise ValueError(f"{what} must stay inside the source folder (no '..'), got {value!r}")
-    return value
+    # Normalised ("./index.py" -> "index.py", "a//b" -> "a/b") before any collision
+    # check: two spellings of one path must not slip past as two entries.
+    normal = path.as_posix()
+    if normal in (".", ""):
+        raise ValueError(f"{what} must name a file or folder, got {value!r}")
+    return normal
 
 
 class Server(_Model):
@@ -204,7 +209,7 @@ class Asset(_Model):
     @classmethod
     def _to(cls, value: str) -> str:
         value = _relative_path(value.rstrip("/") or value, "to")
-        if value.startswith("__metorial__"):
+        if value.split("/")[0] == "__metorial__":
             raise ValueError("'to' may not write into __metorial__/, the bundled boot runtime")
         return value
 

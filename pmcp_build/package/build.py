@@ -14,6 +14,7 @@ from pmcp_build.layout.binary import (
 )
 from pmcp_build.layout.model import Entry, Layout, entry_from_file, make_layout
 from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, install
+from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
 from pmcp_build.package import rebuild
@@ -50,18 +51,24 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             runtime.architecture,
             cache,
             quiet=quiet,
+            source_root=tree.root,
+            remote_source=manifest.source.url is not None,
         )
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
             entries += py.bytecode_entries(entries, runtime.python, cache)
         return make_layout(
-            entries, f"python{runtime.python}", f"{module}.handler", runtime.architecture
+            entries,
+            f"python{runtime.python}",
+            f"{module}.handler",
+            runtime.architecture,
+            tree.left_out,
         )
     assert isinstance(runtime, BinaryRuntime)
     entries += artifact_entries(runtime, tree)
     entries += asset_entries(manifest.assets, tree)
-    return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture)
+    return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out)
 
 
 def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
@@ -107,8 +114,27 @@ def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
                 f"assets[{index}].from: {src!r} matches nothing in {tree.root}; "
                 "fix the path or remove the asset"
             )
+        for _, path in found:
+            _inside_source(path, tree.root, f"assets[{index}].from {src!r}")
         entries += [entry_from_file(dest, path, "asset", detail=src) for dest, path in found]
     return entries
+
+
+def _inside_source(path: Path, root: Path, what: str) -> None:
+    """An asset is a file of the source: not reached through a symlink, not outside."""
+    real_root = root.resolve()
+    rel = path.relative_to(root) if path.is_relative_to(root) else None
+    if rel is None or not path.resolve().is_relative_to(real_root):
+        raise UserError(f"{what}: {path} is outside the source; assets must be files in it")
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UserError(
+                f"{what}: {current.relative_to(root).as_posix()} is a symlink; assets are "
+                "not read through symlinks (they could package the build machine's files); "
+                "copy the file in"
+            )
 
 
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
@@ -134,6 +160,12 @@ def _record_inputs(loaded: LoadedManifest, layout: Layout, out_dir: Path) -> Non
         py.BOOT_DIR,
         py.TEMPLATES / "index.py.j2",
     ]
+    # Inputs that decide which files are packaged, or what is installed.
+    strict += sorted(
+        {source_root / ".gitignore"}
+        | {e.src for e in layout.entries if e.path.endswith(".gitignore") and e.src}
+    )
+    strict += included_files(source_root / (runtime.requirements or "requirements.txt"))
     deps = dependency_set(layout)
     if deps is not None:
         strict += [deps / "origins.json", deps / "members.json"]

@@ -116,6 +116,7 @@ def record(
         "name": name,
         "out_dir": str(out_dir),
         "layout": [layout.runtime, layout.handler, layout.architecture],
+        "left_out": [list(x) for x in layout.left_out],
         "edits": allow_edits,
         "strict": strict_sigs,
         "root": str(source_root),
@@ -161,7 +162,8 @@ def rebuild(manifest: Path) -> Package | None:
             return None
         entries, changed = found
         runtime, handler, architecture = data["layout"]
-        layout = make_layout(entries, runtime, handler, architecture)
+        left_out = tuple((str(a), str(b)) for a, b in data.get("left_out", []))
+        layout = make_layout(entries, runtime, handler, architecture, left_out)
     except Exception:  # any doubt: the full build decides, and reports
         return None
     package = write_package(layout, out_dir, data["name"])

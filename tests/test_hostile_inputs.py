@@ -1,0 +1,266 @@
+"""Hostile sources, requirements, assets and error text (issue "Untrusted input").
+
+Every case here failed on the code before it: secrets sent by the installer, host files
+packaged through asset symlinks, colliding or unnormalised package paths, .env files
+and node_modules shipped, markup applied to error text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmcp_build.layout.python_deps import uv_environment
+
+from .helpers import HOST_ARCH, HOST_PY, python_project, zip_with
+
+CANARY = "canary-0f9e8d7c6b5a"
+
+
+@pytest.fixture
+def listener() -> Any:
+    """A loopback HTTP server that records every request it receives."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def _one_line(result: Any, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+# -- requirements may not read the build machine ------------------------------------------
+
+
+def test_env_reference_in_requirements_sends_nothing(
+    cli: Any, tmp_path: Path, listener: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = listener
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY)
+    monkeypatch.delenv("UV_OFFLINE")  # let uv try: it must never be asked to
+    requirement = f"pkg @ {url}/x/${{AWS_SECRET_ACCESS_KEY}}/pkg-1.0-py3-none-any.whl\n"
+    project = python_project(tmp_path / "p", requirements=requirement)
+    result = cli("-C", str(project), "build")
+    _one_line(result, "requirements.txt:1: environment variable references")
+    assert CANARY not in result.output
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("-r /proc/self/environ", "outside the source"),
+        ("--requirement=../../etc/passwd", "outside the source"),
+        ("-c /etc/hosts", "outside the source"),
+        ("-e .", "editable installs"),
+        ("-r missing.txt", "does not exist"),
+    ],
+)
+def test_requirement_includes_stay_in_the_source(
+    cli: Any, tmp_path: Path, line: str, fragment: str
+) -> None:
+    project = python_project(tmp_path / "p", requirements=f"{line}\n")
+    _one_line(cli("-C", str(project), "build"), fragment)
+
+
+def test_uv_sees_an_allowlisted_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY)
+    monkeypatch.setenv("GITHUB_TOKEN", CANARY)
+    monkeypatch.setenv("UV_FIND_LINKS", "/wheels")
+    env = uv_environment(tmp_path)
+    assert CANARY not in json.dumps(env)
+    assert env["UV_FIND_LINKS"] == "/wheels" and "PATH" in env
+
+
+def _url_source(tmp_path: Path, http_dir: Any, files: dict[str, bytes]) -> Path:
+    root, base = http_dir
+    archive = zip_with(root / "src.zip", [(k, v, 0o644) for k, v in files.items()])
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    project = tmp_path / "url-project"
+    project.mkdir()
+    (project / "metorial.toml").write_text(
+        f'[server]\nname = "remote"\n[source]\nurl = "{base}/src.zip"\nsha256 = "{sha}"\n'
+        f'[runtime]\nkind = "python"\npython = "{HOST_PY}"\narchitecture = "{HOST_ARCH}"\n'
+    )
+    return project
+
+
+SERVER = b"from boot import metorial\nmetorial.create_server('r')\n"
+
+
+@pytest.mark.parametrize(
+    "requirements, fragment",
+    [
+        (b"--extra-index-url http://127.0.0.1:1/simple\n", "--extra-index-url is refused"),
+        (b"pkg @ http://127.0.0.1:1/pkg-1.0-py3-none-any.whl\n", "direct references"),
+        (b"git+https://127.0.0.1:1/repo.git\n", "direct references"),
+    ],
+)
+def test_url_source_may_not_redirect_the_installer(
+    cli: Any, tmp_path: Path, http_dir: Any, requirements: bytes, fragment: str
+) -> None:
+    project = _url_source(
+        tmp_path, http_dir, {"server.py": SERVER, "requirements.txt": requirements}
+    )
+    _one_line(cli("-C", str(project), "build"), fragment)
+
+
+# -- only what belongs ships ------------------------------------------------------------------
+
+
+def test_gitignore_and_secret_files_are_left_out_and_said(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    (project / ".env").write_text(f"TOKEN={CANARY}\n")
+    (project / "node_modules" / "x").mkdir(parents=True)
+    (project / "node_modules" / "x" / "index.js").write_text("//")
+    (project / "logs").mkdir()
+    (project / "logs" / "a.log").write_text("log")
+    (project / "keep.log").write_text("kept")
+    (project / ".gitignore").write_text("logs/\n*.log\n!keep.log\n")
+    (project / "sub").mkdir()
+    (project / "sub" / ".gitignore").write_text("secret.txt\n")
+    (project / "sub" / "secret.txt").write_text(CANARY)
+    (project / "sub" / "ok.txt").write_text("ok")
+    result = cli("-C", str(project), "build", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    files = {f["path"] for f in data["layout"]["files"]}
+    assert {"keep.log", "sub/ok.txt", "server.py"} <= files
+    assert not files & {".env", "logs/a.log", "sub/secret.txt", "node_modules/x/index.js"}
+    reasons = {x["path"]: x["reason"] for x in data["layout"]["left_out"]}
+    assert reasons["logs/"] == ".gitignore" and reasons["sub/secret.txt"] == "sub/.gitignore"
+    assert "secret-like" in reasons[".env"]
+    text = cli("-C", str(project), "build").stdout
+    assert "left out: .env  (secret-like file" in text
+    with zipfile.ZipFile(next((project / ".pmcp" / "dist").glob("*.zip"))) as zf:
+        assert all(CANARY.encode() not in zf.read(n) for n in zf.namelist())
+
+
+def test_an_asset_may_name_a_secret_file_explicitly(cli: Any, tmp_path: Path) -> None:
+    project = python_project(
+        tmp_path / "p", extra='[[assets]]\nfrom = "config.env"\nto = "config.env"\n'
+    )
+    (project / "config.env").write_text("MODE=prod\n")
+    files = {
+        f["path"]
+        for f in json.loads(cli("-C", str(project), "build", "--json").stdout)["layout"]["files"]
+    }
+    assert "config.env" in files
+
+
+# -- errors are text --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["[/red]", "[bold]evil", "[/]", "a[/x]b"])
+def test_markup_in_user_values_is_printed_as_text(cli: Any, tmp_path: Path, name: str) -> None:
+    project = python_project(tmp_path / "p")
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace('name = "tiny"', f'name = "{name}"'))
+    result = cli("-C", str(project), "validate")
+    _one_line(result, name)
+
+
+def test_our_bracketed_names_survive(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p", extra="")
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace('kind = "python"', 'kind = "python"\nentrypoint = "no.py"')
+    )
+    result = cli("-C", str(project), "build")
+    _one_line(result, "[runtime].entrypoint")
+
+
+def test_long_values_are_cut(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text() + f"\n[{'k' * 2_000_000}]\nx = 1\n")
+    result = cli("-C", str(project), "validate")
+    assert result.exit_code == 1
+    assert len(result.stderr) < 2000 and len(result.stderr.splitlines()) == 1
+    assert os.path.exists(toml)
+
+
+# -- assets stay inside the source ------------------------------------------------------------
+
+
+def _asset_project(tmp_path: Path, src: str, to: str) -> Path:
+    return python_project(tmp_path / "p", extra=f'[[assets]]\nfrom = "{src}"\nto = "{to}"\n')
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "glob"])
+def test_asset_symlinks_to_host_files_are_refused(cli: Any, tmp_path: Path, kind: str) -> None:
+    outside = tmp_path / "host"
+    (outside / "ssh").mkdir(parents=True)
+    (outside / "passwd").write_text(CANARY)
+    (outside / "ssh" / "id").write_text(CANARY)
+    if kind == "file":
+        project = _asset_project(tmp_path, "data.txt", "data.txt")
+        (project / "data.txt").symlink_to(outside / "passwd")
+    elif kind == "folder":
+        project = _asset_project(tmp_path, "keys", "keys")
+        (project / "keys").symlink_to(outside / "ssh", target_is_directory=True)
+    else:
+        project = _asset_project(tmp_path, "data/*.txt", "data")
+        (project / "data").mkdir()
+        (project / "data" / "ok.txt").write_text("ok")
+        (project / "data" / "evil.txt").symlink_to(outside / "passwd")
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert "symlink" in result.stderr or "outside the source" in result.stderr, result.stderr
+    assert CANARY not in result.output
+    assert (
+        not list((project / ".pmcp" / "dist").glob("*.zip"))
+        if (project / ".pmcp").exists()
+        else True
+    )
+
+
+@pytest.mark.parametrize(
+    "to, fragment",
+    [
+        ("./index.py", "two files want the package path 'index.py'"),
+        ("./server.py", "two files want the package path 'server.py'"),
+        ("./__metorial__/metorial.py", "__metorial__"),
+        ("a//../b", "no '..'"),
+    ],
+)
+def test_asset_destinations_are_normalised_before_collision_checks(
+    cli: Any, tmp_path: Path, to: str, fragment: str
+) -> None:
+    project = _asset_project(tmp_path, "data.txt", to)
+    (project / "data.txt").write_text("x")
+    _one_line(cli("-C", str(project), "build"), fragment)
+
+
+def test_unnormalised_asset_path_ships_normalised(cli: Any, tmp_path: Path) -> None:
+    project = _asset_project(tmp_path, "./data.txt", "a//data.txt")
+    (project / "data.txt").write_text("x")
+    result = cli("-C", str(project), "build", "--json")
+    assert result.exit_code == 0, result.output
+    files = {f["path"] for f in json.loads(result.stdout)["layout"]["files"]}
+    assert "a/data.txt" in files and "a//data.txt" not in files
