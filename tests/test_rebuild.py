@@ -71,6 +71,7 @@ def test_no_change_and_content_edits_match_the_full_build(
         "requirements",
         "now a symlink",
         "unpackaged root file",
+        "nested .gitignore",
         "tool code",
     ],
 )
@@ -100,6 +101,11 @@ def test_anything_but_content_edits_takes_the_full_build(
         _full(cli, project, "--json")
         assert _fast(project, capsys, "--json") is not None
         (project / "notes.txt").write_text("two\n")
+    elif change == "nested .gitignore":  # packaged or not, it decides what is packaged
+        (project / "pkg" / ".gitignore").write_text("# nothing yet\n")
+        _full(cli, project, "--json")
+        assert _fast(project, capsys, "--json") is not None
+        (project / "pkg" / ".gitignore").write_text("util.py\n")
     elif change == "tool code":
         monkeypatch.setattr(rebuild, "_tool_stamp", lambda: "pmcp-build edited since")
     else:

@@ -38,7 +38,7 @@ _RACY_NS = 2_000_000_000
 # pyvenv.cfg. Not imported from there: that module imports the manifest models.
 SKIP_DIRS = frozenset(
     {".git", ".hg", ".svn", ".pmcp", ".venv", "venv", "__pycache__", ".mypy_cache",
-     ".pytest_cache", ".ruff_cache"}
+     ".pytest_cache", ".ruff_cache", "node_modules"}
 )  # fmt: skip
 
 Sig = list[int]  # lstat mode, size, mtime_ns, inode, ctime_ns; [-1] racy
@@ -102,10 +102,13 @@ def record(
         sig = None if src is None or src.startswith(inside) else _file_sig(src, now_ns)
         inline = e.data.decode("latin-1") if e.data is not None else None
         entries.append([e.path, e.origin, e.mode, e.size, e.sha256, src, e.detail, sig, inline])
-    # Files at the source root that are not packaged still count (an ignore file, say).
+    # Files at the source root that are not packaged still count, and so does every
+    # .gitignore the walk reads (at any level): they decide which files are packaged.
+    dirs = _dirs(source_root)
     sources = {row[5] for row in entries}
     with os.scandir(source_root) as it:
         strict = [*strict, *(Path(f.path) for f in it if f.is_file() and f.path not in sources)]
+    strict += [Path(d) / ".gitignore" for d, names in dirs.items() if ".gitignore" in names]
     strict_sigs = {str(p): _file_sig(p, now_ns) for p in strict}
     data = {
         "tool": __version__,
@@ -120,7 +123,7 @@ def record(
         "edits": allow_edits,
         "strict": strict_sigs,
         "root": str(source_root),
-        "dirs": _dirs(source_root),
+        "dirs": dirs,
         "entries": entries,
     }
     path = out_dir / RECORD
