@@ -23,15 +23,25 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
+    packaged = {f.path for f in tree.files}
     if runtime.entrypoint is not None:
         path = runtime.entrypoint.partition(":")[0]  # "server.py:app" names an instance
-        if not tree.has(path):
+        if path not in packaged:
+            why = dict(tree.left_out).get(path) or next(
+                (r for p, r in tree.left_out if p.endswith("/") and path.startswith(p)),
+                None,
+            )
+            if why is not None or tree.has(path):
+                # Present but left out: the function would fail at its first request.
+                raise UserError(
+                    f"[runtime].entrypoint: {path!r} is left out of the package "
+                    f"({why or 'excluded'}); remove it from what excludes it"
+                )
             raise UserError(
                 f"[runtime].entrypoint: {path!r} is not in the source "
                 f"({tree.root}); fix the path or remove the key to detect it"
             )
         return runtime.entrypoint
-    packaged = {f.path for f in tree.files}
     for name in ENTRYPOINT_ORDER:
         if name in packaged:
             return name
