@@ -54,12 +54,12 @@ def boot_requirements() -> str:
     return BOOT_REQUIREMENTS.read_text()
 
 
-def cache_key(requirements: str, python: str, architecture: str) -> str:
+def cache_key(requirements: str, python: str, architecture: str, with_boot: bool = True) -> str:
     blob = json.dumps(
         {
             "format": CACHE_FORMAT,
             "requirements": requirements,
-            "boot": boot_requirements(),
+            "boot": boot_requirements() if with_boot else None,
             "python": python,
             "architecture": architecture,
             "platform": platform_tag(python, architecture),
@@ -79,6 +79,7 @@ def install(
     source_root: Path | None = None,
     remote_source: bool = False,
     locked: str | None = None,
+    with_boot: bool = True,  # False: a stdio command's own site, apart from the runtime's
 ) -> InstalledDeps:
     # The requirements (with their includes inlined) after the policy checks in
     # requirements_policy.py: nothing reaches uv that could read the build machine.
@@ -89,7 +90,9 @@ def install(
     )
     # `locked`: metorial.lock's pins and wheel hashes (python_lock.py); the set is then
     # keyed by exactly what it holds, never by a range a cold cache would resolve anew.
-    key = cache_key(req_text if locked is None else f"locked\n{locked}", python, architecture)
+    key = cache_key(
+        req_text if locked is None else f"locked\n{locked}", python, architecture, with_boot
+    )
     dest = cache_dir / "deps" / key
     if (dest / "origins.json").exists():
         return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
@@ -97,7 +100,7 @@ def install(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     try:
-        _run_uv(requirements, python, architecture, tmp / "site", quiet, locked)
+        _run_uv(requirements, python, architecture, tmp / "site", quiet, locked, with_boot)
         origins = _scrub(tmp / "site")
         (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
         # Atomic publish; if a concurrent build filled the same key first, theirs is
@@ -128,6 +131,7 @@ def _run_uv(
     target: Path,
     quiet: bool,
     locked: str | None = None,
+    with_boot: bool = True,
 ) -> None:
     tag = platform_tag(python, architecture)
     cmd = [
@@ -157,7 +161,8 @@ def _run_uv(
         pinned.write_text(locked)
         cmd += ["--require-hashes", "--no-deps", "-r", str(pinned)]
     else:
-        cmd += ["-r", str(BOOT_REQUIREMENTS)]
+        if with_boot:
+            cmd += ["-r", str(BOOT_REQUIREMENTS)]
         if requirements is not None:
             cmd += ["-r", str(requirements)]
     if quiet:

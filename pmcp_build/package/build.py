@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pmcp_build.errors import UserError
@@ -42,12 +43,39 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     runtime = manifest.runtime
     entries: list[Entry] = []
     if isinstance(runtime, PythonRuntime):
-        entrypoint = py.detect_entrypoint(runtime, tree)
         module = py.handler_module(tree)
         entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
         entries += py.boot_entries()
-        entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-        deps = _locked_dependencies(loaded, runtime, tree, cache, quiet)
+        requirements = py.requirements_file(runtime, tree)
+        policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}
+        if runtime.command is not None:
+            # A stdio command: its requirements in their own folder, the runtime's at
+            # the root, so neither's mcp pin constrains the other.
+            site = tree.root / py.COMMAND_PREFIX  # none: the command needs no requirements
+            if requirements is not None:
+                own = install(
+                    requirements,
+                    runtime.python,
+                    runtime.architecture,
+                    cache,
+                    quiet,
+                    with_boot=False,
+                    **policy,  # type: ignore[arg-type]
+                )
+                site = own.root
+                entries += [
+                    dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
+                    for e in py.dependency_entries(own.root, own.origins)
+                ]
+            command = py.command_spec(runtime.command, tree, site)
+            entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
+            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
+        else:
+            if requirements is not None and python_sources.kind_of(requirements) == "requirements":
+                py.check_mcp_pin(requirements)
+            entrypoint = py.detect_entrypoint(runtime, tree)
+            entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
+            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet)
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
@@ -74,11 +102,23 @@ def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
 
 
 def _locked_dependencies(
-    loaded: LoadedManifest, runtime: PythonRuntime, tree: SourceTree, cache: Path, quiet: bool
+    loaded: LoadedManifest,
+    runtime: PythonRuntime,
+    tree: SourceTree,
+    cache: Path,
+    quiet: bool,
+    boot_only: bool = False,
 ) -> InstalledDeps:
+    """The runtime's dependencies, exactly as metorial.lock names them (a stdio
+    command's own requirements are installed apart, and not locked yet)."""
     path, writable = lock_path(loaded, tree)
+    source = (
+        None
+        if boot_only
+        else python_sources.detect(tree.root, runtime.requirements, runtime.extras)
+    )
     outcome = python_lock.lock_dependencies(
-        python_sources.detect(tree.root, runtime.requirements, runtime.extras),
+        source,
         runtime.python,
         runtime.architecture,
         path,
