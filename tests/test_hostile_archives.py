@@ -4,6 +4,7 @@ no `internal error`, nothing written outside the cache."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import struct
@@ -213,10 +214,8 @@ class _Hostile(BaseHTTPRequestHandler):
     # A peer hanging up is expected here; socketserver would print it to stderr, which
     # belongs to the CLI under test.
     def handle(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().handle()
-        except OSError:
-            pass
 
     def do_GET(self) -> None:
         if self.path == "/drip":
