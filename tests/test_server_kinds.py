@@ -352,3 +352,17 @@ def test_serve_prints_why_the_server_failed_to_load(tmp_path: Path, shared_cache
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert "the server failed to load" in stderr and "defines no MCP server" in stderr
+
+
+def test_a_command_that_is_not_there_is_named_at_build(cli, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p", extra='command = ["mcp-server-nope"]\n')
+    built = cli("-C", str(project), "build")
+    assert built.exit_code == 1
+    assert "'mcp-server-nope' is not a console script of the requirements" in built.stderr
+    missing = python_project(tmp_path / "q", extra='command = ["python", "gone.py"]\n')
+    assert "'gone.py' is not in the source" in cli("-C", str(missing), "build").stderr
+    both = python_project(
+        tmp_path / "r", extra='entrypoint = "server.py"\ncommand = ["python", "server.py"]\n'
+    )
+    result = cli("-C", str(both), "validate")
+    assert result.exit_code == 1 and "not both" in result.stderr
