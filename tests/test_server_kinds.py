@@ -164,7 +164,11 @@ def test_discover_and_a_lone_request_through_invoke(cli, example: str) -> None:
 def test_build_reports_the_server_kind_and_counts(cli) -> None:
     built = cli("-C", str(EXAMPLES / "sdk-server"), "build")
     assert built.exit_code == 0, built.output
-    assert "server: mcp MCPServer 'unit-converter': 2 tools, 1 resource, 1 prompt" in built.stdout
+    line = "server: mcp MCPServer 'unit-converter': 2 tools, 1 resource, 1 prompt"
+    assert line in built.stdout
+    planned = cli("-C", str(EXAMPLES / "sdk-server"), "plan", "--target", "dev")
+    assert planned.exit_code == 0, planned.output
+    assert line in planned.stdout
     data = json.loads(cli("-C", str(EXAMPLES / "stdio-time"), "build", "--json").stdout)
     assert data["server"]["kind"] == "stdio command" and data["server"]["tools"] == 2
     paths = {f["path"] for f in data["layout"]["files"]}
@@ -230,6 +234,8 @@ def test_a_module_without_a_server_fails_build_and_invoke(cli, tmp_path: Path) -
     assert built.exit_code == 1
     assert "failed to load" in built.stderr and "defines no MCP server" in built.stderr
     assert "Traceback" not in built.stderr.splitlines()[0]
+    planned = cli("-C", str(project), "plan")
+    assert planned.exit_code == 1 and "defines no MCP server" in planned.stderr
     reply = _invoke(cli, project, {"action": "discover"}, code=1)
     assert reply["success"] is False
 
