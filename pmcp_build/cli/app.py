@@ -77,7 +77,12 @@ def guard(func: F) -> F:
             for line in str(exc).splitlines() or [""]:
                 err.print(styled("error:", "red"), shorten(line))
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            if _State.debug:
+                raise
+            err.print("interrupted")  # Ctrl-C is an answer, not a crash: no traceback
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, TyperException):
             raise  # usage errors keep click's exit code 2
         except Exception as exc:
             if _State.debug:
