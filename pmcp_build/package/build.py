@@ -36,7 +36,6 @@ __all__ = [
 
 
 def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
-    python_lock.forget()
     manifest = loaded.manifest
     cache = cache_dir()
     tree = load_source(manifest.source, loaded.root, cache)
@@ -69,13 +68,13 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                 ]
             command = py.command_spec(runtime.command, tree, site)
             entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
-            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
+            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
         else:
             if requirements is not None and python_sources.kind_of(requirements) == "requirements":
                 py.check_mcp_pin(requirements)
             entrypoint = py.detect_entrypoint(runtime, tree)
             entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet)
+            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
@@ -86,6 +85,8 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             f"{module}.handler",
             runtime.architecture,
             tree.left_out,
+            tuple(lock.lines()),
+            lock.status != "locked",
         )
     assert isinstance(runtime, BinaryRuntime)
     entries += artifact_entries(runtime, tree)
@@ -108,7 +109,7 @@ def _locked_dependencies(
     cache: Path,
     quiet: bool,
     boot_only: bool = False,
-) -> InstalledDeps:
+) -> tuple[InstalledDeps, python_lock.Outcome]:
     """The runtime's dependencies, exactly as metorial.lock names them (a stdio
     command's own requirements are installed apart, and not locked yet)."""
     path, writable = lock_path(loaded, tree)
@@ -126,7 +127,7 @@ def _locked_dependencies(
         remote_source=not writable,
         writable=writable,
     )
-    return install(
+    deps = install(
         None,
         runtime.python,
         runtime.architecture,
@@ -136,6 +137,7 @@ def _locked_dependencies(
         remote_source=not writable,
         locked=python_lock.install_text(outcome.lock),
     )
+    return deps, outcome
 
 
 def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
