@@ -102,6 +102,36 @@ def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
     return loaded.root / python_lock.LOCK_NAME, True
 
 
+def hold_lock(
+    loaded: LoadedManifest,
+    runtime: PythonRuntime,
+    tree: SourceTree,
+    *,
+    boot_only: bool = False,
+    upgrade: bool = False,
+    check_only: bool = False,
+) -> python_lock.Outcome:
+    """The source's dependencies held to metorial.lock (resolved when stale; written
+    beside the manifest, never into a downloaded source). `build` and `lock` share it."""
+    path, writable = lock_path(loaded, tree)
+    source = (
+        None
+        if boot_only
+        else python_sources.detect(tree.root, runtime.requirements, runtime.extras)
+    )
+    return python_lock.lock_dependencies(
+        source,
+        runtime.python,
+        runtime.architecture,
+        path,
+        source_root=tree.root,
+        remote_source=not writable,
+        writable=writable,
+        upgrade=upgrade,
+        check_only=check_only,
+    )
+
+
 def _locked_dependencies(
     loaded: LoadedManifest,
     runtime: PythonRuntime,
@@ -112,21 +142,8 @@ def _locked_dependencies(
 ) -> tuple[InstalledDeps, python_lock.Outcome]:
     """The runtime's dependencies, exactly as metorial.lock names them (a stdio
     command's own requirements are installed apart, and not locked yet)."""
-    path, writable = lock_path(loaded, tree)
-    source = (
-        None
-        if boot_only
-        else python_sources.detect(tree.root, runtime.requirements, runtime.extras)
-    )
-    outcome = python_lock.lock_dependencies(
-        source,
-        runtime.python,
-        runtime.architecture,
-        path,
-        source_root=tree.root,
-        remote_source=not writable,
-        writable=writable,
-    )
+    outcome = hold_lock(loaded, runtime, tree, boot_only=boot_only)
+    writable = lock_path(loaded, tree)[1]
     deps = install(
         None,
         runtime.python,
