@@ -199,13 +199,18 @@ class Runtime:
                     responses.append(json.dumps(invalid))
                     continue
                 body = raw if isinstance(raw, str) else json.dumps(raw)
-                body, routing = _with_envelope(body, version, participant)
                 headers = {
                     "content-type": "application/json",
                     "accept": "application/json, text/event-stream",
-                    "mcp-protocol-version": version,
-                    **routing,
                 }
+                if _is_initialize(body):
+                    # A handshake-era client, whatever participantJson says: the SDK
+                    # negotiates from the request's own protocolVersion (MCP: the server
+                    # answers with a version it supports), as it would natively.
+                    pass
+                else:
+                    body, routing = _with_envelope(body, version, participant)
+                    headers |= {"mcp-protocol-version": version, **routing}
                 response = self.engine.http("POST", "/mcp", headers, body.encode())
                 if response.body:
                     responses.append(response.body.decode())
@@ -361,6 +366,14 @@ def _latest_handshake() -> str:
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
     return LATEST_HANDSHAKE_VERSION
+
+
+def _is_initialize(body: str) -> bool:
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _with_envelope(

@@ -203,3 +203,25 @@ def test_load_failure_reply_keeps_the_request_id(
     runtime = _runtime(tmp_path, monkeypatch, "raise ImportError('no such module: nope')\n")
     reply = runtime.handle(_http(json.dumps({"jsonrpc": "2.0", "id": 42, "method": "ping"})))
     assert json.loads(reply["body"])["id"] == 42
+
+
+@pytest.mark.parametrize(
+    "offered, answered", [("2026-07-28", "2025-11-25"), ("2025-06-18", "2025-06-18")]
+)
+def test_initialize_is_negotiated_whatever_participant_json_says(
+    runtime: Any, offered: str, answered: str
+) -> None:
+    """MCP lifecycle, version negotiation: a server that cannot speak the offered
+    version answers initialize with one it supports; it does not refuse the method.
+    Before, a 2026-07-28 participant turned initialize into -32601 Method not found."""
+    reply, _ = _ask(
+        runtime,
+        "initialize",
+        {
+            "protocolVersion": offered,
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+        participantJson=json.dumps({"protocolVersion": "2026-07-28"}),
+    )
+    assert reply["result"]["protocolVersion"] == answered, reply
