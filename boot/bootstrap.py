@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import time
 import traceback
 import urllib.parse
 from typing import Any
@@ -76,8 +77,9 @@ class Runtime:
                 return _failure("invalid_event", "the event is not JSON")
         if not isinstance(event, dict):
             return _failure("invalid_event", "the event must be a JSON object")
+        budget = _budget(context)
         if _is_http(event):
-            return self._http_event(event)
+            return self._http_event(event, budget)
         if self.load_error is not None:
             return _failure("server_load_failed", self.load_error)
         action = event.get("action")
@@ -85,7 +87,7 @@ class Runtime:
             if action == "discover":
                 return {"success": True, "discovery": self.discover()}
             if action in ("mcp.request", "mcp.batch"):
-                return self.mcp_messages(event)
+                return self.mcp_messages(event, budget)
             if action == "oauth":
                 result = self.engine.run(
                     oauth.handle(
@@ -165,7 +167,7 @@ class Runtime:
         result: dict[str, Any] = reply["result"]
         return result
 
-    def mcp_messages(self, event: dict[str, Any]) -> dict[str, Any]:
+    def mcp_messages(self, event: dict[str, Any], budget: float | None = None) -> dict[str, Any]:
         participant = _json_field(event.get("participantJson"))
         if participant is _UNPARSABLE or not isinstance(participant, (dict, type(None))):
             return _failure("invalid_event", "participantJson is not a JSON object")
@@ -187,6 +189,7 @@ class Runtime:
         if not isinstance(messages, list) or not messages:
             return _failure("invalid_event", "`messages` must be a non-empty list")
         responses: list[str] = []
+        started = time.monotonic()
         out, errs = io.StringIO(), io.StringIO()
         with (
             config.request_args(event.get("args")),
@@ -212,7 +215,9 @@ class Runtime:
                 else:
                     body, routing = _with_envelope(body, version, participant)
                     headers |= {"mcp-protocol-version": version, **routing}
-                response = self.engine.http("POST", "/mcp", headers, body.encode())
+                response = self.engine.http(
+                    "POST", "/mcp", headers, body.encode(), budget=_left(budget, started)
+                )
                 if response.body:
                     responses.append(response.body.decode())
         logs = []
@@ -224,7 +229,7 @@ class Runtime:
 
     # -- HTTP events (Function URL, API Gateway v1 / v2) ------------------------------
 
-    def _http_event(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _http_event(self, event: dict[str, Any], budget: float | None = None) -> dict[str, Any]:
         # Query strings and cookies as Mangum (the ASGI adapter for Lambda events)
         # rebuilds them: payload 2.0 (Function URL, HTTP API) gives the raw query and a
         # `cookies` list; payload 1.0 (REST API) gives decoded parameters, re-encoded here.
@@ -261,7 +266,7 @@ class Runtime:
                     }
                 ).encode(),
             )
-        response = self.engine.http(method, path, headers, raw, query)
+        response = self.engine.http(method, path, headers, raw, query, budget)
         reply = _http_reply(response.status, response.headers, response.body)
         if v2:  # payload 2.0 answers cookies in their own list, not as a header
             cookies = [v for k, v in reply["headers"].items() if k.lower() == "set-cookie"]
@@ -384,6 +389,27 @@ def _latest_handshake() -> str:
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
     return LATEST_HANDSHAKE_VERSION
+
+
+# Seconds kept back from Lambda's remaining time to send the answer after a timeout.
+_MARGIN = 0.5
+
+
+def _budget(context: Any) -> float | None:
+    """Seconds a request may take before Lambda would kill the function (None: no
+    context, as in a bare local call)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        left = float(remaining()) / 1000.0
+    except Exception:  # a context that cannot say: no budget rather than a failure
+        return None
+    return max(left - min(_MARGIN, left / 10), 0.0)
+
+
+def _left(budget: float | None, started: float) -> float | None:
+    return None if budget is None else budget - (time.monotonic() - started)
 
 
 def _is_initialize(body: str) -> bool:

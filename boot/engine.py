@@ -35,6 +35,7 @@ from . import results
 from .metorial import MetorialServer
 
 INTERNAL_ERROR = -32603
+REQUEST_TIMEOUT = -32001  # the code the SDK's own client uses for a request timeout
 
 
 @dataclass
@@ -158,7 +159,14 @@ class Engine:
             raise RuntimeError(f"MCP engine failed to start: {self._failure}")
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run `coro` on the engine's loop; past `timeout` seconds it is cancelled there
+        (not abandoned) and TimeoutError is raised here."""
+        if timeout is not None:
+            coro = asyncio.wait_for(coro, max(timeout, 0.0))
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        except asyncio.TimeoutError as exc:  # noqa: UP041 (python3.10: not the builtin)
+            raise TimeoutError(f"no answer within {timeout} s") from exc
 
     async def handle_message(
         self, msg: dict[str, Any], context: Any = None
@@ -179,8 +187,17 @@ class Engine:
         return answer
 
     def http(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, query: str = ""
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        query: str = "",
+        budget: float | None = None,
     ) -> HttpResponse:
+        """One HTTP request through the SDK's app. With a `budget` (seconds left before
+        Lambda would kill the function), a request that outlives it is cancelled and
+        answered with a JSON-RPC error naming the timeout, instead of a killed process."""
         method = method.upper()
         if method in ("GET", "DELETE"):
             # Stateless JSON mode: no standalone SSE stream, no sessions to delete.
@@ -231,7 +248,25 @@ class Engine:
                     }
                 ).encode(),
             )
-        return self.run(self._asgi(method, path, headers, body, query))
+        try:
+            return self.run(self._asgi(method, path, headers, body, query), budget)
+        except TimeoutError:
+            return HttpResponse(
+                200,
+                {"content-type": "application/json"},
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": _request_id(body),
+                        "error": {
+                            "code": REQUEST_TIMEOUT,
+                            "message": f"request timed out after {budget:.1f} s, the time left "
+                            "before the function's timeout; raise the lambda target's "
+                            "`timeout` in metorial.toml (up to 900 s) or make the call faster",
+                        },
+                    }
+                ).encode(),
+            )
 
     async def _asgi(
         self, method: str, path: str, headers: dict[str, str], body: bytes, query: str
@@ -292,3 +327,11 @@ def _meta_version(msg: dict[str, Any]) -> str | None:
             if key.endswith("protocolVersion") and isinstance(value, str):
                 return value
     return None
+
+
+def _request_id(body: bytes) -> Any:
+    try:
+        message = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return message.get("id") if isinstance(message, dict) else None

@@ -232,7 +232,9 @@ def _capture_http(runtime: Any, monkeypatch: pytest.MonkeyPatch, reply_headers: 
 
     seen: dict[str, Any] = {}
 
-    def http(method: str, path: str, headers: dict, body: bytes, query: str) -> HttpResponse:
+    def http(
+        method: str, path: str, headers: dict, body: bytes, query: str, budget: Any = None
+    ) -> HttpResponse:
         seen.update(method=method, path=path, headers=headers, query=query)
         return HttpResponse(200, {"content-type": "application/json", **reply_headers}, b"{}")
 
@@ -277,3 +279,52 @@ def test_function_url_cookies_in_and_out(runtime: Any, monkeypatch: pytest.Monke
     assert seen["query"] == "x=1"
     assert reply["cookies"] == ["session=1; Path=/"]
     assert "set-cookie" not in {k.lower() for k in reply["headers"]}
+
+
+SLOW = """import time
+from boot import metorial
+
+server = metorial.create_server("slow")
+
+
+@server.list_tools()
+def list_tools():
+    return [{"name": "nap", "inputSchema": {"type": "object"}}]
+
+
+@server.call_tool()
+def call_tool(name, arguments):
+    time.sleep(30)
+    return "woke up"
+"""
+
+
+def test_a_call_that_outlives_the_function_timeout_is_a_clear_error(
+    cli: Any, tmp_path: Path
+) -> None:
+    """The runtime reads the context's remaining time: a tools/call still running when
+    the function's timeout (2 s here) is near answers a JSON-RPC error naming it, with
+    the request's id, before Lambda would kill the process. Before, the call ran on
+    until the worker was killed."""
+    import time
+
+    from .helpers import python_project
+
+    project = python_project(
+        tmp_path / "slow",
+        name="slow",
+        server=SLOW,
+        extra='[targets.prod]\nkind = "lambda"\nregion = "eu-west-1"\nfunction = "slow"\n'
+        'bucket = "artifacts-bucket"\ntimeout = 2\n',
+    )
+    message = {"jsonrpc": "2.0", "id": 41, "method": "tools/call"}
+    message["params"] = {"name": "nap", "arguments": {}}
+    event = {"action": "mcp.request", "messages": [json.dumps(message)]}
+    started = time.monotonic()
+    result = cli("-C", str(project), "invoke", "--event", "-", input=json.dumps(event))
+    assert result.exit_code == 0, result.output
+    answer = json.loads(json.loads(result.stdout)["responses"][0])
+    assert answer["id"] == 41
+    assert answer["error"]["code"] == -32001
+    assert "timeout" in answer["error"]["message"]
+    assert time.monotonic() - started < 25  # answered at the budget, not after the nap
