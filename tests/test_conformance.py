@@ -259,7 +259,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         for proc in (ours, native):
             if proc is not None:
                 proc.terminate()
-                proc.wait(10)
+                proc.wait(30)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
