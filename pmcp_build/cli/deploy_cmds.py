@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# typer 0.2x vendors click: its usage errors are these classes, not click's.
+from typer._click.core import Context
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand
+
 from pmcp_build.cli.app import (
     ArchOption,
     JsonOption,
@@ -62,7 +67,31 @@ def _scrub(text: str, envs: dict[str, Environment]) -> str:
     return text
 
 
-@app.command("plan")
+# `plan --detailed-exitcode` exits 2 for "changes" (as Terraform does, so CI recipes
+# carry over); a usage error of `plan` must never read as "changes", so it exits 64
+# (EX_USAGE of sysexits.h) instead of click's 2, with or without the flag (a typo in the
+# flag itself must not read as "changes" either).
+PLAN_USAGE_EXIT = 64
+CHANGES_EXIT = 2
+
+
+class _PlanCommand(TyperCommand):
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = PLAN_USAGE_EXIT
+            raise
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = PLAN_USAGE_EXIT
+            raise
+
+
+@app.command("plan", cls=_PlanCommand)
 @guard
 def plan_cmd(
     file: ManifestOption = Path(MANIFEST_NAME),
@@ -73,7 +102,10 @@ def plan_cmd(
     ] = None,
     detailed_exitcode: Annotated[
         bool,
-        typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 2 when there are changes, 0 when none (usage errors of plan exit 64).",
+        ),
     ] = False,
     refresh: Annotated[
         str,
@@ -122,7 +154,7 @@ def plan_cmd(
                 markup=False,
             )
     if detailed_exitcode and plan.has_changes:
-        raise typer.Exit(2)
+        raise typer.Exit(CHANGES_EXIT)
 
 
 @app.command()
@@ -132,6 +164,9 @@ def apply(
     file: ManifestOption = Path(MANIFEST_NAME),
     target: TargetsOption = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
+    all_targets: Annotated[
+        bool, typer.Option("--all", help="Apply every target (needed with several lambdas).")
+    ] = False,
     json_out: JsonOption = False,
     source_url: SourceUrlOption = None,
     sha256: Sha256Option = None,
@@ -151,6 +186,8 @@ def apply(
             file = saved.manifest_path(data)
         target = [t["name"] for t in data["plan"]["targets"]]
     loaded, text = load_with_text(file, source_url, sha256, s3, python, architecture)
+    if data is None and not target and not all_targets:
+        _refuse_several_lambdas(loaded)
     names = check_targets(loaded, target)
     package = build_quietly(loaded, json_out)
     plan, envs = make_plan(loaded, package, names)
@@ -189,6 +226,16 @@ def apply(
         out.print(
             f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
             markup=False,
+        )
+
+
+def _refuse_several_lambdas(loaded: Any) -> None:
+    """`apply` with no -t must not deploy prod as a side effect of deploying dev."""
+    lambdas = [n for n, t in loaded.manifest.targets.items() if t.kind == "lambda"]
+    if len(lambdas) > 1:
+        raise UsageError(
+            f"{loaded.path} has {len(lambdas)} lambda targets ({', '.join(lambdas)}): "
+            "name the one to apply with -t NAME, or pass --all to apply every target"
         )
 
 

@@ -117,7 +117,13 @@ def render(plan: Plan) -> list[str]:
         for warning in target.warnings:
             lines.append(f"  warning: {warning}")
     c = plan.counts()
-    if plan.has_changes:
+    if not plan.refreshed:
+        unknown = sum(a.symbol == "?" for t in plan.targets for a in t.actions)
+        lines.append(
+            f"Plan: remote state not read; {unknown} actions a first deploy would make "
+            '("?": create, update or nothing). Plan without --no-refresh to know.'
+        )
+    elif plan.has_changes:
         lines.append(
             f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
         )

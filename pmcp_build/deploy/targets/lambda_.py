@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from pmcp_build.deploy import aws
-from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop
+from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
 from pmcp_build.manifest.secrets import MASK, Environment
 
@@ -536,10 +536,7 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         state=state,
     )
     if not refresh:
-        actions = [
-            Action(a.op, a.symbol, a.resource, "remote state not read", a.changes, a.calls)
-            for a in actions
-        ]
+        actions = unread(actions)
     warnings = []
     if t.url is not None and t.url.auth == "NONE":
         warnings.append(
