@@ -70,24 +70,13 @@ def entry(path: str, full: str, mode: int | None = None) -> tuple[str, int, int,
     return (path, mode, len(data), hashlib.sha256(data).hexdigest(), full)
 
 
-def deps_key(requirements: str, python: str, arch: str) -> str:
-    machine = "aarch64" if arch == "arm64" else "x86_64"
-    minor = int(python.split(".")[1])
-    tag = f"{machine}-manylinux2014" if minor <= 11 else f"{machine}-manylinux_2_34"
-    with open(os.path.join(BOOT, "requirements.txt")) as fh:
-        boot = fh.read()
-    blob = json.dumps(
-        {
-            "format": "deps-v3",
-            "requirements": requirements,
-            "boot": boot,
-            "python": python,
-            "architecture": arch,
-            "platform": tag,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+def dependency_set(cache: str) -> str:
+    """The installed dependency set, as the last build recorded using it (its cache key
+    hashes the requirements after pmcp-build's policy checks, which a floor need not
+    redo: the set is a cached input like the packs)."""
+    with open(os.path.join(cache, "uses", "last-build.json")) as fh:
+        items = json.load(fh)["items"]
+    return os.path.join(cache, next(i for i in items if i.startswith("deps/")))
 
 
 def handler(cache: str, name: str, entrypoint: str) -> bytes:
@@ -122,8 +111,8 @@ def compress(data: bytes) -> tuple[int, int, bytes]:
     crc = deflate.crc32(data)
     if len(data) < 64:
         return 0, crc, data
-    if len(data) >= 256 * 1024:
-        m, k = len(data) // 2, 16 * 1024
+    if len(data) >= 32 * 1024:
+        m, k = len(data) // 2, 8 * 1024
         sample = data[:k] + data[m : m + k] + data[-k:]
         if len(deflate.deflate_compress(sample, 1)) > len(sample) * 0.97:
             return 0, crc, data
@@ -136,10 +125,6 @@ def main() -> None:
     with open(os.path.join(project, "metorial.toml")) as fh:
         toml = fh.read()
     name = re.search(r'name = "([^"]+)"', toml).group(1)  # type: ignore[union-attr]
-    python = re.search(r'python = "([^"]+)"', toml).group(1)  # type: ignore[union-attr]
-    arch = re.search(r'architecture = "([^"]+)"', toml).group(1)  # type: ignore[union-attr]
-    req_path = os.path.join(project, "requirements.txt")
-    requirements = open(req_path).read() if os.path.exists(req_path) else ""  # noqa: SIM115
 
     entries = [entry(p, f) for p, f in walk(project)]
     entries += [
@@ -152,7 +137,7 @@ def main() -> None:
     found = re.search(r'entrypoint = "([^"]+)"', toml)
     text = handler(cache, name, found.group(1) if found else "server.py")
     entries.append(("index.py", 0o644, len(text), hashlib.sha256(text).hexdigest(), ""))
-    deps = os.path.join(cache, "deps", deps_key(requirements, python, arch))
+    deps = dependency_set(cache)
     with open(os.path.join(deps, "entries.json")) as fh:
         known = json.load(fh)
     site = os.path.join(deps, "site")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import io
 import json
 import os
-import sys
 import traceback
 from typing import Any
 
-from . import adapt, callbacks, config, oauth
+from . import adapt, callbacks, config, oauth, server_kinds
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
 
@@ -29,9 +27,13 @@ def _failure(code: str, message: str) -> dict[str, Any]:
 
 
 class Runtime:
-    def __init__(self, entrypoint: str, root: str = ROOT) -> None:
+    def __init__(
+        self, entrypoint: str, root: str = ROOT, command: dict[str, Any] | None = None
+    ) -> None:
         self.entrypoint = entrypoint
         self.root = root
+        self.command = command  # a stdio server (server_kinds / stdio_bridge)
+        self.found: server_kinds.Found | None = None
         self.load_error: str | None = None
         self._engine: Any = None
         try:
@@ -40,26 +42,18 @@ class Runtime:
             self.load_error = traceback.format_exc(limit=8)
 
     def _import_entrypoint(self) -> None:
-        if self.root not in sys.path:
-            sys.path.insert(0, self.root)
-        module_name = self.entrypoint[:-3].replace("/", ".")
-        spec = importlib.util.spec_from_file_location(
-            module_name, os.path.join(self.root, self.entrypoint)
-        )
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {self.entrypoint}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        if registry.server is None:
-            raise RuntimeError(
-                f"{self.entrypoint} did not call metorial.create_server(); "
-                "a server module must create one"
-            )
+        # Any kind of server: metorial.create_server, an mcp / fastmcp instance, a command.
+        self.found = server_kinds.load(self.root, self.entrypoint, self.command)
+
+    @property
+    def foreign(self) -> Any:
+        """The low-level mcp Server of a server not written on metorial, else None."""
+        return None if self.found is None else self.found.server
 
     @property
     def author(self) -> MetorialServer:
-        assert registry.server is not None
+        if registry.server is None:
+            raise RuntimeError("no metorial server is registered")
         return registry.server
 
     @property
@@ -67,7 +61,7 @@ class Runtime:
         if self._engine is None:
             from .engine import Engine  # the SDK loads here, once per container
 
-            self._engine = Engine(self.author)
+            self._engine = Engine(self.foreign or self.author)
         return self._engine
 
     # -- dispatch -------------------------------------------------------------------
@@ -116,6 +110,12 @@ class Runtime:
     # -- platform protocol ----------------------------------------------------------
 
     def discover(self) -> dict[str, Any]:
+        if self.foreign is not None:
+            return {
+                **server_kinds.discover_via_requests(self._request),
+                "oauth": oauth.status(),
+                "callbacks": callbacks.status(),
+            }
         author = self.author
         h = author.handlers
 
@@ -147,6 +147,21 @@ class Runtime:
             "oauth": oauth.status(),
             "callbacks": callbacks.status(),
         }
+
+    def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One JSON-RPC request through the engine's HTTP path; its result or an error."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": _latest_handshake(),
+        }
+        reply = json.loads(self.engine.http("POST", "/mcp", headers, body.encode()).body or b"{}")
+        if "error" in reply or "result" not in reply:
+            error = reply.get("error") or {}
+            raise RuntimeError(f"{method} failed: {error.get('message', reply)}")
+        result: dict[str, Any] = reply["result"]
+        return result
 
     def mcp_messages(self, event: dict[str, Any]) -> dict[str, Any]:
         participant = _json_field(event.get("participantJson")) or {}

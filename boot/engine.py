@@ -93,9 +93,10 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
 
 
 class Engine:
-    def __init__(self, author: MetorialServer) -> None:
+    def __init__(self, author: MetorialServer | Server[Any]) -> None:
         self.author = author
-        self.server = build_sdk_server(author)
+        # An mcp low-level Server (an SDK, fastmcp or stdio server) is served as it is.
+        self.server = author if isinstance(author, Server) else build_sdk_server(author)
         self.manager = StreamableHTTPSessionManager(
             app=self.server, json_response=True, stateless=True
         )

@@ -65,7 +65,14 @@ def fast_build(argv: list[str]) -> bool:
     package = rebuild(path)
     if package is None:
         return False
+    from pmcp_build.errors import UserError
     from pmcp_build.layout.view import layout_json, layout_lines
+    from pmcp_build.package.load_check import check
+
+    try:
+        report = check(package)  # the same load check as the full build
+    except UserError:
+        return False  # the full CLI reports it, through its one error path
 
     if json_out:
         data = {
@@ -77,6 +84,8 @@ def fast_build(argv: list[str]) -> bool:
             },
             "layout": layout_json(package.layout),
         }
+        if report is not None:
+            data["server"] = report.to_json()
         sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
         return True
     from rich.console import Console
@@ -84,5 +93,11 @@ def fast_build(argv: list[str]) -> bool:
     out = Console(highlight=False, soft_wrap=True)
     for line in layout_lines(package.layout, zipped=package.size):
         out.print(line, markup=False)
+    if report is not None:
+        out.print(report.line(), markup=False)
+        for note in report.notes:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"note: {note}", markup=False
+            )
     out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
     return True

@@ -57,6 +57,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> None:
     monkeypatch.setenv("UV_NO_INDEX", "1")
     monkeypatch.setenv("UV_FIND_LINKS", str(WHEELHOUSE))
     monkeypatch.setenv("PMCP_BUILD_CACHE_DIR", str(shared_cache))
+    # The build-time load check starts the server (~1 s a build); tests of it opt in.
+    monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "0")
     monkeypatch.delenv("CI", raising=False)
     for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(key, raising=False)

@@ -264,3 +264,43 @@ def test_unnormalised_asset_path_ships_normalised(cli: Any, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     files = {f["path"] for f in json.loads(result.stdout)["layout"]["files"]}
     assert "a/data.txt" in files and "a//data.txt" not in files
+
+
+# -- a package that cannot start is not ok ---------------------------------------------------
+
+
+def test_excluded_entrypoint_is_an_error(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text()
+        .replace('kind = "python"', 'kind = "python"\nentrypoint = "server.py"')
+        .replace("[targets.dev]", '[source]\nexclude = ["server.py"]\n\n[targets.dev]')
+    )
+    _one_line(cli("-C", str(project), "build"), "'server.py' is left out of the package")
+
+
+def test_inspect_reports_a_handler_whose_server_module_is_missing(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    assert cli("-C", str(project), "build").exit_code == 0
+    built = next((project / ".pmcp" / "dist").glob("*.zip"))
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(built) as src, zipfile.ZipFile(broken, "w") as dst:
+        for info in src.infolist():
+            if info.filename != "server.py":
+                dst.writestr(info, src.read(info))
+    result = cli("inspect", str(broken))
+    assert result.exit_code == 1
+    assert "index.py loads server.py, which is not in the package" in result.stderr
+    assert cli("inspect", str(built)).exit_code == 0
+
+
+def test_validate_checks_named_paths(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace('kind = "python"', 'kind = "python"\nrequirements = "reqs.txt"')
+    )
+    _one_line(
+        cli("-C", str(project), "validate"), "[runtime].requirements: 'reqs.txt' does not exist"
+    )

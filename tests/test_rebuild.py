@@ -63,10 +63,24 @@ def test_no_change_and_content_edits_match_the_full_build(
 
 @pytest.mark.parametrize(
     "change",
-    ["new file", "removed file", "renamed file", "manifest", "requirements", "now a symlink"],
+    [
+        "new file",
+        "removed file",
+        "renamed file",
+        "manifest",
+        "requirements",
+        "now a symlink",
+        "unpackaged root file",
+        "nested .gitignore",
+        "tool code",
+    ],
 )
 def test_anything_but_content_edits_takes_the_full_build(
-    project: Path, capsys: pytest.CaptureFixture[str], change: str
+    cli,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     util = project / "pkg" / "util.py"
     if change == "new file":
@@ -80,11 +94,33 @@ def test_anything_but_content_edits_takes_the_full_build(
         manifest.write_text(manifest.read_text().replace('name = "tiny"', 'name = "tiny2"'))
     elif change == "requirements":
         (project / "requirements.txt").write_text("# nothing, but different\n")
+    elif change == "unpackaged root file":  # e.g. an ignore file a walk could read
+        manifest = project / "metorial.toml"
+        manifest.write_text(f'[source]\nexclude = ["notes.txt"]\n\n{manifest.read_text()}')
+        (project / "notes.txt").write_text("one\n")
+        _full(cli, project, "--json")
+        assert _fast(project, capsys, "--json") is not None
+        (project / "notes.txt").write_text("two\n")
+    elif change == "nested .gitignore":  # packaged or not, it decides what is packaged
+        (project / "pkg" / ".gitignore").write_text("# nothing yet\n")
+        _full(cli, project, "--json")
+        assert _fast(project, capsys, "--json") is not None
+        (project / "pkg" / ".gitignore").write_text("util.py\n")
+    elif change == "tool code":
+        monkeypatch.setattr(rebuild, "_tool_stamp", lambda: "pmcp-build edited since")
     else:
         (project / "pkg" / "real.py").write_text("X = 3\n")
         util.unlink()
         util.symlink_to("real.py")
     assert _fast(project, capsys, "--json") is None
+
+
+def test_folders_skipped_are_those_the_source_walk_never_enters() -> None:
+    from pmcp_build.source.tree import ALWAYS_EXCLUDED
+
+    folders = {p for p in ALWAYS_EXCLUDED if not p.startswith("*") and p != ".DS_Store"}
+    folders |= {p.removeprefix("**/") for p in ALWAYS_EXCLUDED if p.startswith("**/")}
+    assert folders == rebuild.SKIP_DIRS
 
 
 def test_forms_it_does_not_handle_go_to_the_cli(project: Path) -> None:

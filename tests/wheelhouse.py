@@ -22,6 +22,9 @@ def main() -> int:
     requirements = [
         ROOT / "boot" / "requirements.txt",
         ROOT / "examples" / "python-server" / "requirements.txt",
+        ROOT / "examples" / "sdk-server" / "requirements.txt",
+        ROOT / "examples" / "stdio-time" / "requirements.txt",
+        ROOT / "examples" / "fastmcp-server" / "requirements.txt",
     ]
     key = "".join(p.read_text() for p in requirements)
     if stamp.exists() and stamp.read_text() == key:

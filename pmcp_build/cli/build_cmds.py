@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,9 +23,14 @@ from pmcp_build.cli.app import (
     guard,
     load,
     out,
+    quiet,
 )
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from pmcp_build.package.build import Package
+    from pmcp_build.package.load_check import LoadReport
 
 
 @app.command()
@@ -48,6 +53,7 @@ def build(
     if target:
         check_targets(loaded, [target])
     package = build_quietly(loaded, json_out)
+    report = load_check(package, json_out)
     if json_out:
         data = {
             "package": {
@@ -58,12 +64,33 @@ def build(
             },
             "layout": layout_json(package.layout),
         }
+        if report is not None:
+            data["server"] = report.to_json()
         # Indented for a person; compact (C encoder, ~10x faster on 10k files) in a pipe.
         sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
         return
     for line in layout_lines(package.layout, zipped=package.size):
         out.print(line, markup=False)
+    print_load_report(report)
     out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+
+
+def load_check(package: Package, json_mode: bool) -> LoadReport | None:
+    """Load the built server in the worker `serve` uses (see package/load_check.py)."""
+    from pmcp_build.package.load_check import check
+
+    if quiet(json_mode):
+        return check(package)
+    with err.status("loading the server to check it…"):
+        return check(package)
+
+
+def print_load_report(report: LoadReport | None) -> None:
+    if report is None:
+        return
+    out.print(report.line(), markup=False)
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False)
 
 
 @app.command("inspect")

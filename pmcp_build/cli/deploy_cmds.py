@@ -140,6 +140,9 @@ def plan_cmd(
         return
     names = check_targets(loaded, target)
     package = build_quietly(loaded, json_out)
+    from pmcp_build.cli.build_cmds import load_check, print_load_report
+
+    report = load_check(package, json_out)  # a server that cannot load stops here
     read_remote = refresh.lower() == "true" and not no_refresh
     plan, envs = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
@@ -147,6 +150,7 @@ def plan_cmd(
     if json_out:
         sys.stdout.write(_scrub(json.dumps(plan.to_json(), indent=2), envs) + "\n")
     else:
+        print_load_report(report)
         _print_plan(plan, package, envs)
         if out_file is not None:
             out.print(

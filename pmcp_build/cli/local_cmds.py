@@ -14,6 +14,7 @@ from pmcp_build.cli.app import (
     app,
     build_quietly,
     check_targets,
+    err,
     guard,
     load,
 )
@@ -37,6 +38,12 @@ def serve(
         check_targets(loaded, [target])
     package = build_quietly(loaded, json_mode=False)
     invoker = open_invoker(package.path, package.layout)
+    info = getattr(invoker, "server_info", None) or {}
+    if info.get("load_error"):
+        # Every request will answer "server failed to load": say why, where it is run.
+        err.print(f"the server failed to load:\n{info['load_error'].rstrip()}", markup=False)
+    for note in info.get("notes") or ():
+        err.print(f"note: {note}", markup=False)
     try:
         server = make_server(invoker, port)
         bound = server.server_address[1]
@@ -82,6 +89,8 @@ def invoke(
     finally:
         invoker.close()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if isinstance(result, dict) and (result.get("success") is False or "errorType" in result):
+        raise typer.Exit(1)  # the response is printed; the exit code says it failed
 
 
 def _read_event_file(path: Path) -> str:

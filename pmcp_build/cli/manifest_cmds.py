@@ -22,8 +22,11 @@ from pmcp_build.manifest.model import MANIFEST_NAME
 @guard
 def validate(file: ManifestOption = Path(MANIFEST_NAME)) -> None:
     """Check metorial.toml without building or calling AWS."""
+    from pmcp_build.source.tree import check_declared_paths
+
     loaded = load(file)
     m = loaded.manifest
+    check_declared_paths(m.source, loaded.root, m.runtime, loaded.path.name)
     targets = ", ".join(f"{n} ({t.kind})" for n, t in m.targets.items()) or "none"
     out.print(
         f"{loaded.path}: ok — server '{m.server.name}', {m.runtime.kind} runtime, "

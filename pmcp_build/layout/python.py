@@ -23,14 +23,25 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
+    packaged = {f.path for f in tree.files}
     if runtime.entrypoint is not None:
-        if not tree.has(runtime.entrypoint):
+        path = runtime.entrypoint.partition(":")[0]  # "server.py:app" names an instance
+        if path not in packaged:
+            why = dict(tree.left_out).get(path) or next(
+                (r for p, r in tree.left_out if p.endswith("/") and path.startswith(p)),
+                None,
+            )
+            if why is not None or tree.has(path):
+                # Present but left out: the function would fail at its first request.
+                raise UserError(
+                    f"[runtime].entrypoint: {path!r} is left out of the package "
+                    f"({why or 'excluded'}); remove it from what excludes it"
+                )
             raise UserError(
-                f"[runtime].entrypoint: {runtime.entrypoint!r} is not in the source "
+                f"[runtime].entrypoint: {path!r} is not in the source "
                 f"({tree.root}); fix the path or remove the key to detect it"
             )
         return runtime.entrypoint
-    packaged = {f.path for f in tree.files}
     for name in ENTRYPOINT_ORDER:
         if name in packaged:
             return name
@@ -57,7 +68,11 @@ def boot_entries() -> list[Entry]:
 
 
 def index_entry(
-    server_name: str, entrypoint: str, module: str, cache_dir: Path | None = None
+    server_name: str,
+    entrypoint: str,
+    module: str,
+    cache_dir: Path | None = None,
+    command: dict[str, object] | None = None,
 ) -> Entry:
     template = TEMPLATES / "index.py.j2"
     variables = {
@@ -65,6 +80,7 @@ def index_entry(
         "entrypoint": entrypoint,
         "boot_modules": boot_modules(),
         "version": __version__,
+        "command": command,
     }
     key = hashlib.sha256(template.read_bytes() + json.dumps(variables, sort_keys=True).encode())
     cached = cache_dir / "index" / f"{key.hexdigest()}.py" if cache_dir else None
@@ -214,3 +230,101 @@ def _cache_path(path: str, tag: str) -> str:
 
 def _path_key(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
+# -- stdio commands --------------------------------------------------------------------
+
+COMMAND_PREFIX = "__command__"  # the command's requirements, apart from the runtime's
+_PYTHONS = ("python", "python3")
+
+
+def console_scripts(site: Path) -> dict[str, str]:
+    """Console scripts of the installed distributions: name -> 'module:attr'."""
+    import configparser
+
+    scripts: dict[str, str] = {}
+    for path in sorted(site.glob("*.dist-info/entry_points.txt")):
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(path.read_text(encoding="utf-8"))
+        except configparser.Error:
+            continue
+        if parser.has_section("console_scripts"):
+            for name, target in parser.items("console_scripts"):
+                scripts[name] = target.split("[")[0].strip()
+    return scripts
+
+
+def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[str, object]:
+    """What the runtime's stdio bridge runs for `[runtime].command`, checked now."""
+    head = argv[0]
+    is_python = head in _PYTHONS or (head.startswith("python3.") and head[8:].isdigit())
+    if is_python and len(argv) >= 3 and argv[1] == "-m":
+        module = argv[2]
+        top = module.split(".")[0]
+        found = (
+            (site / top).is_dir()
+            or (site / f"{top}.py").is_file()
+            or tree.has(f"{top}/__init__.py")
+            or tree.has(f"{top}.py")
+            or any(f.path.startswith(f"{top}/") for f in tree.files)
+        )
+        if not found:
+            raise UserError(
+                f"[runtime].command: module {module!r} is neither in the source nor in the "
+                "requirements; add its package to the requirements or fix the name"
+            )
+        return {"kind": "module", "target": module, "argv0": module, "args": list(argv[3:])}
+    if (is_python and len(argv) >= 2 and argv[1].endswith(".py")) or head.endswith(".py"):
+        rest = argv[1:] if head.endswith(".py") else argv[2:]
+        path = head if head.endswith(".py") else argv[1]
+        if not tree.has(path):
+            raise UserError(
+                f"[runtime].command: {path!r} is not in the source ({tree.root}); fix the path"
+            )
+        return {"kind": "file", "target": path, "argv0": path, "args": list(rest)}
+    if is_python:
+        raise UserError(
+            "[runtime].command: after 'python' comes '-m MODULE' or a FILE.py from the source"
+        )
+    scripts = console_scripts(site)
+    if head not in scripts:
+        known = ", ".join(sorted(scripts)) or "none"
+        raise UserError(
+            f"[runtime].command: {head!r} is not a console script of the requirements "
+            f"(they provide: {known}); add the package that provides it to the requirements, "
+            "or use ['python', '-m', 'package'] / ['python', 'file.py']"
+        )
+    return {"kind": "script", "target": scripts[head], "argv0": head, "args": list(argv[1:])}
+
+
+# -- the runtime's mcp -----------------------------------------------------------------
+
+_MCP_2 = ("2.3.0", "2.4.0", "2.6.0", "2.9.0", "2.20.0", "2.99.0")
+
+
+def check_mcp_pin(requirements: Path) -> None:
+    """An `mcp` pin that excludes 2.x cannot share the package with the runtime; say what
+    to do before uv reports a bare conflict."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for number, line in enumerate(requirements.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue  # uv reports it
+        if requirement.name.lower() != "mcp" or not requirement.specifier:
+            continue
+        if not any(requirement.specifier.contains(v, prereleases=True) for v in _MCP_2):
+            raise UserError(
+                f"{requirements.name}:{number}: conflicting requirements: mcp>=2.3,<3 and "
+                f"{text} cannot both hold: the bundled runtime needs mcp 2.x. Port the "
+                "server to mcp 2 (FastMCP is "
+                "now mcp.server.mcpserver.MCPServer; see the SDK's v2 migration guide), or run "
+                'it unchanged as a stdio command: [runtime] command = ["python", "server.py"] '
+                "(a command's requirements install apart from the runtime's)"
+            )

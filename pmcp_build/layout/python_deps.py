@@ -54,12 +54,12 @@ def boot_requirements() -> str:
     return BOOT_REQUIREMENTS.read_text()
 
 
-def cache_key(requirements: str, python: str, architecture: str) -> str:
+def cache_key(requirements: str, python: str, architecture: str, with_boot: bool = True) -> str:
     blob = json.dumps(
         {
             "format": CACHE_FORMAT,
             "requirements": requirements,
-            "boot": boot_requirements(),
+            "boot": boot_requirements() if with_boot else None,
             "python": python,
             "architecture": architecture,
             "platform": platform_tag(python, architecture),
@@ -78,6 +78,7 @@ def install(
     *,
     source_root: Path | None = None,
     remote_source: bool = False,
+    with_boot: bool = True,  # False: a stdio command's own site, apart from the runtime's
 ) -> InstalledDeps:
     # The requirements (with their includes inlined) after the policy checks in
     # requirements_policy.py: nothing reaches uv that could read the build machine.
@@ -86,7 +87,7 @@ def install(
         if requirements
         else ""
     )
-    key = cache_key(req_text, python, architecture)
+    key = cache_key(req_text, python, architecture, with_boot)
     dest = cache_dir / "deps" / key
     if (dest / "origins.json").exists():
         return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
@@ -94,7 +95,7 @@ def install(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     try:
-        _run_uv(requirements, python, architecture, tmp / "site", quiet)
+        _run_uv(requirements, python, architecture, tmp / "site", quiet, with_boot)
         origins = _scrub(tmp / "site")
         (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
         # Atomic publish; if a concurrent build filled the same key first, theirs is
@@ -119,7 +120,12 @@ def _uv() -> str:
 
 
 def _run_uv(
-    requirements: Path | None, python: str, architecture: str, target: Path, quiet: bool
+    requirements: Path | None,
+    python: str,
+    architecture: str,
+    target: Path,
+    quiet: bool,
+    with_boot: bool = True,
 ) -> None:
     tag = platform_tag(python, architecture)
     cmd = [
@@ -142,9 +148,9 @@ def _run_uv(
         "--link-mode",
         "hardlink",
         "--no-config",
-        "-r",
-        str(BOOT_REQUIREMENTS),
     ]
+    if with_boot:
+        cmd += ["-r", str(BOOT_REQUIREMENTS)]
     if requirements is not None:
         cmd += ["-r", str(requirements)]
     if quiet:

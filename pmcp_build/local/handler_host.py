@@ -15,6 +15,14 @@ import traceback
 
 def main() -> None:
     task_root, module_name = sys.argv[1], sys.argv[2]
+    # User code sees what Lambda's python runtime gives it: its own argv (argparse in a
+    # server module must not see ours) and no stdin (a stdio loop at import ends).
+    sys.argv = ["/var/runtime/bootstrap.py"]
+    events = os.fdopen(os.dup(0), "r")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(os.devnull)  # noqa: SIM115
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the server prints lands on stderr, as in CloudWatch
     sys.stdout = sys.stderr
@@ -22,12 +30,13 @@ def main() -> None:
     os.chdir(task_root)
     os.environ.setdefault("LAMBDA_TASK_ROOT", task_root)
     try:
-        handler = importlib.import_module(module_name).handler
+        module = importlib.import_module(module_name)
+        handler = module.handler
     except BaseException:
         protocol.write(json.dumps({"init_error": traceback.format_exc()}) + "\n")
         return
-    protocol.write(json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
+    protocol.write(json.dumps({"ready": True, "server": _describe(module)}) + "\n")
+    for line in events:
         if not line.strip():
             continue
         try:
@@ -35,6 +44,15 @@ def main() -> None:
         except BaseException:
             result = {"error": traceback.format_exc()}
         protocol.write(json.dumps(result, default=str) + "\n")
+
+
+def _describe(module: object) -> object:
+    """What the package loaded (kind, name, load error), for the build's load check."""
+    kinds = sys.modules.get("__metorial__.server_kinds")
+    runtime = getattr(module, "_runtime", None)
+    if kinds is None or runtime is None:
+        return None
+    return kinds.describe(getattr(runtime, "found", None), getattr(runtime, "load_error", None))
 
 
 if __name__ == "__main__":

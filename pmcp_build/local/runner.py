@@ -119,6 +119,8 @@ class PythonInvoker:
             env=env,
         )
         first = self._read(timeout=60)
+        # What the runtime loaded: kind, name, load error (see handler_host._describe).
+        self.server_info: dict[str, Any] | None = first.get("server")
         if "init_error" in first:
             self.close()
             raise UserError(f"the package's handler failed to import:\n{first['init_error']}")

@@ -53,6 +53,11 @@ def load_manifest(path: Path) -> LoadedManifest:
 def parse_manifest(text: str, filename: str = MANIFEST_NAME) -> Manifest:
     try:
         data = tomli.loads(text)
+    except RecursionError:
+        raise UserError(
+            f"{filename}: invalid TOML: arrays or tables are nested too deeply; a manifest "
+            "needs a few levels at most"
+        ) from None
     except tomli.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         msg = getattr(exc, "msg", str(exc))
@@ -63,11 +68,12 @@ def parse_manifest(text: str, filename: str = MANIFEST_NAME) -> Manifest:
     except ValidationError as exc:
         lines = _KeyLines(text)
         messages = [_describe(err, filename, lines) for err in _explained(exc.errors())]
-        # One line per problem; most manifests have one. Cap the flood.
-        shown = messages[:5]
-        if len(messages) > 5:
-            shown.append(f"... and {len(messages) - 5} more")
-        raise UserError("\n".join(shown)) from exc
+        # One line: the first problem (in file order), and how many more there are.
+        first = messages[0] if messages else f"{filename}: invalid manifest"
+        more = len(messages) - 1
+        if more:
+            first += f" (and {more} more problem{'s' if more > 1 else ''}: fix this one first)"
+        raise UserError(first) from exc
 
 
 # -- error rendering ---------------------------------------------------------------
@@ -105,7 +111,9 @@ def _describe(err: ErrorDetails, filename: str, lines: _KeyLines) -> str:
         return f"{where}: {dotted}: required key is missing{_dash(info)}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
-        expected = ctx.get("expected_tags", "")
+        expected = ctx.get("expected_tags") or (
+            "'python' or 'binary'" if path[:1] == ("runtime",) else "'lambda', 's3' or 'local'"
+        )
         if kind == "union_tag_not_found":
             return f"{where}: {dotted}: 'kind' is required; one of {expected}"
         return f"{where}: {dotted}.kind: unknown kind {ctx.get('tag')!r}; one of {expected}"

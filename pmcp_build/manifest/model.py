@@ -126,6 +126,12 @@ class Source(_Model):
     def _one_origin(self) -> Source:
         if self.path is not None and self.url is not None:
             raise ValueError("set either 'path' or 'url', not both")
+        if self.path is not None and (
+            self.path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", self.path)
+        ):
+            raise ValueError(
+                f"path must be relative to the folder of metorial.toml, got {self.path!r}"
+            )
         if self.url is not None and self.sha256 is None:
             raise ValueError(
                 "'url' needs 'sha256' to pin the download; "
@@ -144,8 +150,15 @@ class PythonRuntime(_Model):
     architecture: Architecture = Field(default="arm64", description="Lambda architecture")
     entrypoint: str | None = Field(
         default=None,
-        description="the server module, e.g. 'server.py'; detected when omitted, in the order "
+        description="the server module, e.g. 'server.py', or 'server.py:app' to name the "
+        "module-level server instance to serve; detected when omitted, in the order "
         + ", ".join(ENTRYPOINT_ORDER),
+    )
+    command: tuple[str, ...] | None = Field(
+        default=None,
+        description="a stdio MCP server to run instead of an entrypoint: a console script of "
+        "a listed requirement (['mcp-server-time', '--local-timezone', 'UTC']), "
+        "['python', '-m', 'package'] or ['python', 'file.py'] from the source",
     )
     requirements: str | None = Field(
         default=None,
@@ -164,10 +177,34 @@ class PythonRuntime(_Model):
     def _entrypoint(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        _relative_path(value, "entrypoint")
-        if not value.endswith(".py"):
+        path, sep, attr = value.partition(":")
+        _relative_path(path, "entrypoint")
+        if not path.endswith(".py"):
             raise ValueError(f"entrypoint must be a .py file, got {value!r}")
+        if sep and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", attr):
+            raise ValueError(
+                f"entrypoint {value!r}: after ':' comes the name of the module-level server, "
+                "e.g. 'server.py:app'"
+            )
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError(
+                "command must name what to run, e.g. ['mcp-server-time'] or "
+                "['python', '-m', 'package']"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _entrypoint_or_command(self) -> PythonRuntime:
+        if self.command is not None and self.entrypoint is not None:
+            raise ValueError(
+                "set either 'entrypoint' (a server module) or 'command' (a stdio server), not both"
+            )
+        return self
 
     @field_validator("requirements")
     @classmethod
@@ -224,10 +261,10 @@ class FunctionUrl(_Model):
 
 def _check_environment(env: dict[str, str]) -> dict[str, str]:
     for key, value in env.items():
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]+", key):
             raise ValueError(
-                f"environment key {key!r} is not a valid variable name "
-                "(letters, digits and '_', starting with a letter)"
+                f"environment key {key[:80]!r} is not one Lambda accepts (pattern "
+                "[a-zA-Z][a-zA-Z0-9_]+: a letter, then at least one letter, digit or '_')"
             )
         if key in LAMBDA_RESERVED_ENV:
             raise ValueError(f"environment key {key!r} is reserved by Lambda; rename it")
@@ -250,7 +287,45 @@ def _check_environment(env: dict[str, str]) -> dict[str, str]:
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-_REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+# Region names as AWS forms them: a partition-area prefix, a direction, a number
+# (eu-west-1, us-gov-east-1, ap-southeast-5, cn-north-1, us-isob-east-1).
+_REGION = (
+    r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov|us-iso|us-isob|eu-isoe|us-isof)"
+    r"-(north|south|east|west|central|northeast|northwest|southeast|southwest)-\d{1,2}$"
+)
+S3_KEY_LIMIT = 1024  # bytes, S3's limit on an object key
+
+
+def check_bucket_name(name: str) -> str:
+    """S3's general purpose bucket naming rules, each with its own message.
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html"""
+    rules = [
+        (3 <= len(name) <= 63, "must be 3 to 63 characters long"),
+        (
+            re.fullmatch(r"[a-z0-9.-]+", name) is not None,
+            "may only hold lowercase letters, digits, '.' and '-'",
+        ),
+        (name[:1].isalnum() and name[-1:].isalnum(), "must begin and end with a letter or digit"),
+        (".." not in name, "must not contain two adjacent periods"),
+        (".-" not in name and "-." not in name, "must not have '-' next to '.'"),
+        (
+            re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name) is None,
+            "must not be formatted as an IP address",
+        ),
+        (
+            not name.startswith(("xn--", "sthree-", "amzn-s3-demo-")),
+            "must not start with 'xn--', 'sthree-' or 'amzn-s3-demo-' (reserved by S3)",
+        ),
+        (
+            not name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")),
+            "must not end with '-s3alias', '--ol-s3', '.mrap', '--x-s3' or '--table-s3' "
+            "(reserved by S3)",
+        ),
+    ]
+    for ok, rule in rules:
+        if not ok:
+            raise ValueError(f"bucket name {name[:80]!r} {rule} (S3 bucket naming rules)")
+    return name
 
 
 class _AwsTarget(_Model):
@@ -266,6 +341,11 @@ class _AwsTarget(_Model):
         description="custom AWS endpoint (LocalStack, moto); default: AWS_ENDPOINT_URL",
     )
     bucket: str = Field(pattern=_BUCKET, description="S3 bucket name (3-63 chars, lowercase)")
+
+    @field_validator("bucket", mode="before")
+    @classmethod
+    def _bucket(cls, value: object) -> object:
+        return check_bucket_name(value) if isinstance(value, str) else value
 
 
 class LambdaTarget(_AwsTarget):
@@ -299,6 +379,18 @@ class LambdaTarget(_AwsTarget):
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_environment(value)
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # The artifact key is PREFIX/NAME-SHA256.zip: keep room for the name and sha.
+        room = S3_KEY_LIMIT - 48 - 1 - 64 - 5
+        if len(value.encode()) > room:
+            raise ValueError(
+                f"prefix is {len(value.encode())} bytes; S3 keys stop at {S3_KEY_LIMIT} bytes "
+                f"and the artifact name needs the rest: keep it under {room}"
+            )
+        return value
+
 
 class S3Target(_AwsTarget):
     """Upload the package only, at a fixed key."""
@@ -307,6 +399,15 @@ class S3Target(_AwsTarget):
     key: str = Field(
         pattern=r"^[^/].*\.zip$", description="object key ending in .zip, e.g. 'builds/lambda.zip'"
     )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if len(value.encode()) > S3_KEY_LIMIT:
+            raise ValueError(
+                f"key is {len(value.encode())} bytes; S3 object keys stop at {S3_KEY_LIMIT}"
+            )
+        return value
 
 
 class LocalTarget(_Model):

@@ -32,6 +32,7 @@ artifact = "target/lambda/{name}/bootstrap"
             else '# entrypoint = "server.py"      # none found; detected in the order '
             + ", ".join(ENTRYPOINT_ORDER)
         )
+        entry_line = _server_kind_line(folder, entry) or entry_line
         req_line = (
             'requirements = "requirements.txt"'
             if (folder / "requirements.txt").is_file()
@@ -77,6 +78,43 @@ kind = "local"                   # no cloud: `pmcp-build apply --target dev`, th
 '''
     parse_manifest(text)  # what we write must validate
     return text
+
+
+# A module-level server instance: `app = MCPServer(...)`, `mcp = FastMCP(...)`, `Server(...)`.
+_INSTANCE = re.compile(
+    r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=\s*(?:[\w.]+\.)?(MCPServer|FastMCP|Server)\(", re.M
+)
+# PyPI stdio servers are mostly named mcp-server-X or X-mcp(-server), with a console
+# script of the same name; the build checks the name against the installed scripts.
+_STDIO_PACKAGE = re.compile(
+    r"^\s*((?:mcp-server-[\w.-]+)|(?:[\w.-]+-mcp(?:-server)?))\b", re.M | re.I
+)
+
+
+def _server_kind_line(folder: Path, entry: str | None) -> str | None:
+    """`entrypoint = "server.py:app"` for an instance, `command = [...]` for a stdio package."""
+    if entry is not None:
+        try:
+            source = (folder / entry).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        if "metorial.create_server" in source:
+            return None
+        names = list(dict.fromkeys(m.group(1) for m in _INSTANCE.finditer(source)))
+        if len(names) == 1:
+            kind = _INSTANCE.search(source).group(2)  # type: ignore[union-attr]
+            return f'entrypoint = "{entry}:{names[0]}"  # the module-level {kind} to serve'
+        return None
+    requirements = folder / "requirements.txt"
+    if requirements.is_file():
+        found = _STDIO_PACKAGE.search(requirements.read_text(encoding="utf-8", errors="replace"))
+        if found:
+            name = found.group(1).lower()
+            return (
+                f'command = ["{name}"]  # the stdio server {name}\'s console script, kept '
+                "warm per container"
+            )
+    return None
 
 
 def write_manifest(folder: Path, name: str | None = None, force: bool = False) -> Path:

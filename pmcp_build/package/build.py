@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pmcp_build.errors import UserError
@@ -40,19 +41,45 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     runtime = manifest.runtime
     entries: list[Entry] = []
     if isinstance(runtime, PythonRuntime):
-        entrypoint = py.detect_entrypoint(runtime, tree)
         module = py.handler_module(tree)
         entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
         entries += py.boot_entries()
-        entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
+        requirements = py.requirements_file(runtime, tree)
+        policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}
+        if runtime.command is not None:
+            # A stdio command: its requirements in their own folder, the runtime's at
+            # the root, so neither's mcp pin constrains the other.
+            site = tree.root / py.COMMAND_PREFIX  # none: the command needs no requirements
+            if requirements is not None:
+                own = install(
+                    requirements,
+                    runtime.python,
+                    runtime.architecture,
+                    cache,
+                    quiet,
+                    with_boot=False,
+                    **policy,  # type: ignore[arg-type]
+                )
+                site = own.root
+                entries += [
+                    dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
+                    for e in py.dependency_entries(own.root, own.origins)
+                ]
+            command = py.command_spec(runtime.command, tree, site)
+            entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
+            requirements = None
+        else:
+            if requirements is not None:
+                py.check_mcp_pin(requirements)
+            entrypoint = py.detect_entrypoint(runtime, tree)
+            entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
         deps = install(
-            py.requirements_file(runtime, tree),
+            requirements,
             runtime.python,
             runtime.architecture,
             cache,
             quiet=quiet,
-            source_root=tree.root,
-            remote_source=manifest.source.url is not None,
+            **policy,  # type: ignore[arg-type]
         )
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,7 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
             handler = "?"
         else:
             handler = handler_file[:-3] + ".handler"
+            findings += _missing_entrypoint(files, handler_file, path.name)
         runtime = "python3"
         for e in entries:
             if e.path.endswith(".pyc") and "__pycache__" in e.path:
@@ -113,6 +116,34 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
     if len(entries) > FILE_COUNT_LIMIT:
         findings.append(Finding("warning", f"{len(entries)} files; is a virtualenv included?"))
     return Inspection(layout, zipped, tuple(findings))
+
+
+_ENTRYPOINT = re.compile(r"Runtime\(entrypoint=(\"[^\"]*\")")
+
+
+def _missing_entrypoint(files: dict[str, Entry], handler_file: str, name: str) -> list[Finding]:
+    """A generated handler names the server module it loads: it must be in the zip, or
+    the function fails at its first request."""
+    try:
+        text = files[handler_file].read().decode("utf-8", "replace")
+    except Exception:  # an unreadable member is reported by zip_members
+        return []
+    found = _ENTRYPOINT.search(text)
+    if found is None:
+        return []
+    try:
+        entrypoint = str(json.loads(found.group(1))).split(":")[0]
+    except ValueError:
+        return []
+    if not entrypoint or entrypoint in files:  # "": a stdio command, no module to load
+        return []
+    return [
+        Finding(
+            "error",
+            f"{name}: {handler_file} loads {entrypoint}, which is not in the package; the "
+            "function would fail at its first request",
+        )
+    ]
 
 
 def _bootstrap_arch(files: dict[str, Entry]) -> str | None:

@@ -33,7 +33,13 @@ from pmcp_build.package.zipwriter import FORMAT
 
 RECORD = ".build-inputs.json"
 _RACY_NS = 2_000_000_000
-_SKIP_DIRS = {".git", ".hg", ".svn", ".pmcp"}
+# Folders the source walk never enters, at any depth (source.tree.ALWAYS_EXCLUDED's
+# folder names; tests/test_rebuild.py keeps the two in step), nor folders holding a
+# pyvenv.cfg. Not imported from there: that module imports the manifest models.
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", ".pmcp", ".venv", "venv", "__pycache__", ".mypy_cache",
+     ".pytest_cache", ".ruff_cache", "node_modules"}
+)  # fmt: skip
 
 Sig = list[int]  # lstat mode, size, mtime_ns, inode, ctime_ns; [-1] racy
 
@@ -50,12 +56,30 @@ def _file_sig(path: Path | str, now_ns: int) -> Sig | None:
 
 
 def _dirs(root: Path) -> dict[str, list[str]]:
-    """The names in every folder under the source root (but VCS data, our own state)."""
+    """The names in every folder the source walk enters."""
     found: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
         found[dirpath] = sorted(dirnames + filenames)
+        if dirpath != str(root) and "pyvenv.cfg" in filenames:
+            dirnames[:] = []  # a virtualenv: never walked, never packaged
+            found[dirpath] = []
+            continue
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
     return found
+
+
+def _tool_stamp() -> str:
+    """The tool's own code: a rebuild must not replay a layout made by other code (the
+    version alone does not change while someone works on pmcp-build itself)."""
+    package = Path(__file__).resolve().parents[1]
+    parts = []
+    for dirpath, dirnames, filenames in os.walk(package):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith((".py", ".j2")):
+                st = os.stat(os.path.join(dirpath, name))
+                parts.append(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
 
 
 def record(
@@ -78,9 +102,17 @@ def record(
         sig = None if src is None or src.startswith(inside) else _file_sig(src, now_ns)
         inline = e.data.decode("latin-1") if e.data is not None else None
         entries.append([e.path, e.origin, e.mode, e.size, e.sha256, src, e.detail, sig, inline])
+    # Files at the source root that are not packaged still count, and so does every
+    # .gitignore the walk reads (at any level): they decide which files are packaged.
+    dirs = _dirs(source_root)
+    sources = {row[5] for row in entries}
+    with os.scandir(source_root) as it:
+        strict = [*strict, *(Path(f.path) for f in it if f.is_file() and f.path not in sources)]
+    strict += [Path(d) / ".gitignore" for d, names in dirs.items() if ".gitignore" in names]
     strict_sigs = {str(p): _file_sig(p, now_ns) for p in strict}
     data = {
         "tool": __version__,
+        "code": _tool_stamp(),
         "format": FORMAT,
         "cache": str(cache),
         "manifest": str(manifest.resolve()),
@@ -91,7 +123,7 @@ def record(
         "edits": allow_edits,
         "strict": strict_sigs,
         "root": str(source_root),
-        "dirs": _dirs(source_root),
+        "dirs": dirs,
         "entries": entries,
     }
     path = out_dir / RECORD
@@ -115,6 +147,7 @@ def rebuild(manifest: Path) -> Package | None:
         if (
             data["tool"] != __version__
             or data["format"] != FORMAT
+            or data["code"] != _tool_stamp()
             or data["cache"] != str(cache_dir())
             or data["manifest"] != str(manifest)
             or data["out_dir"] != str(out_dir)

@@ -133,3 +133,24 @@ def walk_tree(
     files.sort(key=lambda f: f.path)
     left_out.sort()
     return files, left_out
+
+
+def check_declared_paths(
+    source: Source, manifest_dir: Path, runtime: object, label: str = MANIFEST_NAME
+) -> None:
+    """What `validate` can say offline: the paths the manifest names exist. (A URL
+    source's paths are checked when it is fetched, by build and plan.)"""
+    if source.url is not None:
+        return
+    root = (manifest_dir / (source.path or ".")).resolve()
+    if not root.is_dir():
+        raise UserError(f"{label}: [source].path: {root} is not a folder; fix the path")
+    for key in ("entrypoint", "requirements", "artifact"):
+        value = getattr(runtime, key, None)
+        if isinstance(value, str):
+            path = value.split(":")[0] if key == "entrypoint" else value
+            if not (root / path).is_file():
+                raise UserError(
+                    f"{label}: [runtime].{key}: {path!r} does not exist in {root}; fix the path"
+                    + (" or build the artifact first" if key == "artifact" else "")
+                )

@@ -1,0 +1,388 @@
+"""A stdio MCP server run as a command, kept warm for the container's life.
+
+The command starts once per container (at init), the bridge does the `initialize`
+handshake with it, and an mcp low-level `Server` built from the capabilities it
+announced forwards each request to it as JSON-RPC over its stdin/stdout. The engine
+serves that `Server` like any other, so HTTP events and platform actions (and both
+protocol eras of the client) behave as for an in-process server.
+
+Its stderr goes to the logs. When it exits, pending requests fail with an error that
+says so (with its last stderr lines), and the next request starts it again. Each
+request has a timeout (METORIAL_STDIO_TIMEOUT seconds, default 30).
+
+The command runs with the package's own python, isolated (-I -S): its requirements
+live in `__command__/` apart from the runtime's, so it may pin any mcp it likes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from typing import Any
+
+from .server_kinds import Found
+
+COMMAND_SITE = "__command__"
+BRIDGE_NAME = "metorial-stdio-bridge"
+STDERR_TAIL = 20
+
+# Runs in the child: its argv and sys.path as the command expects, then the command.
+LAUNCHER = r"""
+import json, os, runpy, site, sys
+spec = json.loads(sys.argv[1])
+args = sys.argv[2:]
+sys.path.insert(0, spec["site"])
+site.addsitedir(spec["site"])
+sys.path.append(spec["root"])
+kind, target = spec["kind"], spec["target"]
+if kind == "script":
+    import importlib
+    module, _, attr = target.partition(":")
+    sys.argv = [spec["argv0"], *args]
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    sys.exit(obj())
+elif kind == "module":
+    sys.argv = [spec["argv0"], *args]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    path = os.path.join(spec["root"], target)
+    sys.argv = [path, *args]
+    sys.path.insert(0, os.path.dirname(path))
+    runpy.run_path(path, run_name="__main__")
+"""
+
+# What each announced capability lets the bridge forward: (Server keyword, method,
+# result type). Results are typed so the SDK stamps what the client's era needs.
+_FORWARDS = {
+    "tools": (
+        ("on_list_tools", "tools/list", "ListToolsResult"),
+        ("on_call_tool", "tools/call", "CallToolResult"),
+    ),
+    "resources": (
+        ("on_list_resources", "resources/list", "ListResourcesResult"),
+        ("on_list_resource_templates", "resources/templates/list", "ListResourceTemplatesResult"),
+        ("on_read_resource", "resources/read", "ReadResourceResult"),
+    ),
+    "prompts": (
+        ("on_list_prompts", "prompts/list", "ListPromptsResult"),
+        ("on_get_prompt", "prompts/get", "GetPromptResult"),
+    ),
+    "completions": (("on_completion", "completion/complete", "CompleteResult"),),
+    "logging": (("on_set_logging_level", "logging/setLevel", "EmptyResult"),),
+}
+
+
+class BridgeError(Exception):
+    pass
+
+
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("METORIAL_STDIO_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+
+
+class StdioServer:
+    """One child process speaking MCP over stdio, restarted after a crash."""
+
+    def __init__(self, root: str, command: dict[str, Any]) -> None:
+        self.root = root
+        self.command = command
+        self.label = " ".join([command["argv0"], *command.get("args", [])])
+        self.timeout = _timeout()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
+        self.next_id = 0
+        self.lock = threading.Lock()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self.init_result: dict[str, Any] = {}
+        self.exit_note: str | None = None
+        self.stderr_reader: threading.Thread | None = None
+
+    # -- process -------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        spec = {
+            "site": os.path.join(self.root, COMMAND_SITE),
+            "root": self.root,
+            "kind": self.command["kind"],
+            "target": self.command["target"],
+            "argv0": self.command["argv0"],
+        }
+        return [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps(spec), *self.command["args"]]
+
+    def start(self) -> dict[str, Any]:
+        """Start the command and do the handshake; the server's initialize result."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.stderr_tail.clear()
+        self.proc = subprocess.Popen(
+            self.argv(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.root,
+            env=env,
+            bufsize=0,
+        )
+        proc = self.proc
+        self.stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
+        self.stderr_reader.start()
+        threading.Thread(target=self._read_stdout, args=(proc,), daemon=True).start()
+        from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+        future = self._request(
+            "initialize",
+            {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": BRIDGE_NAME, "version": "1"},
+            },
+        )
+        # While the command starts, load the SDK the engine serves it with: the two
+        # imports overlap instead of adding up (cold start).
+        import mcp.server.lowlevel.server
+        import mcp.server.streamable_http_manager  # noqa: F401
+
+        result = self._wait("initialize", future, self.timeout)
+        self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.init_result = result
+        return result
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self.proc
+        if proc is None or proc.stdin is None:
+            raise BridgeError(f"the stdio server `{self.label}` is not running")
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        try:
+            with self.lock:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise BridgeError(self._exited(proc)) from exc
+
+    def _wait(
+        self, method: str, future: concurrent.futures.Future[Any], timeout: float
+    ) -> dict[str, Any]:
+        try:
+            reply = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise BridgeError(
+                f"the stdio server `{self.label}` did not answer {method} within {timeout:.0f} s"
+            ) from None
+        if "error" in reply:
+            raise BridgeError(f"the stdio server `{self.label}` refused {method}: {reply['error']}")
+        result: dict[str, Any] = reply.get("result") or {}
+        return result
+
+    def _request(self, method: str, params: dict[str, Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        with self.lock:
+            self.next_id += 1
+            request_id = self.next_id
+            self.pending[request_id] = future
+        self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        return future
+
+    def _exited(self, proc: subprocess.Popen[bytes]) -> str:
+        code = proc.poll()
+        tail = " | ".join(list(self.stderr_tail)[-5:])
+        return (
+            f"the stdio server `{self.label}` exited (code {code}); it restarts on the next "
+            f"request" + (f". Its last stderr: {tail}" if tail else "")
+        )
+
+    def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                # A stray print on stdout: it is not protocol, so it is a log line.
+                self._log(line.decode(errors="replace"))
+                continue
+            if isinstance(message, dict):
+                self._dispatch(message)
+        proc.wait()
+        if self.stderr_reader is not None:
+            self.stderr_reader.join(1)  # its last words belong in the error
+        note = self._exited(proc)
+        self.exit_note = note
+        with self.lock:
+            pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(BridgeError(note))
+        self._log(note)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "method" in message:
+            method = message["method"]
+            if "id" in message:  # a request from the server: ping, sampling, roots...
+                if method == "ping":
+                    reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
+                else:
+                    reply = {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "error": {
+                            "code": -32601,
+                            "message": f"{method} is not available: the client is stateless",
+                        },
+                    }
+                with contextlib.suppress(BridgeError):
+                    self._send(reply)
+            elif method == "notifications/message":
+                params = message.get("params") or {}
+                self._log(f"[{params.get('level', 'info')}] {json.dumps(params.get('data'))}")
+            return
+        with self.lock:
+            future = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.stderr_tail.append(line)
+            self._log(line)
+
+    def _log(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=sys.stderr, flush=True)
+
+    # -- forwarding ------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        if not self.alive():
+            self.start()
+
+    async def forward(self, method: str, params: Any) -> dict[str, Any]:
+        from mcp.shared.exceptions import MCPError
+
+        body = _params(params)
+        try:
+            await asyncio.to_thread(self.ensure_started)
+            future = self._request(method, body)
+        except BridgeError as exc:
+            raise MCPError(-32603, str(exc)) from None
+        try:
+            reply = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except TimeoutError:
+            request_id = next((k for k, v in self.pending.items() if v is future), None)
+            if request_id is not None:
+                self.pending.pop(request_id, None)
+                with contextlib.suppress(BridgeError):
+                    self._send(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "notifications/cancelled",
+                            "params": {"requestId": request_id, "reason": "timeout"},
+                        }
+                    )
+            raise MCPError(
+                -32603,
+                f"the stdio server `{self.label}` did not answer {method} within "
+                f"{self.timeout:.0f} s (METORIAL_STDIO_TIMEOUT)",
+            ) from None
+        except BridgeError as exc:
+            raise MCPError(-32603, str(exc)) from None
+        if "error" in reply:
+            error = reply["error"] or {}
+            raise MCPError(
+                int(error.get("code", -32603)), str(error.get("message", "")), error.get("data")
+            )
+        result: dict[str, Any] = reply.get("result") or {}
+        return result
+
+
+def _params(params: Any) -> dict[str, Any]:
+    """The request's params as the command expects them: the modern protocol's
+    per-request envelope (_meta io.modelcontextprotocol/*) stays with the bridge."""
+    if params is None:
+        return {}
+    data: dict[str, Any] = (
+        params.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if hasattr(params, "model_dump")
+        else dict(params)
+    )
+    meta = data.get("_meta")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
+        if meta:
+            data["_meta"] = meta
+        else:
+            data.pop("_meta")
+    return data
+
+
+def proxy_server(stdio: StdioServer) -> Any:
+    """An mcp low-level Server offering what the command announced, forwarding to it."""
+    import mcp_types
+    from mcp.server.lowlevel.server import Server
+
+    init = stdio.init_result
+    capabilities = init.get("capabilities") or {}
+    info = init.get("serverInfo") or {}
+    handlers: dict[str, Any] = {}
+    for capability, forwards in _FORWARDS.items():
+        if capability not in capabilities:
+            continue
+        for keyword, method, result_type in forwards:
+
+            async def handler(
+                ctx: Any,
+                params: Any,
+                _method: str = method,
+                _type: Any = getattr(mcp_types, result_type),
+            ) -> Any:
+                return _type.model_validate(await stdio.forward(_method, params))
+
+            handlers[keyword] = handler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # logging/setLevel is deprecated, still forwarded
+        return Server(
+            str(info.get("name") or stdio.command["argv0"]),
+            version=str(info.get("version") or ""),
+            instructions=init.get("instructions"),
+            **handlers,
+        )
+
+
+def start(root: str, command: dict[str, Any]) -> Found:
+    stdio = StdioServer(root, command)
+    try:
+        stdio.start()
+    except BaseException:
+        stdio.stop()
+        raise
+    server = proxy_server(stdio)
+    return Found(
+        "stdio", server.name, server.version, server=server, attr=stdio.label, bridge=stdio
+    )
