@@ -285,6 +285,38 @@ def _check_environment(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# AWS tag rules (Lambda and IAM alike): at most 50 tags per resource, keys 1-128 and
+# values 0-256 characters of letters, digits, spaces and _ . : / = + - @, and no key
+# starting with "aws:". pmcp-build's own three tags count against the 50.
+TAG_PREFIX = "pmcp-build:"
+MAX_USER_TAGS = 47
+_TAG_CHARS = re.compile(r"[\w .:/=+\-@]*", re.UNICODE)
+
+
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_USER_TAGS:
+        raise ValueError(
+            f"{len(tags)} tags; AWS allows 50 per resource and pmcp-build sets 3 of them, "
+            f"so at most {MAX_USER_TAGS}"
+        )
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128 or not _TAG_CHARS.fullmatch(key):
+            raise ValueError(
+                f"tag key {key!r} must be 1-128 characters of letters, digits, spaces "
+                "and _ . : / = + - @"
+            )
+        if key.lower().startswith("aws:"):
+            raise ValueError(f"tag key {key!r}: the 'aws:' prefix is reserved by AWS")
+        if key.startswith(TAG_PREFIX):
+            raise ValueError(f"tag key {key!r}: the {TAG_PREFIX!r} prefix is pmcp-build's own")
+        if len(value) > 256 or not _TAG_CHARS.fullmatch(value):
+            raise ValueError(
+                f"tags.{key}: the value must be at most 256 characters of letters, digits, "
+                "spaces and _ . : / = + - @"
+            )
+    return tags
+
+
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 # Region names as AWS forms them: a partition-area prefix, a direction, a number
@@ -373,11 +405,22 @@ class LambdaTarget(_AwsTarget):
         description="variables for the function; '${env:NAME}' is read at plan time and "
         "kept secret",
     )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="tags for the function and its auto role, merged with pmcp-build's own "
+        f"('{TAG_PREFIX}managed', '{TAG_PREFIX}server', '{TAG_PREFIX}package'); "
+        f"at most {MAX_USER_TAGS}",
+    )
 
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_environment(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_tags(value)
 
     @field_validator("prefix")
     @classmethod

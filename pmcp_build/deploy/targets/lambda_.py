@@ -16,6 +16,7 @@ from typing import Any
 from pmcp_build.deploy import aws
 from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.manifest.model import TAG_PREFIX
 from pmcp_build.manifest.secrets import MASK, Environment
 
 # Statement ids of the two grants a public (auth NONE) URL needs. Since October 2025
@@ -38,6 +39,21 @@ _CONFIG_FIELDS = ("Runtime", "Handler", "Role", "MemorySize", "Timeout")
 
 def auto_role_name(function: str) -> str:
     return f"{function}-pmcp-exec"[:64]
+
+
+def managed_tags(server: str, sha256: str, user: dict[str, str]) -> dict[str, str]:
+    """The function's tags: the manifest's, then pmcp-build's own (which win)."""
+    return {
+        **user,
+        f"{TAG_PREFIX}managed": "true",
+        f"{TAG_PREFIX}server": server,
+        f"{TAG_PREFIX}package": sha256,
+    }
+
+
+def role_tags(server: str, user: dict[str, str]) -> dict[str, str]:
+    # No package tag: the role outlives every package; tagged once, when created.
+    return {**user, f"{TAG_PREFIX}managed": "true", f"{TAG_PREFIX}server": server}
 
 
 def artifact_key(prefix: str, server: str, sha256: str) -> str:
@@ -107,6 +123,8 @@ def read(given: TargetInput) -> dict[str, Any]:
         else {"AuthType": url.get("AuthType"), "FunctionUrl": url.get("FunctionUrl")},
         "permissions": permissions or {},
         "role": role,
+        # GetFunction answers with the function's tags: drift costs no extra call.
+        "tags": None if found is None else dict(found.get("Tags") or {}),
     }
 
 
@@ -185,7 +203,10 @@ def diff(
     url_auth: str | None,
     server: str,
     state: dict[str, Any],
+    tags: dict[str, str] | None = None,  # every tag the function must carry
+    user_tags: dict[str, str] | None = None,
 ) -> list[Action]:
+    tags = tags if tags is not None else managed_tags(server, sha256, {})
     actions: list[Action] = []
     fn = state.get("function")
     s3 = f"s3://{bucket}/{key}"
@@ -201,7 +222,9 @@ def diff(
 
     role_arn: Any = role
     if role == "auto":
-        role_arn, role_actions = _auto_role(function, state.get("role"))
+        role_arn, role_actions = _auto_role(
+            function, state.get("role"), role_tags(server, user_tags or {})
+        )
         actions += role_actions
 
     wanted = {
@@ -220,7 +243,7 @@ def diff(
             "Architectures": [architecture],
             "Environment": env_param,
             "Description": f"{server} (pmcp-build {sha256[:12]})",
-            "Tags": {"managed-by": "pmcp-build"},
+            "Tags": tags,
         }
         changes = [Change(k, None, _shown_role(v) if k == "Role" else v) for k, v in wanted.items()]
         changes += [Change(f"Environment.{k}", None, v) for k, v in sorted(env.shown().items())]
@@ -317,10 +340,41 @@ def diff(
                     expects,
                 )
             )
-        if not code_changes and not config_changes:
+        tag_action = _tag_action(function, fn.get("FunctionArn"), state.get("tags") or {}, tags)
+        if tag_action is not None:
+            actions.append(tag_action)
+        if not code_changes and not config_changes and tag_action is None:
             actions.append(noop(f"lambda {function}", "up to date"))
     actions += _url_actions(function, url_auth, state.get("url"), state.get("permissions") or {})
     return actions
+
+
+def _tag_action(
+    function: str, arn: str | None, before: dict[str, str], wanted: dict[str, str]
+) -> Action | None:
+    """Tag drift: TagResource for what is missing or different, UntagResource for keys
+    the manifest does not name (the manifest owns the function's tags; AWS's own
+    'aws:' tags cannot be removed and are left alone)."""
+    put = {k: v for k, v in wanted.items() if before.get(k) != v}
+    drop = sorted(k for k in before if k not in wanted and not k.startswith("aws:"))
+    if not put and not drop:
+        return None
+    changes = [Change(f"Tags.{k}", before.get(k), v) for k, v in sorted(put.items())]
+    changes += [Change(f"Tags.{k}", before[k], None) for k in drop]
+    calls = []
+    if put:
+        calls.append(Call("lambda", "tag_resource", {"Resource": arn, "Tags": put}))
+    if drop:
+        calls.append(Call("lambda", "untag_resource", {"Resource": arn, "TagKeys": drop}))
+    return Action(
+        "lambda.tag_resource" if put else "lambda.untag_resource",
+        "~",
+        f"lambda {function} tags",
+        "tags drifted" if before else "tags missing",
+        tuple(changes),
+        tuple(calls),
+        {"Tags": before},
+    )
 
 
 def _env_param(env: Environment) -> dict[str, Any]:
@@ -346,7 +400,9 @@ def _shown_role(value: Any) -> Any:
     return value
 
 
-def _auto_role(function: str, role: dict[str, Any] | None) -> tuple[Any, list[Action]]:
+def _auto_role(
+    function: str, role: dict[str, Any] | None, tags: dict[str, str]
+) -> tuple[Any, list[Action]]:
     name = auto_role_name(function)
     policy = aws.logs_policy(function)
     put_policy = Call(
@@ -366,7 +422,7 @@ def _auto_role(function: str, role: dict[str, Any] | None) -> tuple[Any, list[Ac
                 "RoleName": name,
                 "AssumeRolePolicyDocument": json.dumps(TRUST_POLICY, sort_keys=True),
                 "Description": f"Execution role for {function}, created by pmcp-build",
-                "Tags": [{"Key": "managed-by", "Value": "pmcp-build"}],
+                "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
             },
             outputs={"role_arn": "Role.Arn"},
         )
@@ -534,6 +590,8 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         url_auth=t.url.auth if t.url else None,
         server=given.server,
         state=state,
+        tags=managed_tags(given.server, pkg.sha256, t.tags),
+        user_tags=t.tags,
     )
     if not refresh:
         actions = unread(actions)
