@@ -3,6 +3,7 @@ where moto lacks a behaviour, said in the test), plus each diff on plain data.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
@@ -139,3 +140,79 @@ def test_tag_diff_on_plain_data() -> None:
         ("tag_resource", {"Resource": "arn:f", "Tags": {"a": "9", "d": "4"}}),
         ("untag_resource", {"Resource": "arn:f", "TagKeys": ["b"]}),
     ]
+
+
+# -- 3. versions and aliases ----------------------------------------------------------------
+
+
+def _alias_version() -> str:
+    return str(
+        boto3.client("lambda").get_alias(FunctionName="tiny-prod", Name="live")["FunctionVersion"]
+    )
+
+
+def test_publish_alias_url_and_rollback(cli, project: Path) -> None:
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace("memory = 256\n", 'memory = 256\nalias = "live"\n'))
+    # moto ignores Qualifier on URL configs and permissions: the plan's calls say it.
+    planned = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
+    calls = [c for a in planned["targets"][0]["actions"] for c in a["calls"]]
+    for call in calls:
+        if call["operation"] in ("create_function_url_config", "add_permission"):
+            assert call["params"]["Qualifier"] == "live", call
+    assert [c["operation"] for c in calls].count("add_permission") == 2
+    first = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert first.exit_code == 0, first.output
+    assert _alias_version() == "1"
+    assert "prod.version = 1" in first.stdout and "prod.alias = live" in first.stdout
+    lam = boto3.client("lambda")
+    # The URL and its grants are on the alias.
+    again = cli("-C", str(project), "plan", "-t", "prod", "--detailed-exitcode")
+    assert again.exit_code == 0, again.output  # published version == $LATEST: nothing
+
+    toml.write_text(toml.read_text().replace("memory = 256", "memory = 384"))
+    plan = cli("-C", str(project), "plan", "-t", "prod")
+    assert "+ lambda tiny-prod version lambda.publish_version" in plan.stdout
+    assert "~ alias tiny-prod:live lambda.update_alias" in plan.stdout
+    assert "FunctionVersion: 1 -> (the version published above)" in plan.stdout
+    second = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert second.exit_code == 0, second.output
+    assert _alias_version() == "2" and "prod.version = 2" in second.stdout
+    config = lam.get_function_configuration(FunctionName="tiny-prod", Qualifier="2")
+    assert config["MemorySize"] == 384
+
+    refused = cli("-C", str(project), "rollback", "-t", "prod")
+    assert refused.exit_code == 1 and "--auto-approve" in refused.stderr
+    assert _alias_version() == "2"
+    back = cli("-C", str(project), "rollback", "-t", "prod", "--auto-approve")
+    assert back.exit_code == 0, back.output
+    assert "~ alias tiny-prod:live lambda.update_alias  # rollback from version 2" in back.stdout
+    assert "FunctionVersion: 2 -> 1" in back.stdout
+    assert _alias_version() == "1"
+    none_left = cli("-C", str(project), "rollback", "-t", "prod", "--auto-approve")
+    assert none_left.exit_code == 1 and "no earlier published version" in none_left.stderr
+
+
+def test_rollback_needs_an_alias(cli, project: Path) -> None:
+    result = cli("-C", str(project), "rollback", "-t", "prod", "--auto-approve")
+    assert result.exit_code == 1 and 'alias = "live"' in result.stderr
+
+
+def test_publish_diff_on_plain_data() -> None:
+    from pmcp_build.deploy.targets.lambda_ import _publish_actions, rollback_action
+
+    fn = {"CodeSha256": "c", "MemorySize": 512, "Architectures": ["arm64"]}
+    same = {"Version": "4", **fn}
+    state = {"function": fn, "published": same, "alias": {"FunctionVersion": "4"}}
+    assert _publish_actions("f", "c", "s" * 64, "s", "live", False, state) == []
+    moved = _publish_actions("f", "c", "s" * 64, "s", "live", True, state)
+    assert [a.op for a in moved] == ["lambda.publish_version", "lambda.update_alias"]
+    assert moved[0].calls[0].params["CodeSha256"] == "c"  # the guard
+    assert moved[1].calls[0].params["FunctionVersion"] == {"$output": "version"}
+    # killed before publishing: nothing changed, but $LATEST differs from version 4
+    stale = {**state, "published": {**same, "MemorySize": 256}}
+    assert [a.op for a in _publish_actions("f", "c", "s" * 64, "s", None, False, stale)] == [
+        "lambda.publish_version"
+    ]
+    action = rollback_action("f", "live", "7", ["$LATEST", "2", "5", "7", "9"])
+    assert action.calls[0].params["FunctionVersion"] == "5"

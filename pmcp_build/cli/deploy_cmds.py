@@ -302,3 +302,36 @@ def destroy(
             raise UserError("destroy cancelled; nothing was changed")
     execute(plan, None, environments(loaded, [target]))
     out.print(f"Destroy complete: {len(actions)} destroyed.", markup=False)
+
+
+@app.command()
+@guard
+def rollback(
+    target: Annotated[str, typer.Option("--target", "-t", help="The lambda target.")],
+    file: ManifestOption = Path(MANIFEST_NAME),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Move the target's alias back to the previous published version (plan first)."""
+    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.plan import environments, render, rollback_plan
+
+    loaded = load(file)
+    check_targets(loaded, [target])
+    plan = rollback_plan(loaded, target)
+    if not json_out:
+        for line in render(plan):
+            out.print(line, markup=False)
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "rollback needs confirmation: run it in a terminal or pass --auto-approve"
+            )
+        if not typer.confirm(f"Roll target {target} back?"):
+            raise UserError("rollback cancelled; nothing was changed")
+    results = execute(plan, None, environments(loaded, [target]))
+    if json_out:
+        sys.stdout.write(json.dumps({"outputs": {r.name: r.outputs for r in results}}) + "\n")
+        return
+    _print_results(results, {})
+    out.print("Rollback complete.", markup=False)

@@ -138,3 +138,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
+
+
+def rollback_plan(loaded: LoadedManifest, name: str) -> Plan:
+    from pmcp_build.deploy.targets import lambda_
+
+    target = loaded.manifest.targets[name]
+    if target.kind != "lambda":
+        raise UserError(f"{loaded.path}: target {name!r} is {target.kind}; rollback is for lambda")
+    env = environments(loaded, [name])[name]
+    given = TargetInput(name, target, loaded.manifest.server.name, None, env, loaded.root)
+    return Plan(server=loaded.manifest.server.name, package={}, targets=(lambda_.rollback(given),))

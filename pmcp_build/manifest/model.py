@@ -405,6 +405,17 @@ class LambdaTarget(_AwsTarget):
         description="variables for the function; '${env:NAME}' is read at plan time and "
         "kept secret",
     )
+    publish: bool = Field(
+        default=False,
+        strict=True,
+        description="publish a version when code or configuration changed",
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,128}$",
+        description="an alias (e.g. 'live') moved to each published version; implies "
+        "publish; the URL is served through it",
+    )
     tags: dict[str, str] = Field(
         default_factory=dict,
         description="tags for the function and its auto role, merged with pmcp-build's own "
@@ -416,6 +427,17 @@ class LambdaTarget(_AwsTarget):
     @classmethod
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_environment(value)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str | None) -> str | None:
+        if value is not None and value.isdigit():
+            raise ValueError(f"alias {value!r} is a number, which names a version; use a word")
+        return value
+
+    @property
+    def publishes(self) -> bool:
+        return self.publish or self.alias is not None
 
     @field_validator("tags")
     @classmethod

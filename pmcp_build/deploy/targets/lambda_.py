@@ -16,6 +16,7 @@ from typing import Any
 from pmcp_build.deploy import aws
 from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import TAG_PREFIX
 from pmcp_build.manifest.secrets import MASK, Environment
 
@@ -35,6 +36,9 @@ TRUST_POLICY = {
     ],
 }
 _CONFIG_FIELDS = ("Runtime", "Handler", "Role", "MemorySize", "Timeout")
+# What a published version is compared on against $LATEST: equal means "already
+# published" (and PublishVersion would publish nothing new).
+_PUBLISHED_FIELDS = ("CodeSha256", "Architectures", *_CONFIG_FIELDS, "Environment")
 
 
 def auto_role_name(function: str) -> str:
@@ -61,10 +65,12 @@ def artifact_key(prefix: str, server: str, sha256: str) -> str:
     return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
-def public_grants(function: str) -> dict[str, dict[str, Any]]:
+def public_grants(function: str, alias: str | None = None) -> dict[str, dict[str, Any]]:
     """AddPermission parameters of the grants an auth NONE URL needs, by statement id."""
+    qualifier = {"Qualifier": alias} if alias else {}
     return {
         PUBLIC_URL_SID: {
+            **qualifier,
             "FunctionName": function,
             "StatementId": PUBLIC_URL_SID,
             "Action": "lambda:InvokeFunctionUrl",
@@ -72,6 +78,7 @@ def public_grants(function: str) -> dict[str, dict[str, Any]]:
             "FunctionUrlAuthType": "NONE",
         },
         PUBLIC_INVOKE_SID: {
+            **qualifier,
             "FunctionName": function,
             "StatementId": PUBLIC_INVOKE_SID,
             "Action": "lambda:InvokeFunction",
@@ -98,15 +105,19 @@ def read(given: TargetInput) -> dict[str, Any]:
             lambda: c.lam.get_function(FunctionName=t.function), "ResourceNotFoundException"
         )
         function = dict(found["Configuration"]) if found else None
-        url = permissions = None
-        if function is not None:
+        url = permissions = alias = published = None
+        # With an alias, the URL and its grants live on the alias (Qualifier).
+        where = {"FunctionName": t.function, **({"Qualifier": t.alias} if t.alias else {})}
+        if function is not None and t.publishes:
+            alias, published = _read_published(c.lam, t.function, t.alias)
+        if function is not None and (alias is not None or not t.alias):
             url = aws.absent_as_none(
-                lambda: c.lam.get_function_url_config(FunctionName=t.function),
+                lambda: c.lam.get_function_url_config(**where),
                 "ResourceNotFoundException",
             )
             if url is not None:
                 policy = aws.absent_as_none(
-                    lambda: c.lam.get_policy(FunctionName=t.function),
+                    lambda: c.lam.get_policy(**where),
                     "ResourceNotFoundException",
                 )
                 permissions = _our_statements(policy)
@@ -125,7 +136,53 @@ def read(given: TargetInput) -> dict[str, Any]:
         "role": role,
         # GetFunction answers with the function's tags: drift costs no extra call.
         "tags": None if found is None else dict(found.get("Tags") or {}),
+        "alias": alias,
+        "published": published,
     }
+
+
+def _read_published(
+    lam: Any, function: str, alias_name: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The alias (name, version) and the configuration of the version in service: the
+    alias's, or without an alias the newest published one."""
+    alias = version = None
+    if alias_name:
+        found = aws.absent_as_none(
+            lambda: lam.get_alias(FunctionName=function, Name=alias_name),
+            "ResourceNotFoundException",
+        )
+        if found is not None:
+            alias = {"Name": alias_name, "FunctionVersion": found["FunctionVersion"]}
+            version = found["FunctionVersion"]
+    else:
+        version = _newest_version(list_versions(lam, function))
+    if version is None or version == "$LATEST":
+        return alias, None
+    config = lam.get_function_configuration(FunctionName=function, Qualifier=version)
+    return alias, {k: config.get(k) for k in ("Version", *_PUBLISHED_FIELDS)}
+
+
+_MAX_VERSION_PAGES = 100  # 50 per page: 5000 versions, more than a sane function keeps
+
+
+def list_versions(lam: Any, function: str) -> list[str]:
+    versions: list[str] = []
+    marker = None
+    for _ in range(_MAX_VERSION_PAGES):
+        page = lam.list_versions_by_function(
+            FunctionName=function, **({"Marker": marker} if marker else {})
+        )
+        versions += [v["Version"] for v in page.get("Versions") or []]
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    return versions
+
+
+def _newest_version(versions: list[str]) -> str | None:
+    numbers = [int(v) for v in versions if v.isdigit()]
+    return str(max(numbers)) if numbers else None
 
 
 def _our_statements(policy: dict[str, Any] | None) -> dict[str, Any]:
@@ -175,6 +232,13 @@ def observed(state: dict[str, Any]) -> dict[str, Any]:
             **{k: fn.get(k) for k in _CONFIG_FIELDS},
             "EnvironmentKeys": sorted(env),
         }
+    published = state.get("published")
+    if published is not None:
+        penv = (published.get("Environment") or {}).get("Variables") or {}
+        shown["published"] = {
+            **{k: v for k, v in published.items() if k != "Environment"},
+            "EnvironmentKeys": sorted(penv),
+        }
     return shown
 
 
@@ -205,6 +269,8 @@ def diff(
     state: dict[str, Any],
     tags: dict[str, str] | None = None,  # every tag the function must carry
     user_tags: dict[str, str] | None = None,
+    publish: bool = False,
+    alias: str | None = None,
 ) -> list[Action]:
     tags = tags if tags is not None else managed_tags(server, sha256, {})
     actions: list[Action] = []
@@ -345,7 +411,99 @@ def diff(
             actions.append(tag_action)
         if not code_changes and not config_changes and tag_action is None:
             actions.append(noop(f"lambda {function}", "up to date"))
-    actions += _url_actions(function, url_auth, state.get("url"), state.get("permissions") or {})
+    changed = fn is None or bool(code_changes) or bool(config_changes)
+    if publish or alias:
+        actions += _publish_actions(function, code_sha256, sha256, server, alias, changed, state)
+    actions += _url_actions(
+        function, url_auth, state.get("url"), state.get("permissions") or {}, alias
+    )
+    return actions
+
+
+def _publish_actions(
+    function: str,
+    code_sha256: str,
+    sha256: str,
+    server: str,
+    alias: str | None,
+    changed: bool,
+    state: dict[str, Any],
+) -> list[Action]:
+    """PublishVersion when code or configuration changed (or the version in service is
+    not what $LATEST is, e.g. an apply killed before publishing), then the alias move."""
+    fn = state.get("function") or {}
+    published = state.get("published")
+    current = state.get("alias")
+    in_service = published.get("Version") if published else None
+    same = published is not None and all(
+        published.get(k) == (fn.get(k) or (["x86_64"] if k == "Architectures" else None))
+        for k in _PUBLISHED_FIELDS
+    )
+    actions: list[Action] = []
+    version: Any = in_service
+    if changed or not same:
+        version = {"$output": "version"}
+        publish = Call(
+            "lambda",
+            "publish_version",
+            {
+                "FunctionName": function,
+                # Lambda refuses to publish when $LATEST's code is not this package.
+                "CodeSha256": code_sha256,
+                "Description": f"{server} (pmcp-build {sha256[:12]})",
+            },
+            wait="published_version_active",
+            wait_params={"FunctionName": function, "Qualifier": {"$output": "version"}},
+            outputs={"version": "Version"},
+        )
+        reason = "code or configuration changed" if changed else "$LATEST is not published"
+        actions.append(
+            Action(
+                "lambda.publish_version",
+                "+",
+                f"lambda {function} version",
+                reason,
+                (Change("Version", in_service, "(next)"),),
+                (publish,),
+            )
+        )
+    if alias is None:
+        return actions
+    shown = "(the version published above)" if isinstance(version, dict) else version
+    if current is None:
+        call = Call(
+            "lambda",
+            "create_alias",
+            {"FunctionName": function, "Name": alias, "FunctionVersion": version},
+            tolerate=("ResourceConflictException",),
+        )
+        actions.append(
+            Action(
+                "lambda.create_alias",
+                "+",
+                f"alias {function}:{alias}",
+                "alias declared",
+                (Change("FunctionVersion", None, shown),),
+                (call,),
+            )
+        )
+    elif isinstance(version, dict) or current.get("FunctionVersion") != version:
+        call = Call(
+            "lambda",
+            "update_alias",
+            {"FunctionName": function, "Name": alias, "FunctionVersion": version},
+        )
+        actions.append(
+            Action(
+                "lambda.update_alias",
+                "~",
+                f"alias {function}:{alias}",
+                "alias moves to the new version",
+                (Change("FunctionVersion", current.get("FunctionVersion"), shown),),
+                (call,),
+                {"FunctionVersion": current.get("FunctionVersion")},
+            )
+        )
     return actions
 
 
@@ -455,10 +613,17 @@ def _canonical(document: Any) -> str:
 
 
 def _url_actions(
-    function: str, auth: str | None, url: dict[str, Any] | None, permissions: dict[str, Any]
+    function: str,
+    auth: str | None,
+    url: dict[str, Any] | None,
+    permissions: dict[str, Any],
+    alias: str | None = None,
 ) -> list[Action]:
     actions: list[Action] = []
-    resource = f"function url {function}"
+    where: dict[str, Any] = {"FunctionName": function}
+    if alias:
+        where["Qualifier"] = alias
+    resource = f"function url {function}" + (f":{alias}" if alias else "")
     if auth is not None and url is None:
         actions.append(
             Action(
@@ -471,7 +636,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "create_function_url_config",
-                        {"FunctionName": function, "AuthType": auth},
+                        {**where, "AuthType": auth},
                         tolerate=("ResourceConflictException",),
                         outputs={"url": "FunctionUrl"},
                     ),
@@ -490,7 +655,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "update_function_url_config",
-                        {"FunctionName": function, "AuthType": auth},
+                        {**where, "AuthType": auth},
                     ),
                 ),
                 {"AuthType": url.get("AuthType")},
@@ -507,7 +672,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "delete_function_url_config",
-                        {"FunctionName": function},
+                        where,
                         tolerate=("ResourceNotFoundException",),
                     ),
                 ),
@@ -516,13 +681,13 @@ def _url_actions(
     elif auth is not None:
         actions.append(noop(resource, "up to date"))
 
-    grants = public_grants(function)
+    grants = public_grants(function, alias)
     for sid, params in grants.items():
         present = permissions.get(sid)
         if auth == "NONE" and (present is None or not _grant_matches(present, params)):
             calls = []
             if present is not None:  # changed by hand: replace it
-                calls.append(_remove(function, sid))
+                calls.append(_remove(function, sid, alias))
             calls.append(
                 Call("lambda", "add_permission", params, tolerate=("ResourceConflictException",))
             )
@@ -543,17 +708,18 @@ def _url_actions(
                     "-",
                     f"url permission {function}/{sid}",
                     "url is no longer public",
-                    calls=(_remove(function, sid),),
+                    calls=(_remove(function, sid, alias),),
                 )
             )
     return actions
 
 
-def _remove(function: str, sid: str) -> Call:
+def _remove(function: str, sid: str, alias: str | None = None) -> Call:
+    qualifier = {"Qualifier": alias} if alias else {}
     return Call(
         "lambda",
         "remove_permission",
-        {"FunctionName": function, "StatementId": sid},
+        {"FunctionName": function, "StatementId": sid, **qualifier},
         tolerate=("ResourceNotFoundException",),
     )
 
@@ -592,6 +758,8 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         state=state,
         tags=managed_tags(given.server, pkg.sha256, t.tags),
         user_tags=t.tags,
+        publish=t.publishes,
+        alias=t.alias,
     )
     if not refresh:
         actions = unread(actions)
@@ -602,9 +770,11 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
             "who has the URL can call its tools"
         )
     fn = state.get("function") or {}
+    published = state.get("published") or {}
     outputs = {
         "function_arn": fn.get("FunctionArn"),
-        "version": "$LATEST",
+        "version": published.get("Version") if t.publishes else "$LATEST",
+        "alias": t.alias,
         "url": (state.get("url") or {}).get("FunctionUrl"),
     }
     return TargetPlan(
@@ -684,4 +854,66 @@ def destroy(given: TargetInput) -> TargetPlan:
         actions=tuple(actions),
         connection=aws.connection(t),
         observed=observed(state),
+    )
+
+
+# -- rollback ----------------------------------------------------------------------------------
+
+
+def rollback_action(function: str, alias: str, current: str, versions: list[str]) -> Action:
+    """Pure: move the alias to the newest published version older than its current one."""
+    older = [
+        int(v) for v in versions if v.isdigit() and current.isdigit() and int(v) < int(current)
+    ]
+    if not older:
+        raise UserError(
+            f"alias {function}:{alias} is at version {current} and there is no earlier "
+            "published version to roll back to"
+        )
+    previous = str(max(older))
+    return Action(
+        "lambda.update_alias",
+        "~",
+        f"alias {function}:{alias}",
+        f"rollback from version {current}",
+        (Change("FunctionVersion", current, previous),),
+        (
+            Call(
+                "lambda",
+                "update_alias",
+                {"FunctionName": function, "Name": alias, "FunctionVersion": previous},
+            ),
+        ),
+        {"FunctionVersion": current},
+    )
+
+
+def rollback(given: TargetInput) -> TargetPlan:
+    t = given.target
+    if not t.alias:
+        raise UserError(
+            f'target {given.name!r}: rollback moves an alias; set alias = "live" in '
+            f"[targets.{given.name}] and apply first"
+        )
+    c = aws.clients(aws.connection(t))
+    try:
+        found = aws.absent_as_none(
+            lambda: c.lam.get_alias(FunctionName=t.function, Name=t.alias),
+            "ResourceNotFoundException",
+        )
+        if found is None:
+            raise UserError(
+                f"target {given.name!r}: alias {t.function}:{t.alias} does not exist yet; "
+                "apply first"
+            )
+        versions = list_versions(c.lam, t.function)
+    except aws.READ_ERRORS as exc:
+        raise aws.user_error(exc, f"reading versions of lambda {t.function}") from exc
+    action = rollback_action(t.function, t.alias, found["FunctionVersion"], versions)
+    return TargetPlan(
+        name=given.name,
+        kind="lambda",
+        actions=(action,),
+        connection=aws.connection(t),
+        outputs={"alias": t.alias, "version": action.changes[0].after},
     )
