@@ -318,6 +318,36 @@ def _check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_LAYER_ARN = (
+    r"arn:aws[a-z-]*:lambda:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+"
+)
+
+
+class Vpc(_Model):
+    """Subnets and security groups the function's network interfaces are placed in."""
+
+    subnets: tuple[str, ...] = Field(min_length=1, max_length=16, description="subnet ids")
+    security_groups: tuple[str, ...] = Field(
+        min_length=1, max_length=5, description="security group ids"
+    )
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", item):
+                raise ValueError(f"{item!r} is not a subnet id (subnet-0123abcd…)")
+        return value
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not re.fullmatch(r"sg-[0-9a-f]{8,17}", item):
+                raise ValueError(f"{item!r} is not a security group id (sg-0123abcd…)")
+        return value
+
+
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 # Region names as AWS forms them: a partition-area prefix, a direction, a number
 # (eu-west-1, us-gov-east-1, ap-southeast-5, cn-north-1, us-isob-east-1).
@@ -416,6 +446,27 @@ class LambdaTarget(_AwsTarget):
         description="an alias (e.g. 'live') moved to each published version; implies "
         "publish; the URL is served through it",
     )
+    snapstart: bool = Field(
+        default=False,
+        strict=True,
+        description="Lambda SnapStart on published versions (python 3.12+); implies publish",
+    )
+    layers: tuple[str, ...] = Field(
+        default=(),
+        max_length=5,
+        description="layer version ARNs, at most 5, in order",
+    )
+    vpc: Vpc | None = Field(default=None, description="run inside a VPC")
+    reserved_concurrency: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        description="reserved concurrent executions (0 stops all invocations); unset: "
+        "the account's unreserved pool",
+    )
+    ephemeral_storage: int = Field(
+        default=512, strict=True, ge=512, le=10240, description="/tmp size in MB, 512-10240"
+    )
     tags: dict[str, str] = Field(
         default_factory=dict,
         description="tags for the function and its auto role, merged with pmcp-build's own "
@@ -437,7 +488,29 @@ class LambdaTarget(_AwsTarget):
 
     @property
     def publishes(self) -> bool:
-        return self.publish or self.alias is not None
+        return self.publish or self.alias is not None or self.snapstart
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in value:
+            if not re.fullmatch(_LAYER_ARN, arn):
+                raise ValueError(
+                    f"layer {arn!r} is not a layer version ARN "
+                    "(arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a layer is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _snapstart_storage(self) -> LambdaTarget:
+        if self.snapstart and self.ephemeral_storage > 512:
+            raise ValueError(
+                "snapstart needs ephemeral_storage = 512 (SnapStart does not support more); "
+                "drop one of them"
+            )
+        return self
 
     @field_validator("tags")
     @classmethod
@@ -502,6 +575,24 @@ class Manifest(_Model):
                     f"target name {name!r} must be lowercase letters, digits, '-' or '_' (max 32)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _snapstart_runtime(self) -> Manifest:
+        for name, target in self.targets.items():
+            if not isinstance(target, LambdaTarget) or not target.snapstart:
+                continue
+            runtime = self.runtime
+            if not isinstance(runtime, PythonRuntime):
+                raise ValueError(
+                    f"targets.{name}.snapstart: Lambda SnapStart does not support custom "
+                    "runtimes (provided.al2023); remove snapstart"
+                )
+            if tuple(int(x) for x in runtime.python.split(".")) < (3, 12):
+                raise ValueError(
+                    f"targets.{name}.snapstart: Lambda SnapStart needs python 3.12 or later "
+                    f"(runtime.python is {runtime.python})"
+                )
+        return self
 
     @field_validator("assets")
     @classmethod

@@ -38,7 +38,18 @@ TRUST_POLICY = {
 _CONFIG_FIELDS = ("Runtime", "Handler", "Role", "MemorySize", "Timeout")
 # What a published version is compared on against $LATEST: equal means "already
 # published" (and PublishVersion would publish nothing new).
-_PUBLISHED_FIELDS = ("CodeSha256", "Architectures", *_CONFIG_FIELDS, "Environment")
+_PUBLISHED_FIELDS = (
+    "CodeSha256",
+    "Architectures",
+    *_CONFIG_FIELDS,
+    "Environment",
+    "Layers",
+    "VpcConfig",
+    "EphemeralStorage",
+)
+# Settings compared in a normal form (see _current); absent means Lambda's default.
+_SETTINGS = ("SnapStart", "Layers", "VpcConfig", "EphemeralStorage")
+_NO_VPC: dict[str, list[str]] = {"SubnetIds": [], "SecurityGroupIds": []}
 
 
 def auto_role_name(function: str) -> str:
@@ -136,6 +147,9 @@ def read(given: TargetInput) -> dict[str, Any]:
         "role": role,
         # GetFunction answers with the function's tags: drift costs no extra call.
         "tags": None if found is None else dict(found.get("Tags") or {}),
+        "concurrency": None
+        if found is None
+        else (found.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
         "alias": alias,
         "published": published,
     }
@@ -231,6 +245,7 @@ def observed(state: dict[str, Any]) -> dict[str, Any]:
             "Architectures": fn.get("Architectures") or ["x86_64"],
             **{k: fn.get(k) for k in _CONFIG_FIELDS},
             "EnvironmentKeys": sorted(env),
+            **_current(fn),
         }
     published = state.get("published")
     if published is not None:
@@ -271,6 +286,11 @@ def diff(
     user_tags: dict[str, str] | None = None,
     publish: bool = False,
     alias: str | None = None,
+    snapstart: bool = False,
+    layers: tuple[str, ...] = (),
+    vpc: dict[str, list[str]] | None = None,  # {"SubnetIds": […], "SecurityGroupIds": […]}
+    ephemeral_storage: int = 512,
+    concurrency: int | None = None,
 ) -> list[Action]:
     tags = tags if tags is not None else managed_tags(server, sha256, {})
     actions: list[Action] = []
@@ -289,22 +309,33 @@ def diff(
     role_arn: Any = role
     if role == "auto":
         role_arn, role_actions = _auto_role(
-            function, state.get("role"), role_tags(server, user_tags or {})
+            function, state.get("role"), role_tags(server, user_tags or {}), vpc is not None
         )
         actions += role_actions
 
-    wanted = {
+    wanted: dict[str, Any] = {
         "Runtime": runtime,
         "Handler": handler,
         "Role": role_arn,
         "MemorySize": memory,
         "Timeout": timeout,
     }
+    # The settings below are only sent when set, or to put back Lambda's default.
+    current = _current(fn) if fn is not None else {}
+    if snapstart or current.get("SnapStart", "None") != "None":
+        wanted["SnapStart"] = "PublishedVersions" if snapstart else "None"
+    if layers or current.get("Layers"):
+        wanted["Layers"] = list(layers)
+    if vpc or (current.get("VpcConfig") or _NO_VPC) != _NO_VPC:
+        wanted["VpcConfig"] = _normal_vpc(vpc)
+    if ephemeral_storage != current.get("EphemeralStorage", 512):
+        wanted["EphemeralStorage"] = ephemeral_storage
     env_param = {"Variables": _env_param(env)}
+    changed = True  # a new function is published too
     if fn is None:
         params = {
             "FunctionName": function,
-            **wanted,
+            **_api(wanted),
             "Code": {"S3Bucket": bucket, "S3Key": key},
             "Architectures": [architecture],
             "Environment": env_param,
@@ -372,14 +403,15 @@ def diff(
                     expects,
                 )
             )
+        before = {**fn, **current}
         config_changes = [
             Change(
                 k,
-                _shown_role(fn.get(k)) if k == "Role" else fn.get(k),
+                _shown_role(before.get(k)) if k == "Role" else before.get(k),
                 _shown_role(v) if k == "Role" else v,
             )
             for k, v in wanted.items()
-            if fn.get(k) != v
+            if before.get(k) != v
         ]
         config_changes += _env_changes(remote_environment(state), env)
         if config_changes:
@@ -388,7 +420,7 @@ def diff(
                 "update_function_configuration",
                 {
                     "FunctionName": function,
-                    **wanted,
+                    **_api(wanted),
                     "Environment": env_param,
                     "RevisionId": revision,
                 },
@@ -411,13 +443,87 @@ def diff(
             actions.append(tag_action)
         if not code_changes and not config_changes and tag_action is None:
             actions.append(noop(f"lambda {function}", "up to date"))
-    changed = fn is None or bool(code_changes) or bool(config_changes)
+        changed = bool(code_changes) or bool(config_changes)
+    actions += _concurrency_actions(function, concurrency, state.get("concurrency"))
     if publish or alias:
         actions += _publish_actions(function, code_sha256, sha256, server, alias, changed, state)
     actions += _url_actions(
         function, url_auth, state.get("url"), state.get("permissions") or {}, alias
     )
     return actions
+
+
+def _current(fn: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `_SETTINGS` as read, in the form the manifest gives them."""
+    vpc = fn.get("VpcConfig") or {}
+    return {
+        "SnapStart": (fn.get("SnapStart") or {}).get("ApplyOn") or "None",
+        "Layers": [layer.get("Arn") for layer in fn.get("Layers") or []],
+        "VpcConfig": _normal_vpc(
+            {
+                "SubnetIds": vpc.get("SubnetIds") or [],
+                "SecurityGroupIds": vpc.get("SecurityGroupIds") or [],
+            }
+        ),
+        "EphemeralStorage": (fn.get("EphemeralStorage") or {}).get("Size") or 512,
+    }
+
+
+def _normal_vpc(vpc: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    vpc = vpc or _NO_VPC
+    return {
+        "SubnetIds": sorted(vpc["SubnetIds"]),
+        "SecurityGroupIds": sorted(vpc["SecurityGroupIds"]),
+    }
+
+
+def _api(wanted: dict[str, Any]) -> dict[str, Any]:
+    """Settings in the form CreateFunction / UpdateFunctionConfiguration take."""
+    params = dict(wanted)
+    if "SnapStart" in params:
+        params["SnapStart"] = {"ApplyOn": params["SnapStart"]}
+    if "EphemeralStorage" in params:
+        params["EphemeralStorage"] = {"Size": params["EphemeralStorage"]}
+    return params
+
+
+def _concurrency_actions(function: str, wanted: int | None, current: int | None) -> list[Action]:
+    if wanted == current:
+        return []
+    if wanted is None:
+        call = Call(
+            "lambda",
+            "delete_function_concurrency",
+            {"FunctionName": function},
+            tolerate=("ResourceNotFoundException",),
+        )
+        op, symbol, reason = (
+            "lambda.delete_function_concurrency",
+            "-",
+            "reserved concurrency removed",
+        )
+    else:
+        call = Call(
+            "lambda",
+            "put_function_concurrency",
+            {"FunctionName": function, "ReservedConcurrentExecutions": wanted},
+        )
+        op, symbol, reason = (
+            "lambda.put_function_concurrency",
+            "~" if current is not None else "+",
+            "reserved concurrency",
+        )
+    return [
+        Action(
+            op,
+            symbol,  # type: ignore[arg-type]
+            f"lambda {function} concurrency",
+            reason,
+            (Change("ReservedConcurrentExecutions", current, wanted),),
+            (call,),
+            {"ReservedConcurrentExecutions": current},
+        )
+    ]
 
 
 def _publish_actions(
@@ -435,10 +541,16 @@ def _publish_actions(
     published = state.get("published")
     current = state.get("alias")
     in_service = published.get("Version") if published else None
+    # Settings in their normal form (a version may report defaults $LATEST leaves out);
+    # SnapStart not at all: a version reports OptimizationStatus On where $LATEST is Off.
     same = published is not None and all(
         published.get(k) == (fn.get(k) or (["x86_64"] if k == "Architectures" else None))
         for k in _PUBLISHED_FIELDS
+        if k not in _SETTINGS
     )
+    if published is not None and same:
+        mine, theirs = _current(fn), _current(published)
+        same = all(mine[k] == theirs[k] for k in _SETTINGS if k != "SnapStart")
     actions: list[Action] = []
     version: Any = in_service
     if changed or not same:
@@ -559,10 +671,25 @@ def _shown_role(value: Any) -> Any:
 
 
 def _auto_role(
-    function: str, role: dict[str, Any] | None, tags: dict[str, str]
+    function: str, role: dict[str, Any] | None, tags: dict[str, str], vpc: bool = False
 ) -> tuple[Any, list[Action]]:
     name = auto_role_name(function)
     policy = aws.logs_policy(function)
+    if vpc:  # what AWSLambdaVPCAccessExecutionRole grants: the function's network interfaces
+        policy["Statement"].append(
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                "Resource": "*",
+            }
+        )
     put_policy = Call(
         "iam",
         "put_role_policy",
@@ -760,6 +887,13 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         user_tags=t.tags,
         publish=t.publishes,
         alias=t.alias,
+        snapstart=t.snapstart,
+        layers=t.layers,
+        vpc=None
+        if t.vpc is None
+        else {"SubnetIds": list(t.vpc.subnets), "SecurityGroupIds": list(t.vpc.security_groups)},
+        ephemeral_storage=t.ephemeral_storage,
+        concurrency=t.reserved_concurrency,
     )
     if not refresh:
         actions = unread(actions)
