@@ -11,11 +11,12 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import os
 import traceback
 from typing import Any
 
-from . import adapt, callbacks, config, oauth, server_kinds
+from . import callbacks, config, oauth, results, server_kinds
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
 
@@ -87,14 +88,16 @@ class Runtime:
             if action == "oauth":
                 result = self.engine.run(
                     oauth.handle(
-                        str(event.get("oauthAction", "")), event.get("oauthInput"), adapt.call
+                        str(event.get("oauthAction", "")), event.get("oauthInput"), results.call
                     )
                 )
                 return {"success": True, "oauth": result}
             if action == "callbacks":
                 result = self.engine.run(
                     callbacks.handle(
-                        str(event.get("callbackAction", "")), event.get("callbackInput"), adapt.call
+                        str(event.get("callbackAction", "")),
+                        event.get("callbackInput"),
+                        results.call,
                     )
                 )
                 return {"success": True, "callbacks": result}
@@ -122,20 +125,18 @@ class Runtime:
         def listed(kind: str) -> list[Any]:
             if kind not in h:
                 return []
-            listing = adapt.LISTINGS[kind]
-            result = listing.convert(self.engine.run(adapt.call(h[kind])))
+            listing = results.LISTINGS[kind]
+            result = listing.convert(self.engine.run(results.call(h[kind])))
             return [
                 item.model_dump(by_alias=True, exclude_none=True, mode="json")
                 for item in getattr(result, listing.field)
             ]
 
-        capabilities: dict[str, Any] = {}
-        if "list_tools" in h or "call_tool" in h:
-            capabilities["tools"] = {}
-        if {"list_resources", "read_resource", "list_resource_templates"} & h.keys():
-            capabilities["resources"] = {}
-        if "list_prompts" in h or "get_prompt" in h:
-            capabilities["prompts"] = {}
+        # What initialize advertises, from the same SDK server: one source of truth.
+        advertised = self.engine.server.get_capabilities().model_dump(
+            by_alias=True, exclude_none=True, mode="json"
+        )
+        capabilities = {key: {} for key in ("tools", "resources", "prompts") if key in advertised}
         return {
             "tools": listed("list_tools"),
             "resourceTemplates": listed("list_resource_templates"),
@@ -164,19 +165,39 @@ class Runtime:
         return result
 
     def mcp_messages(self, event: dict[str, Any]) -> dict[str, Any]:
-        participant = _json_field(event.get("participantJson")) or {}
+        participant = _json_field(event.get("participantJson"))
+        if participant is _UNPARSABLE or not isinstance(participant, (dict, type(None))):
+            return _failure("invalid_event", "participantJson is not a JSON object")
+        participant = participant or {}
         version = participant.get("protocolVersion") or _latest_handshake()
-        messages = event.get("messages") or []
+        supported = _supported_versions()
+        if version not in supported:
+            return _failure(
+                "unsupported_protocol_version",
+                f"participantJson.protocolVersion {version!r} is not one of "
+                + ", ".join(supported),
+            )
+        if "messages" not in event:
+            hint = " (the key is `messages`, plural)" if "message" in event else ""
+            return _failure("invalid_event", f"{event.get('action')} needs `messages`{hint}")
+        messages = event["messages"]
         if isinstance(messages, (str, dict)):
             messages = [messages]
+        if not isinstance(messages, list) or not messages:
+            return _failure("invalid_event", "`messages` must be a non-empty list")
         responses: list[str] = []
         out, errs = io.StringIO(), io.StringIO()
         with (
             config.request_args(event.get("args")),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(errs),
+            _captured_logging(out, errs),
         ):
             for raw in messages:
+                invalid = _invalid_message(raw)
+                if invalid is not None:
+                    responses.append(json.dumps(invalid))
+                    continue
                 body = raw if isinstance(raw, str) else json.dumps(raw)
                 body, routing = _with_envelope(body, version, participant)
                 headers = {
@@ -220,7 +241,7 @@ class Runtime:
                 json.dumps(
                     {
                         "jsonrpc": "2.0",
-                        "id": None,
+                        "id": _request_id(raw),
                         "error": {"code": -32603, "message": "server failed to load"},
                     }
                 ).encode(),
@@ -244,13 +265,96 @@ def _is_http(event: dict[str, Any]) -> bool:
     )
 
 
+_UNPARSABLE = object()
+
+
 def _json_field(raw: Any) -> Any:
     if isinstance(raw, str) and raw:
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
-            return None
-    return raw
+            return _UNPARSABLE
+    return raw or None
+
+
+def _rpc_error(code: int, message: str, id_: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "error": {"code": code, "message": message}}
+
+
+def _invalid_message(raw: Any) -> dict[str, Any] | None:
+    """The JSON-RPC error for a message the SDK must never see, else None."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return _rpc_error(-32700, "Parse error")
+    if not isinstance(raw, dict):
+        return _rpc_error(-32600, "Invalid Request: a message is a JSON object")
+    id_ = raw.get("id")
+    if "id" in raw and (isinstance(id_, bool) or not isinstance(id_, (str, int))):
+        # JSON-RPC 2.0: an id is a string or a number; MCP also forbids null.
+        return _rpc_error(-32600, "Invalid Request: id must be a string or an integer")
+    return None
+
+
+def _request_id(body: bytes) -> Any:
+    try:
+        message = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    id_ = message.get("id") if isinstance(message, dict) else None
+    return id_ if isinstance(id_, (str, int)) and not isinstance(id_, bool) else None
+
+
+_RUNTIME_LOGGERS = frozenset(
+    {
+        "mcp",
+        "mcp_types",
+        "httpx",
+        "httpcore",
+        "anyio",
+        "asyncio",
+        "starlette",
+        "uvicorn",
+        "sse_starlette",
+    }
+)
+
+
+class _StreamHandler(logging.Handler):
+    def __init__(self, out: io.StringIO, errs: io.StringIO) -> None:
+        super().__init__(logging.DEBUG)
+        self.out, self.errs = out, errs
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] in _RUNTIME_LOGGERS:
+            return  # the SDK's own chatter is not the author's output
+        stream = self.errs if record.levelno >= logging.WARNING else self.out
+        stream.write(self.format(record) + "\n")
+
+
+@contextlib.contextmanager
+def _captured_logging(out: io.StringIO, errs: io.StringIO) -> Any:
+    """The `logging` module's records during one request go to that request's logs
+    (an author's root level, if set, still filters them)."""
+    root = logging.getLogger()
+    handler = _StreamHandler(out, errs)
+    previous = root.level
+    if root.level == logging.WARNING and not root.handlers:
+        root.setLevel(logging.INFO)  # logging's default would drop an author's info()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+def _supported_versions() -> list[str]:
+    from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS
+
+    return list(SUPPORTED_PROTOCOL_VERSIONS)
 
 
 def _latest_handshake() -> str:

@@ -1,5 +1,15 @@
 """The MCP engine: the author's handlers on an `mcp` SDK server, served statelessly.
 
+Contract (for any bridge that serves MCP to the runtime, e.g. a stdio command):
+
+    async def handle_message(msg: dict, context: Any) -> dict | None
+
+takes one decoded JSON-RPC message (a request or a notification; `context` is the
+Lambda context or None) and returns the JSON-RPC response as a dict, or None for a
+notification. It never raises for a bad message: a JSON-RPC error is a response.
+`Engine.handle_message` is that entry point for any mcp SDK low-level `Server`
+(one built here from a MetorialServer, or an SDK / FastMCP server as it is).
+
 One engine per container. The SDK's StreamableHTTPSessionManager.run() may be entered
 only once per instance, so it runs for the container's life in an event loop on a
 background thread, and every invocation (warm or cold) is handed to that loop. Lambda
@@ -10,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +31,9 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
-from . import adapt
+from . import results
 from .metorial import MetorialServer
 
-INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 
@@ -34,27 +45,48 @@ class HttpResponse:
 
 
 def _lister(handler: Any, convert: Any) -> Any:
+    paginates = results.takes_argument(handler)
+
     async def on_list(ctx: Any, params: Any) -> Any:
-        return convert(await adapt.call(handler))
+        cursor = getattr(params, "cursor", None) if params is not None else None
+        args = (cursor,) if paginates else ()
+        return convert(await _call_or_internal_error(handler, *args))
 
     return on_list
 
 
-async def _call_or_invalid_params(handler: Any, *args: Any) -> Any:
-    """A failing read or prompt is the client's JSON-RPC error, not a crash."""
+async def _call_or_internal_error(handler: Any, *args: Any) -> Any:
+    """A handler that fails is the server's fault (-32603), not the client's: the
+    traceback goes to the logs, the client gets no internals. A handler that means
+    a client error raises MCPError with its own code, which passes through."""
     try:
-        return await adapt.call(handler, *args)
+        return await results.call(handler, *args)
     except MCPError:
         raise
     except Exception as exc:
-        raise MCPError(INVALID_PARAMS, f"{type(exc).__name__}: {exc}") from exc
+        traceback.print_exc(file=sys.stderr)
+        name = getattr(handler, "__name__", "handler")
+        raise MCPError(INTERNAL_ERROR, f"Internal error in {name}") from exc
+
+
+async def _declared_mime_type(h: dict[str, Any], uri: str) -> str | None:
+    if "list_resources" not in h or results.takes_argument(h["list_resources"]):
+        return None  # a paginated listing is not walked on every read
+    try:
+        listed = results.resources(await results.call(h["list_resources"]))
+    except Exception:
+        return None
+    for resource in listed.resources:
+        if str(resource.uri) == uri:
+            return resource.mime_type
+    return None
 
 
 def build_sdk_server(author: MetorialServer) -> Server[Any]:
     h = author.handlers
     kwargs: dict[str, Any] = {
         listing.sdk_handler: _lister(h[kind], listing.convert)
-        for kind, listing in adapt.LISTINGS.items()
+        for kind, listing in results.LISTINGS.items()
         if kind in h
     }
 
@@ -62,12 +94,12 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
 
         async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
             try:
-                value = await adapt.call(h["call_tool"], params.name, params.arguments or {})
+                value = await results.call(h["call_tool"], params.name, params.arguments or {})
             except MCPError:
                 raise
             except Exception as exc:  # a failing tool is a result the model can read
-                return adapt.tool_error(exc)
-            return adapt.tool_result(value)
+                return results.tool_error(exc)
+            return results.tool_result(value)
 
         kwargs["on_call_tool"] = on_call_tool
 
@@ -75,17 +107,18 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
 
         async def on_read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
             uri = str(params.uri)
-            return adapt.read_result(uri, await _call_or_invalid_params(h["read_resource"], uri))
+            value = await _call_or_internal_error(h["read_resource"], uri)
+            return results.read_result(uri, value, await _declared_mime_type(h, uri))
 
         kwargs["on_read_resource"] = on_read_resource
 
     if "get_prompt" in h:
 
         async def on_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
-            value = await _call_or_invalid_params(
+            value = await _call_or_internal_error(
                 h["get_prompt"], params.name, params.arguments or {}
             )
-            return adapt.prompt_result(value)
+            return results.prompt_result(value)
 
         kwargs["on_get_prompt"] = on_get_prompt
 
@@ -127,6 +160,24 @@ class Engine:
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    async def handle_message(
+        self, msg: dict[str, Any], context: Any = None
+    ) -> dict[str, Any] | None:
+        """The contract above, through the SDK's stateless Streamable HTTP transport
+        so that every message is answered exactly as a native SDK server would."""
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+        }
+        version = _meta_version(msg)
+        if version:
+            headers["mcp-protocol-version"] = version
+        reply = await self._asgi("POST", "/mcp", headers, json.dumps(msg).encode(), "")
+        if not reply.body:
+            return None
+        answer: dict[str, Any] = json.loads(reply.body)
+        return answer
+
     def http(
         self, method: str, path: str, headers: dict[str, str], body: bytes, query: str = ""
     ) -> HttpResponse:
@@ -159,6 +210,23 @@ class Engine:
                             "code": -32600,
                             "message": "Unsupported Media Type: "
                             "Content-Type must be application/json",
+                        },
+                    }
+                ).encode(),
+            )
+        if method == "POST" and body.lstrip()[:1] == b"[":
+            # MCP (2025-06-18 on) has no JSON-RPC batches: an array is an Invalid Request
+            # (-32600) by JSON-RPC's own rules, not the SDK's -32602 with pydantic text.
+            return HttpResponse(
+                400,
+                {"content-type": "application/json"},
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {
+                            "code": -32600,
+                            "message": "Invalid Request: JSON-RPC batches are not supported",
                         },
                     }
                 ).encode(),
@@ -214,3 +282,13 @@ class Engine:
             disconnected.set()
         response.body = b"".join(chunks)
         return response
+
+
+def _meta_version(msg: dict[str, Any]) -> str | None:
+    params = msg.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            if key.endswith("protocolVersion") and isinstance(value, str):
+                return value
+    return None

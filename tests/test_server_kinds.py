@@ -164,7 +164,11 @@ def test_discover_and_a_lone_request_through_invoke(cli, example: str) -> None:
 def test_build_reports_the_server_kind_and_counts(cli) -> None:
     built = cli("-C", str(EXAMPLES / "sdk-server"), "build")
     assert built.exit_code == 0, built.output
-    assert "server: mcp MCPServer 'unit-converter': 2 tools, 1 resource, 1 prompt" in built.stdout
+    line = "server: mcp MCPServer 'unit-converter': 2 tools, 1 resource, 1 prompt"
+    assert line in built.stdout
+    planned = cli("-C", str(EXAMPLES / "sdk-server"), "plan", "--target", "dev")
+    assert planned.exit_code == 0, planned.output
+    assert line in planned.stdout
     data = json.loads(cli("-C", str(EXAMPLES / "stdio-time"), "build", "--json").stdout)
     assert data["server"]["kind"] == "stdio command" and data["server"]["tools"] == 2
     paths = {f["path"] for f in data["layout"]["files"]}
@@ -230,6 +234,8 @@ def test_a_module_without_a_server_fails_build_and_invoke(cli, tmp_path: Path) -
     assert built.exit_code == 1
     assert "failed to load" in built.stderr and "defines no MCP server" in built.stderr
     assert "Traceback" not in built.stderr.splitlines()[0]
+    planned = cli("-C", str(project), "plan")
+    assert planned.exit_code == 1 and "defines no MCP server" in planned.stderr
     reply = _invoke(cli, project, {"action": "discover"}, code=1)
     assert reply["success"] is False
 
@@ -352,3 +358,17 @@ def test_serve_prints_why_the_server_failed_to_load(tmp_path: Path, shared_cache
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert "the server failed to load" in stderr and "defines no MCP server" in stderr
+
+
+def test_a_command_that_is_not_there_is_named_at_build(cli, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p", extra='command = ["mcp-server-nope"]\n')
+    built = cli("-C", str(project), "build")
+    assert built.exit_code == 1
+    assert "'mcp-server-nope' is not a console script of the requirements" in built.stderr
+    missing = python_project(tmp_path / "q", extra='command = ["python", "gone.py"]\n')
+    assert "'gone.py' is not in the source" in cli("-C", str(missing), "build").stderr
+    both = python_project(
+        tmp_path / "r", extra='entrypoint = "server.py"\ncommand = ["python", "server.py"]\n'
+    )
+    result = cli("-C", str(both), "validate")
+    assert result.exit_code == 1 and "not both" in result.stderr

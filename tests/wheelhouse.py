@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,10 @@ def main() -> int:
         ROOT / "examples" / "stdio-time" / "requirements.txt",
         ROOT / "examples" / "fastmcp-server" / "requirements.txt",
     ]
-    key = "".join(p.read_text() for p in requirements)
+    # The examples commit their metorial.lock: builds of them install exactly its
+    # wheels, offline, so those exact versions must be here too (whatever is newest).
+    locks = sorted((ROOT / "examples").glob("*/metorial.lock"))
+    key = "".join(p.read_text() for p in requirements + locks)
     if stamp.exists() and stamp.read_text() == key:
         return 0
     cmd = [
@@ -46,11 +50,20 @@ def main() -> int:
     # manylinux2014 (glibc 2.17): what Lambda's python3.11 and older accept.
     for tag in ("manylinux2014", "manylinux_2_17", "manylinux_2_5", "manylinux1"):
         cmd += ["--platform", f"{tag}_{machine}"]
-    for req in requirements:
-        cmd += ["-r", str(req)]
-    subprocess.run(cmd, check=True)
+    subprocess.run([*cmd, *(f"-r{req}" for req in requirements)], check=True)
+    for lock in locks:
+        pins = _locked_pins(lock, version, machine)
+        if pins:
+            subprocess.run([*cmd, "--no-deps", *pins], check=True)
     stamp.write_text(key)
     return 0
+
+
+def _locked_pins(lock: Path, version: str, machine: str) -> list[str]:
+    data = tomllib.loads(lock.read_text())
+    if data.get("python") != version or not str(data.get("platform", "")).startswith(machine):
+        return []  # locked for another machine: its builds re-resolve, from the above
+    return [f"{p['name']}=={p['version']}" for p in data.get("package", [])]
 
 
 if __name__ == "__main__":

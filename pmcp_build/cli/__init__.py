@@ -11,6 +11,7 @@ from pmcp_build.cli import (  # noqa: F401  (imported to register the commands)
     deploy_cmds,
     image_cmd,
     local_cmds,
+    lock_cmd,
     manifest_cmds,
 )
 from pmcp_build.cli.app import app, main

@@ -77,7 +77,12 @@ def guard(func: F) -> F:
             for line in str(exc).splitlines() or [""]:
                 err.print(styled("error:", "red"), shorten(line))
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            if _State.debug:
+                raise
+            err.print("interrupted")  # Ctrl-C is an answer, not a crash: no traceback
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, TyperException):
             raise  # usage errors keep click's exit code 2
         except Exception as exc:
             if _State.debug:
@@ -206,9 +211,21 @@ def build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
     from pmcp_build.package.build import build as build_package
 
     if quiet(json_mode):
-        return build_package(loaded, quiet=True)
-    with err.status("building package (dependencies are cached after the first run)…"):
-        return build_package(loaded, quiet=True)
+        package = build_package(loaded, quiet=True)
+    else:
+        with err.status("building package (dependencies are cached after the first run)…"):
+            package = build_package(loaded, quiet=True)
+    _say_lock()
+    return package
+
+
+def _say_lock() -> None:
+    """A build that wrote, updated or could not keep the lock says so (stderr)."""
+    from pmcp_build.layout.python_lock import last_outcome
+
+    outcome = last_outcome()
+    if outcome is not None and outcome.status != "locked":
+        err.print(outcome.lines()[0], markup=False)  # `plan` lists the versions that moved
 
 
 def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,16 +28,31 @@ def serve(
     file: ManifestOption = Path(MANIFEST_NAME),
     target: Annotated[str | None, typer.Option("--target", "-t")] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Warm instances serving requests side by side (as Lambda scales)."
+        ),
+    ] = 4,
 ) -> None:
     """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
-    from pmcp_build.local.runner import open_invoker
+    import signal
+
+    from pmcp_build.local.runner import open_pool
     from pmcp_build.local.serve import make_server
 
     loaded = load(file)
     if target:
         check_targets(loaded, [target])
     package = build_quietly(loaded, json_mode=False)
-    invoker = open_invoker(package.path, package.layout)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: instances and temp dirs go
+
+    signal.signal(signal.SIGTERM, stop)
+    invoker = open_pool(
+        package.path, package.layout, concurrency, settings=_settings(loaded, target)
+    )
     info = getattr(invoker, "server_info", None) or {}
     if info.get("load_error"):
         # Every request will answer "server failed to load": say why, where it is run.
@@ -83,7 +98,7 @@ def invoke(
     if target:
         check_targets(loaded, [target])
     package = build_quietly(loaded, json_mode=True)
-    invoker = open_invoker(package.path, package.layout)
+    invoker = open_invoker(package.path, package.layout, settings=_settings(loaded, target))
     try:
         result = invoker.invoke(payload)
     finally:
@@ -91,6 +106,20 @@ def invoke(
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     if isinstance(result, dict) and (result.get("success") is False or "errorType" in result):
         raise typer.Exit(1)  # the response is printed; the exit code says it failed
+
+
+def _settings(loaded: Any, target: str | None) -> Any:
+    """The function's name, memory and timeout as a lambda target declares them (the
+    context object shows them to the handler); defaults without one."""
+    from pmcp_build.local.runner import FunctionSettings
+
+    chosen = loaded.manifest.targets.get(target) if target else None
+    if chosen is None:
+        lambdas = [t for t in loaded.manifest.targets.values() if t.kind == "lambda"]
+        chosen = lambdas[0] if len(lambdas) == 1 else None
+    if chosen is None or chosen.kind != "lambda":
+        return FunctionSettings(loaded.manifest.server.name)
+    return FunctionSettings(chosen.function, chosen.memory, chosen.timeout)
 
 
 def _read_event_file(path: Path) -> str:

@@ -50,7 +50,9 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing manifest.")] = False,
 ) -> None:
     """Write a commented metorial.toml for the current folder."""
-    from pmcp_build.manifest.scaffold import write_manifest
+    from pmcp_build.manifest.scaffold import detected, write_manifest
 
     path = write_manifest(Path.cwd(), name=name, force=force)
+    for note in detected(Path.cwd()):
+        out.print(f"detected {note}", markup=False)
     out.print(f"wrote {path}; check it with `pmcp-build validate`")

@@ -78,6 +78,7 @@ def install(
     *,
     source_root: Path | None = None,
     remote_source: bool = False,
+    locked: str | None = None,
     with_boot: bool = True,  # False: a stdio command's own site, apart from the runtime's
 ) -> InstalledDeps:
     # The requirements (with their includes inlined) after the policy checks in
@@ -87,7 +88,11 @@ def install(
         if requirements
         else ""
     )
-    key = cache_key(req_text, python, architecture, with_boot)
+    # `locked`: metorial.lock's pins and wheel hashes (python_lock.py); the set is then
+    # keyed by exactly what it holds, never by a range a cold cache would resolve anew.
+    key = cache_key(
+        req_text if locked is None else f"locked\n{locked}", python, architecture, with_boot
+    )
     dest = cache_dir / "deps" / key
     if (dest / "origins.json").exists():
         return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
@@ -95,7 +100,7 @@ def install(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     try:
-        _run_uv(requirements, python, architecture, tmp / "site", quiet, with_boot)
+        _run_uv(requirements, python, architecture, tmp / "site", quiet, locked, with_boot)
         origins = _scrub(tmp / "site")
         (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
         # Atomic publish; if a concurrent build filled the same key first, theirs is
@@ -125,6 +130,7 @@ def _run_uv(
     architecture: str,
     target: Path,
     quiet: bool,
+    locked: str | None = None,
     with_boot: bool = True,
 ) -> None:
     tag = platform_tag(python, architecture)
@@ -149,10 +155,16 @@ def _run_uv(
         "hardlink",
         "--no-config",
     ]
-    if with_boot:
-        cmd += ["-r", str(BOOT_REQUIREMENTS)]
-    if requirements is not None:
-        cmd += ["-r", str(requirements)]
+    if locked is not None:
+        # Exactly the lock: no resolution, one wheel per distribution, hash-checked.
+        pinned = target.parent / "locked.txt"
+        pinned.write_text(locked)
+        cmd += ["--require-hashes", "--no-deps", "-r", str(pinned)]
+    else:
+        if with_boot:
+            cmd += ["-r", str(BOOT_REQUIREMENTS)]
+        if requirements is not None:
+            cmd += ["-r", str(requirements)]
     if quiet:
         cmd.append("--quiet")
     proc = subprocess.run(

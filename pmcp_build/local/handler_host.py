@@ -10,7 +10,28 @@ import importlib
 import json
 import os
 import sys
+import time
 import traceback
+from typing import Any
+
+
+class LambdaContext:
+    """What Lambda's python runtime passes as `context`, from the runner's envelope."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.function_name = info.get("function_name", "local")
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = info.get("invoked_function_arn", "")
+        self.memory_limit_in_mb = int(info.get("memory_limit_in_mb", 512))
+        self.aws_request_id = info.get("aws_request_id", "")
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = info.get("log_stream_name", "local")
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = int(info.get("deadline_ms", 0))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - int(time.time() * 1000))
 
 
 def main() -> None:
@@ -40,7 +61,9 @@ def main() -> None:
         if not line.strip():
             continue
         try:
-            result = {"result": handler(json.loads(line), None)}
+            envelope = json.loads(line)
+            context = LambdaContext(envelope.get("context") or {})
+            result = {"result": handler(envelope.get("event"), context)}
         except BaseException:
             result = {"error": traceback.format_exc()}
         protocol.write(json.dumps(result, default=str) + "\n")

@@ -32,8 +32,15 @@ WORKER = Path(__file__).resolve().parent / "handler_host.py"
 
 
 class Invoker(Protocol):
-    def invoke(self, event: Any, timeout: float = 30.0) -> Any: ...
+    def invoke(self, event: Any, timeout: float | None = None) -> Any: ...
     def close(self) -> None: ...
+
+
+class FunctionSettings:
+    """The function as Lambda would describe it to the handler (the context object)."""
+
+    def __init__(self, name: str = "local", memory: int = 512, timeout: int = 30) -> None:
+        self.name, self.memory, self.timeout = name, memory, timeout
 
 
 def _stream(log: Any) -> Any:
@@ -72,7 +79,62 @@ def extract(zip_path: Path, dest: Path) -> None:
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
 
 
-def open_invoker(zip_path: Path, layout: Layout, log: Any = None) -> Invoker:
+def open_pool(
+    zip_path: Path,
+    layout: Layout,
+    concurrency: int,
+    log: Any = None,
+    settings: FunctionSettings | None = None,
+) -> InstancePool:
+    """`concurrency` warm instances, started side by side, as Lambda would scale out."""
+    made: list[Invoker] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            made.append(open_invoker(zip_path, layout, log, settings))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(max(1, concurrency))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        for invoker in made:
+            invoker.close()
+        raise errors[0]
+    return InstancePool(made)
+
+
+class InstancePool:
+    """Each request borrows an idle instance, so one never sees another's args, logs or
+    globals mid-request; a request waits when all are busy, as Lambda queues nothing but
+    would start another instance."""
+
+    def __init__(self, invokers: list[Invoker]) -> None:
+        self.invokers = invokers
+        self.idle: queue.Queue[Invoker] = queue.Queue()
+        for invoker in invokers:
+            self.idle.put(invoker)
+        self.server_info = getattr(invokers[0], "server_info", None)
+
+    def invoke(self, event: Any, timeout: float | None = None) -> Any:
+        invoker = self.idle.get()
+        try:
+            return invoker.invoke(event, timeout)
+        finally:
+            self.idle.put(invoker)
+
+    def close(self) -> None:
+        for invoker in self.invokers:
+            invoker.close()
+
+
+def open_invoker(
+    zip_path: Path, layout: Layout, log: Any = None, settings: FunctionSettings | None = None
+) -> Invoker:
     if layout.architecture != host_architecture():
         raise UserError(
             f"the package is built for {layout.architecture}, this machine is "
@@ -83,7 +145,7 @@ def open_invoker(zip_path: Path, layout: Layout, log: Any = None) -> Invoker:
     try:
         extract(zip_path, root)
         if layout.handler == "bootstrap":
-            return BinaryInvoker(root, log)
+            return BinaryInvoker(root, log, settings)
         version = layout.runtime.removeprefix("python")
         python = find_python(version)
         if python is None:
@@ -91,22 +153,31 @@ def open_invoker(zip_path: Path, layout: Layout, log: Any = None) -> Invoker:
                 f"running a {layout.runtime} package needs python{version} on this machine "
                 f"(uv python install {version}), as native wheels are built for it"
             )
-        return PythonInvoker(root, layout.handler.split(".")[0], python, log)
+        return PythonInvoker(root, layout.handler.split(".")[0], python, log, settings)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
 
 
 class PythonInvoker:
-    def __init__(self, root: Path, module: str, python: str, log: Any = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        module: str,
+        python: str,
+        log: Any = None,
+        settings: FunctionSettings | None = None,
+    ) -> None:
         self.root = root
+        self.settings = settings or FunctionSettings()
         self.lock = threading.Lock()  # one invocation at a time, as in a Lambda instance
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env.update(
             {
                 "LAMBDA_TASK_ROOT": str(root),
                 "PYTHONDONTWRITEBYTECODE": "1",
-                "AWS_LAMBDA_FUNCTION_NAME": "local",
+                "AWS_LAMBDA_FUNCTION_NAME": self.settings.name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.settings.memory),
             }
         )
         self.proc = subprocess.Popen(
@@ -141,12 +212,21 @@ class PythonInvoker:
             raise UserError(f"the handler process exited (code {self.proc.poll()})")
         return json.loads(line)
 
-    def invoke(self, event: Any, timeout: float = 30.0) -> Any:
+    def invoke(self, event: Any, timeout: float | None = None) -> Any:
+        timeout = timeout or float(self.settings.timeout)
+        context = {
+            "function_name": self.settings.name,
+            "memory_limit_in_mb": self.settings.memory,
+            "invoked_function_arn": LOCAL_FUNCTION_ARN.replace(":local", f":{self.settings.name}"),
+            "aws_request_id": str(uuid.uuid4()),
+            "deadline_ms": int((time.time() + timeout) * 1000),
+        }
         with self.lock:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(event) + "\n")
+            self.proc.stdin.write(json.dumps({"event": event, "context": context}) + "\n")
             self.proc.stdin.flush()
-            reply = self._read(timeout)
+            # A little past the deadline: the runtime answers a clear timeout error itself.
+            reply = self._read(timeout + 5)
         if "error" in reply:
             return {"errorType": "Runtime.HandlerError", "errorMessage": reply["error"]}
         return reply["result"]
@@ -221,7 +301,9 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
 
 
 class BinaryInvoker:
-    def __init__(self, root: Path, log: Any = None) -> None:
+    def __init__(
+        self, root: Path, log: Any = None, settings: FunctionSettings | None = None
+    ) -> None:
         self.root = root
         self.api = _RuntimeApi()
         self.lock = threading.Lock()
@@ -240,7 +322,8 @@ class BinaryInvoker:
             [str(root / "bootstrap")], cwd=root, env=env, stdout=_stream(log), stderr=_stream(log)
         )
 
-    def invoke(self, event: Any, timeout: float = 30.0) -> Any:
+    def invoke(self, event: Any, timeout: float | None = None) -> Any:
+        timeout = timeout or 30.0
         with self.lock:
             request_id = str(uuid.uuid4())
             waiter: queue.Queue[tuple[str, bytes]] = queue.Queue()

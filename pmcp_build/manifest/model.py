@@ -162,8 +162,14 @@ class PythonRuntime(_Model):
     )
     requirements: str | None = Field(
         default=None,
-        description="requirements file relative to the source; 'requirements.txt' is used "
-        "when present and this is omitted",
+        description="the dependency source relative to the source: a requirements file, "
+        "pyproject.toml, uv.lock or pylock.toml; detected when omitted, in the order "
+        "uv.lock, pylock.toml, requirements.txt, pyproject.toml",
+    )
+    extras: tuple[str, ...] = Field(
+        default=(),
+        description="optional dependency groups ([project.optional-dependencies]) to ship, "
+        "from pyproject.toml or uv.lock",
     )
     bytecode: bool = Field(
         default=False,

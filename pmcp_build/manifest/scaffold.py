@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import re
+import tomllib
 from pathlib import Path
 
 from pmcp_build.errors import UserError
@@ -15,14 +17,59 @@ def server_name(raw: str) -> str:
     return name or "mcp-server"
 
 
+def host_architecture() -> str:
+    """This machine's Lambda architecture: a new manifest matches it, so `serve` runs the
+    package here (native wheels and binaries are per architecture)."""
+    return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
+
+
+def cargo_bin_name(cargo_toml: Path) -> str | None:
+    """The binary `cargo lambda build` writes: the first [[bin]]'s name, else the
+    package's name (Cargo's default binary)."""
+    try:
+        data = tomllib.loads(cargo_toml.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    bins = data.get("bin")
+    if isinstance(bins, list):
+        for item in bins:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                return str(item["name"])
+    package = data.get("package")
+    if isinstance(package, dict) and isinstance(package.get("name"), str):
+        return str(package["name"])
+    return None
+
+
+def detected(folder: Path) -> list[str]:
+    """What `init` found, said to the user after writing the manifest."""
+    from pmcp_build.layout.python_sources import detect
+
+    notes = [f"architecture = {host_architecture()!r}: this machine's (Lambda supports both)"]
+    if (folder / "Cargo.toml").exists():
+        bin_name = cargo_bin_name(folder / "Cargo.toml")
+        if bin_name:
+            notes.append(f"artifact: the crate's binary {bin_name!r} (Cargo.toml)")
+        return notes
+    try:
+        source = detect(folder, None)
+    except Exception:
+        source = None
+    notes.append(f"dependencies: {source.label}" if source else "dependencies: none declared")
+    return notes
+
+
 def render_manifest(folder: Path, name: str | None = None) -> str:
     name = server_name(name or folder.resolve().name)
+    arch = host_architecture()
+    arch_flag = "--arm64" if arch == "arm64" else "--x86-64"
     if (folder / "Cargo.toml").exists():
+        bin_name = cargo_bin_name(folder / "Cargo.toml") or name
         runtime = f"""[runtime]
 kind = "binary"                  # a custom-runtime executable (provided.al2023)
-architecture = "arm64"           # "arm64" | "x86_64": must match the binary
-# `cargo lambda build --release --arm64` writes the executable here:
-artifact = "target/lambda/{name}/bootstrap"
+architecture = "{arch}"          # "arm64" | "x86_64": must match the binary (this machine's)
+# `cargo lambda build --release {arch_flag}` writes the executable here:
+artifact = "target/lambda/{bin_name}/bootstrap"
 """
     else:
         entry = next((e for e in ENTRYPOINT_ORDER if (folder / e).is_file()), None)
@@ -33,15 +80,22 @@ artifact = "target/lambda/{name}/bootstrap"
             + ", ".join(ENTRYPOINT_ORDER)
         )
         entry_line = _server_kind_line(folder, entry) or entry_line
+        from pmcp_build.layout.python_sources import detect
+
+        try:
+            source = detect(folder, None)
+        except Exception:  # an unreadable pyproject.toml: the build will say why
+            source = None
         req_line = (
-            'requirements = "requirements.txt"'
-            if (folder / "requirements.txt").is_file()
-            else '# requirements = "requirements.txt"'
+            f'requirements = "{source.label}"  # dependencies (also: requirements.txt, '
+            "pyproject.toml, uv.lock, pylock.toml); locked in metorial.lock"
+            if source
+            else '# requirements = "requirements.txt"  # or pyproject.toml, uv.lock, pylock.toml'
         )
         runtime = f"""[runtime]
 kind = "python"                  # "python" | "binary"
 python = "3.12"                  # Lambda runtime python3.X
-architecture = "arm64"           # "arm64" | "x86_64"
+architecture = "{arch}"          # "arm64" | "x86_64" (this machine's, so `serve` runs it)
 {entry_line}
 {req_line}
 """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pmcp_build.errors import UserError
 from pmcp_build.layout import python as py
+from pmcp_build.layout import python_lock, python_sources
 from pmcp_build.layout.binary import (
     ArtifactError,
     classify,
@@ -14,7 +15,7 @@ from pmcp_build.layout.binary import (
     zip_artifact_entries,
 )
 from pmcp_build.layout.model import Entry, Layout, entry_from_file, make_layout
-from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, install
+from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, InstalledDeps, install
 from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
@@ -35,6 +36,7 @@ __all__ = [
 
 
 def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
+    python_lock.forget()
     manifest = loaded.manifest
     cache = cache_dir()
     tree = load_source(manifest.source, loaded.root, cache)
@@ -67,20 +69,13 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                 ]
             command = py.command_spec(runtime.command, tree, site)
             entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
-            requirements = None
+            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
         else:
-            if requirements is not None:
+            if requirements is not None and python_sources.kind_of(requirements) == "requirements":
                 py.check_mcp_pin(requirements)
             entrypoint = py.detect_entrypoint(runtime, tree)
             entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-        deps = install(
-            requirements,
-            runtime.python,
-            runtime.architecture,
-            cache,
-            quiet=quiet,
-            **policy,  # type: ignore[arg-type]
-        )
+            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet)
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
@@ -96,6 +91,51 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     entries += artifact_entries(runtime, tree)
     entries += asset_entries(manifest.assets, tree)
     return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out)
+
+
+def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
+    """Where the lock lives and whether builds may write it: beside the manifest, or
+    (read only) in a downloaded source, which is never changed."""
+    if loaded.manifest.source.url is not None:
+        return tree.root / python_lock.LOCK_NAME, False
+    return loaded.root / python_lock.LOCK_NAME, True
+
+
+def _locked_dependencies(
+    loaded: LoadedManifest,
+    runtime: PythonRuntime,
+    tree: SourceTree,
+    cache: Path,
+    quiet: bool,
+    boot_only: bool = False,
+) -> InstalledDeps:
+    """The runtime's dependencies, exactly as metorial.lock names them (a stdio
+    command's own requirements are installed apart, and not locked yet)."""
+    path, writable = lock_path(loaded, tree)
+    source = (
+        None
+        if boot_only
+        else python_sources.detect(tree.root, runtime.requirements, runtime.extras)
+    )
+    outcome = python_lock.lock_dependencies(
+        source,
+        runtime.python,
+        runtime.architecture,
+        path,
+        source_root=tree.root,
+        remote_source=not writable,
+        writable=writable,
+    )
+    return install(
+        None,
+        runtime.python,
+        runtime.architecture,
+        cache,
+        quiet=quiet,
+        source_root=tree.root,
+        remote_source=not writable,
+        locked=python_lock.install_text(outcome.lock),
+    )
 
 
 def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
@@ -193,6 +233,9 @@ def _record_inputs(loaded: LoadedManifest, layout: Layout, out_dir: Path) -> Non
         | {e.src for e in layout.entries if e.path.endswith(".gitignore") and e.src}
     )
     strict += included_files(source_root / (runtime.requirements or "requirements.txt"))
+    # The lock and every dependency source the detection reads.
+    strict += [loaded.root / python_lock.LOCK_NAME]
+    strict += [source_root / name for name in python_sources.DETECTION_ORDER]
     deps = dependency_set(layout)
     if deps is not None:
         strict += [deps / "origins.json", deps / "members.json"]

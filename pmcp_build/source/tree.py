@@ -112,7 +112,7 @@ def walk_tree(
         dirnames[:] = kept
         for name in sorted(filenames):
             rel = rel_dir + name
-            if rel == MANIFEST_NAME:
+            if rel in (MANIFEST_NAME, "metorial.lock"):  # the build's inputs, not the server's
                 continue
             why = rules.why(rel, is_dir=False)
             if why is not None:

@@ -12,6 +12,26 @@ from typing import Any, NamedTuple
 import mcp_types as types
 
 
+def takes_argument(func: Any) -> bool:
+    """Whether a list handler accepts the page cursor (older handlers take none)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    )
+
+
+def next_cursor(value: Any) -> str | None:
+    """A paginating handler returns {key: [...], "nextCursor": "..."} (or an mcp result)."""
+    if isinstance(value, dict):
+        cursor = value.get("nextCursor")
+    else:
+        cursor = getattr(value, "next_cursor", None)
+    return cursor if isinstance(cursor, str) else None
+
+
 async def call(func: Any, *args: Any) -> Any:
     """Call a handler that may be sync or async; sync ones run off the event loop."""
     if inspect.iscoroutinefunction(func):
@@ -45,12 +65,13 @@ def tools(value: Any) -> types.ListToolsResult:
         tool = dict(tool)
         tool.setdefault("inputSchema", {"type": "object"})
         items.append(types.Tool.model_validate(tool))
-    return types.ListToolsResult(tools=items)
+    return types.ListToolsResult(tools=items, next_cursor=next_cursor(value))
 
 
 def resources(value: Any) -> types.ListResourcesResult:
     return types.ListResourcesResult(
-        resources=[types.Resource.model_validate(r) for r in _items(value, "resources")]
+        resources=[types.Resource.model_validate(r) for r in _items(value, "resources")],
+        next_cursor=next_cursor(value),
     )
 
 
@@ -61,13 +82,15 @@ def resource_templates(value: Any) -> types.ListResourceTemplatesResult:
         else [_dump(v) for v in value.resource_templates]
     )
     return types.ListResourceTemplatesResult(
-        resource_templates=[types.ResourceTemplate.model_validate(r) for r in items]
+        resource_templates=[types.ResourceTemplate.model_validate(r) for r in items],
+        next_cursor=next_cursor(value),
     )
 
 
 def prompts(value: Any) -> types.ListPromptsResult:
     return types.ListPromptsResult(
-        prompts=[types.Prompt.model_validate(p) for p in _items(value, "prompts")]
+        prompts=[types.Prompt.model_validate(p) for p in _items(value, "prompts")],
+        next_cursor=next_cursor(value),
     )
 
 
@@ -134,7 +157,9 @@ def tool_error(exc: BaseException) -> types.CallToolResult:
     return types.CallToolResult(content=[_text(f"{type(exc).__name__}: {exc}")], is_error=True)
 
 
-def read_result(uri: str, value: Any) -> types.ReadResourceResult:
+def read_result(uri: str, value: Any, mime_type: str | None = None) -> types.ReadResourceResult:
+    """`mime_type` is what list_resources declared for this uri: plain text or bytes
+    returned by the reader are labelled with it rather than a generic type."""
     if isinstance(value, types.ReadResourceResult):
         return value
     if isinstance(value, dict) and "contents" in value:
@@ -148,11 +173,13 @@ def read_result(uri: str, value: Any) -> types.ReadResourceResult:
                 types.BlobResourceContents(
                     uri=uri,
                     blob=base64.b64encode(item).decode(),
-                    mime_type="application/octet-stream",
+                    mime_type=mime_type or "application/octet-stream",
                 )
             )
         elif isinstance(item, str):
-            contents.append(types.TextResourceContents(uri=uri, text=item, mime_type="text/plain"))
+            contents.append(
+                types.TextResourceContents(uri=uri, text=item, mime_type=mime_type or "text/plain")
+            )
         elif isinstance(item, dict) and ("text" in item or "blob" in item):
             contents.append({"uri": uri, **item})
         else:
