@@ -324,34 +324,51 @@ def _check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
-_LAYER_ARN = (
-    r"arn:aws[a-z-]*:lambda:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+"
-)
+# Lambda's documented forms: a layer version ARN (LayerVersionArn, at most 140
+# characters), subnet and security group ids of 8 or 17 hex digits, at most 16 subnets
+# and 5 security groups per function, at most 5 layers.
+_LAYER_ARN = r"arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9_-]+:[0-9]+"
+MAX_LAYERS = 5
+_SUBNET = r"subnet-([0-9a-f]{8}|[0-9a-f]{17})"
+_SECURITY_GROUP = r"sg-([0-9a-f]{8}|[0-9a-f]{17})"
+
+
+def _check_ids(
+    value: tuple[str, ...], pattern: str, what: str, example: str, most: int
+) -> tuple[str, ...]:
+    if not 1 <= len(value) <= most:
+        raise ValueError(
+            f"{len(value)} {what} ids; a VPC function needs 1 to {most} (Lambda's limit)"
+        )
+    for item in value:
+        if not re.fullmatch(pattern, item):
+            raise ValueError(f"{item[:80]!r} is not a {what} id ({example}: 8 or 17 hex digits)")
+    if len(set(value)) != len(value):
+        raise ValueError(f"a {what} id is listed twice")
+    return value
 
 
 class Vpc(_Model):
     """Subnets and security groups the function's network interfaces are placed in."""
 
-    subnets: tuple[str, ...] = Field(min_length=1, max_length=16, description="subnet ids")
+    subnets: tuple[str, ...] = Field(
+        json_schema_extra={"minItems": 1, "maxItems": 16},
+        description="subnet ids (subnet-0123abcd), 1-16",
+    )
     security_groups: tuple[str, ...] = Field(
-        min_length=1, max_length=5, description="security group ids"
+        json_schema_extra={"minItems": 1, "maxItems": 5},
+        description="security group ids (sg-0123abcd), 1-5",
     )
 
     @field_validator("subnets")
     @classmethod
     def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", item):
-                raise ValueError(f"{item!r} is not a subnet id (subnet-0123abcd…)")
-        return value
+        return _check_ids(value, _SUBNET, "subnet", "subnet-0123abcd", 16)
 
     @field_validator("security_groups")
     @classmethod
     def _groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            if not re.fullmatch(r"sg-[0-9a-f]{8,17}", item):
-                raise ValueError(f"{item!r} is not a security group id (sg-0123abcd…)")
-        return value
+        return _check_ids(value, _SECURITY_GROUP, "security group", "sg-0123abcd", 5)
 
 
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -459,8 +476,9 @@ class LambdaTarget(_AwsTarget):
     )
     layers: tuple[str, ...] = Field(
         default=(),
-        max_length=5,
-        description="layer version ARNs, at most 5, in order",
+        json_schema_extra={"maxItems": MAX_LAYERS},
+        description=f"layer version ARNs (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION), "
+        f"at most {MAX_LAYERS}, applied in this order",
     )
     vpc: Vpc | None = Field(default=None, description="run inside a VPC")
     reserved_concurrency: int | None = Field(
@@ -499,22 +517,29 @@ class LambdaTarget(_AwsTarget):
     @field_validator("layers")
     @classmethod
     def _layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_LAYERS:
+            raise ValueError(
+                f"{len(value)} layers; Lambda allows at most {MAX_LAYERS} per function"
+            )
+        seen: set[str] = set()
         for arn in value:
-            if not re.fullmatch(_LAYER_ARN, arn):
+            if len(arn) > 140 or not re.fullmatch(_LAYER_ARN, arn):
                 raise ValueError(
-                    f"layer {arn!r} is not a layer version ARN "
-                    "(arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
+                    f"{arn[:160]!r} is not a layer version ARN "
+                    "(arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION, at most 140 characters)"
                 )
-        if len(set(value)) != len(value):
-            raise ValueError("a layer is listed twice")
+            layer = arn.rsplit(":", 1)[0]
+            if layer in seen:  # Lambda refuses two versions of one layer too
+                raise ValueError(f"layer {layer!r} is listed twice; keep one version of it")
+            seen.add(layer)
         return value
 
     @model_validator(mode="after")
     def _snapstart_storage(self) -> LambdaTarget:
         if self.snapstart and self.ephemeral_storage > 512:
             raise ValueError(
-                "snapstart needs ephemeral_storage = 512 (SnapStart does not support more); "
-                "drop one of them"
+                f"snapstart = true with ephemeral_storage = {self.ephemeral_storage}: Lambda "
+                "SnapStart does not support more than 512 MB of /tmp; remove one of them"
             )
         return self
 
@@ -563,6 +588,10 @@ class LocalTarget(_Model):
 Target = Annotated[LambdaTarget | S3Target | LocalTarget, Field(discriminator="kind")]
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 class Manifest(_Model):
     """The whole of metorial.toml."""
 
@@ -582,23 +611,29 @@ class Manifest(_Model):
                 )
         return value
 
-    @model_validator(mode="after")
-    def _snapstart_runtime(self) -> Manifest:
-        for name, target in self.targets.items():
+    @field_validator("targets")
+    @classmethod
+    def _snapstart_runtime(
+        cls, value: dict[str, Target], info: ValidationInfo
+    ) -> dict[str, Target]:
+        # Lambda SnapStart runs on the managed python3.12+ runtimes (either architecture),
+        # never on an OS-only runtime such as provided.al2023.
+        runtime = info.data.get("runtime")
+        for name, target in value.items():
             if not isinstance(target, LambdaTarget) or not target.snapstart:
                 continue
-            runtime = self.runtime
-            if not isinstance(runtime, PythonRuntime):
+            if isinstance(runtime, BinaryRuntime):
                 raise ValueError(
-                    f"targets.{name}.snapstart: Lambda SnapStart does not support custom "
-                    "runtimes (provided.al2023); remove snapstart"
+                    f"target {name!r}: snapstart = true, but Lambda SnapStart does not support "
+                    "custom runtimes (provided.al2023, what a binary runs on); remove snapstart"
                 )
-            if tuple(int(x) for x in runtime.python.split(".")) < (3, 12):
+            if isinstance(runtime, PythonRuntime) and _version(runtime.python) < (3, 12):
                 raise ValueError(
-                    f"targets.{name}.snapstart: Lambda SnapStart needs python 3.12 or later "
-                    f"(runtime.python is {runtime.python})"
+                    f"target {name!r}: snapstart = true needs python 3.12 or later (Lambda "
+                    f'SnapStart\'s runtimes); runtime.python is "{runtime.python}": set '
+                    'python = "3.12" or remove snapstart'
                 )
-        return self
+        return value
 
     @field_validator("assets")
     @classmethod
