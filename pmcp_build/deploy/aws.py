@@ -66,6 +66,10 @@ class Clients:
     def iam(self) -> Any:
         return self.client("iam")
 
+    @property
+    def logs(self) -> Any:
+        return self.client("logs")
+
 
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple[str | None, str | None], Any] = {}
