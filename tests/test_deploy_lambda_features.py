@@ -216,3 +216,45 @@ def test_publish_diff_on_plain_data() -> None:
     ]
     action = rollback_action("f", "live", "7", ["$LATEST", "2", "5", "7", "9"])
     assert action.calls[0].params["FunctionVersion"] == "5"
+
+
+# -- 4. outputs (item 7) ----------------------------------------------------------------------
+
+
+def test_outputs_every_apply_text_and_json(cli, project: Path) -> None:
+    toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace("memory = 256\n", 'memory = 256\nalias = "live"\n'))
+    first = json.loads(
+        cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "--json").stdout
+    )
+    arn = _fn()["FunctionArn"]
+    url = boto3.client("lambda").get_function_url_config(
+        FunctionName="tiny-prod", Qualifier="live"
+    )["FunctionUrl"]
+    wanted = {
+        "function_arn": arn,
+        "version": "1",
+        "alias": "live",
+        "alias_arn": f"{arn}:live",
+        "url": url,
+    }
+    assert first["outputs"]["prod"] == wanted
+    again = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")  # nothing to do
+    assert again.exit_code == 0, again.output
+    tail = again.stdout[again.stdout.index("Outputs:") :]
+    assert tail.splitlines()[1:] == [f"  prod.{k} = {v}" for k, v in wanted.items()]
+    as_json = json.loads(
+        cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "--json").stdout
+    )
+    assert as_json["changes"] is False and as_json["outputs"]["prod"] == wanted
+
+    # No alias, no URL: $LATEST is what runs, and there is no URL to print.
+    toml.write_text(
+        toml.read_text().replace('alias = "live"\n', "").replace('url = { auth = "NONE" }\n', "")
+    )
+    plain = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "--json")
+    outputs = json.loads(plain.stdout)["outputs"]["prod"]
+    assert outputs["version"] == "$LATEST" and outputs["alias"] is None
+    assert outputs["url"] is None and outputs["function_arn"] == arn
+    text = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").stdout
+    assert "prod.version = $LATEST" in text and "prod.url" not in text

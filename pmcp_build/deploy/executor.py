@@ -142,7 +142,7 @@ def _execute_target(run: _Run) -> TargetResult:
             if AFTER_CALL is not None:
                 AFTER_CALL(target.name, call)
         result.steps.append(f"{action.symbol} {action.resource} {action.op}")
-    for name in ("function_arn", "version", "url"):
+    for name in target.outputs:  # what the plan declares as outputs, made by this run
         if name in run.outputs:
             result.outputs[name] = run.outputs[name]
     return result

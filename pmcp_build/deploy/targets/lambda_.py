@@ -588,6 +588,7 @@ def _publish_actions(
             "create_alias",
             {"FunctionName": function, "Name": alias, "FunctionVersion": version},
             tolerate=("ResourceConflictException",),
+            outputs={"alias_arn": "AliasArn"},
         )
         actions.append(
             Action(
@@ -604,6 +605,7 @@ def _publish_actions(
             "lambda",
             "update_alias",
             {"FunctionName": function, "Name": alias, "FunctionVersion": version},
+            outputs={"alias_arn": "AliasArn"},
         )
         actions.append(
             Action(
@@ -905,11 +907,15 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         )
     fn = state.get("function") or {}
     published = state.get("published") or {}
+    arn = fn.get("FunctionArn")
     outputs = {
-        "function_arn": fn.get("FunctionArn"),
+        "function_arn": arn,
         "version": published.get("Version") if t.publishes else "$LATEST",
         "alias": t.alias,
-        "url": (state.get("url") or {}).get("FunctionUrl"),
+        # what platforms invoke when there is an alias (the URL is served through it too)
+        "alias_arn": f"{arn}:{t.alias}" if arn and t.alias else None,
+        # a URL the manifest no longer declares is deleted by this plan: not an output
+        "url": (state.get("url") or {}).get("FunctionUrl") if t.url else None,
     }
     return TargetPlan(
         name=given.name,
@@ -1016,6 +1022,7 @@ def rollback_action(function: str, alias: str, current: str, versions: list[str]
                 "lambda",
                 "update_alias",
                 {"FunctionName": function, "Name": alias, "FunctionVersion": previous},
+                outputs={"alias_arn": "AliasArn"},
             ),
         ),
         {"FunctionVersion": current},
