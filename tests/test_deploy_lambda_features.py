@@ -258,3 +258,37 @@ def test_outputs_every_apply_text_and_json(cli, project: Path) -> None:
     assert outputs["url"] is None and outputs["function_arn"] == arn
     text = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").stdout
     assert "prod.version = $LATEST" in text and "prod.url" not in text
+
+
+# -- 5. the profile asked for (item 9) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["env", "manifest"])
+def test_missing_profile_is_named(
+    cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    config = tmp_path / "aws-config"
+    config.write_text("[profile other]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    if where == "env":
+        # a run without a profile first: its cached clients must not serve "nosuch"
+        assert cli("-C", str(project), "plan", "-t", "prod").exit_code == 0
+        monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    else:
+        toml = project / "metorial.toml"
+        toml.write_text(
+            toml.read_text().replace("memory = 256\n", 'memory = 256\nprofile = "nosuch"\n')
+        )
+    for args in (
+        ["plan", "-t", "prod"],
+        ["apply", "--auto-approve", "-t", "prod"],
+        ["logs", "-t", "prod"],
+    ):
+        result = cli("-C", str(project), *args)
+        assert result.exit_code == 1, (args, result.output)
+        error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert error == ["error: AWS profile 'nosuch' not found; check ~/.aws/config"], (
+            args,
+            result.stderr,
+        )
