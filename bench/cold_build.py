@@ -8,7 +8,9 @@ install is the exact uv command pmcp-build runs (same target platform, python ve
 --only-binary, --link-mode hardlink (uv's default here), the boot runtime's requirements
 plus the example's),
 so the ratio is what pmcp-build adds on top of installing: interpreter start, manifest,
-scrubbing, hashing, deflating 29 MB, writing the zip and the packs.
+scrubbing, hashing, deflating 29 MB, writing the zip and the packs, and (since issue 15)
+the build-time load check, which imports the server in a fresh isolated interpreter;
+the same build with PMCP_BUILD_LOAD_CHECK=0 is measured beside it.
 
 By default uv reads wheels from .wheelhouse/ (python tests/wheelhouse.py), offline, so
 the network does not decide the ratio; --registry uses the package index instead.
@@ -42,6 +44,7 @@ def main() -> None:
     if not args.registry:
         base |= {"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(ROOT / ".wheelhouse")}
     ours, bare, ratios = [], [], []
+    nocheck, nocheck_ratios = [], []
     # As a pip install leaves it: bytecode for pmcp_build present. (This environment sets
     # PYTHONDONTWRITEBYTECODE=1 and an editable install compiles nothing, so without this
     # every run would compile every pmcp_build module; see the start-up figure.)
@@ -67,10 +70,23 @@ def main() -> None:
             ours.append(a)
             bare.append(b)
             ratios.append(a / b)
+            second = Path(tmp) / f"q{i}"
+            shutil.copytree(EXAMPLE, second, ignore=shutil.ignore_patterns(".pmcp"))
+            env2 = dict(
+                base,
+                UV_CACHE_DIR=f"{tmp}/uv-c{i}",
+                PMCP_BUILD_CACHE_DIR=f"{tmp}/d{i}",
+                PMCP_BUILD_LOAD_CHECK="0",
+            )
+            c = run([*build[:4], str(second), *build[5:]], env2)
+            nocheck.append(c)
+            nocheck_ratios.append(c / b)
     print(f"{'cold build of examples/python-server':<44} {'median s':>9}")
     print(f"{'pmcp-build build (empty caches)':<44} {median(ours):>9.2f}")
     print(f"{'bare uv pip install, same requirements':<44} {median(bare):>9.2f}")
+    print(f"{'pmcp-build build, PMCP_BUILD_LOAD_CHECK=0':<44} {median(nocheck):>9.2f}")
     print(f"ratio (per run, median): {median(ratios):.2f}x (goal <= 1.5x)")
+    print(f"ratio without the load check: {median(nocheck_ratios):.2f}x")
     print(f"after: {load()}")
 
 

@@ -215,17 +215,11 @@ def build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
     else:
         with err.status("building package (dependencies are cached after the first run)…"):
             package = build_package(loaded, quiet=True)
-    _say_lock()
+    if package.layout.lock_changed:
+        # A build that wrote, updated or could not keep the lock says so; `plan` lists
+        # the versions that moved.
+        err.print(package.layout.lock_lines[0], markup=False)
     return package
-
-
-def _say_lock() -> None:
-    """A build that wrote, updated or could not keep the lock says so (stderr)."""
-    from pmcp_build.layout.python_lock import last_outcome
-
-    outcome = last_outcome()
-    if outcome is not None and outcome.status != "locked":
-        err.print(outcome.lines()[0], markup=False)  # `plan` lists the versions that moved
 
 
 def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:

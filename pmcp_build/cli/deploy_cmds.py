@@ -55,10 +55,8 @@ def _print_plan(plan: Plan, package: Package | None, envs: dict[str, Environment
             f"{human(package.size)} zipped",
             markup=False,
         )
-        from pmcp_build.layout.python_lock import last_outcome
-
-        lock = last_outcome()  # what the build did with metorial.lock, and which versions moved
-        for line in lock.lines() if lock is not None else []:
+        # What the build did with metorial.lock, and which versions moved.
+        for line in layout.lock_lines:
             out.print(line, markup=False)
     for line in render(plan):
         out.print(_scrub(line, envs), markup=False)

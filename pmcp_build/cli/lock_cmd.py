@@ -25,9 +25,8 @@ def lock_cmd(
     ] = False,
 ) -> None:
     """Resolve the python dependencies (and the boot runtime's) into metorial.lock."""
-    from pmcp_build.layout import python_lock, python_sources
     from pmcp_build.manifest.model import PythonRuntime
-    from pmcp_build.package.build import cache_dir, lock_path
+    from pmcp_build.package.build import cache_dir, hold_lock, lock_path
     from pmcp_build.source.tree import load_source
 
     if upgrade and check:
@@ -43,16 +42,6 @@ def lock_cmd(
             f"{loaded.path}: the source is a download; its lock is {path.name} inside the "
             "archive, made where the source is developed"
         )
-    outcome = python_lock.lock_dependencies(
-        python_sources.detect(tree.root, runtime.requirements, runtime.extras),
-        runtime.python,
-        runtime.architecture,
-        path,
-        source_root=tree.root,
-        remote_source=not writable,
-        writable=writable,
-        upgrade=upgrade,
-        check_only=check,
-    )
+    outcome = hold_lock(loaded, runtime, tree, upgrade=upgrade, check_only=check)
     for line in outcome.lines():
         out.print(line, markup=False)

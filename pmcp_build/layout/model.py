@@ -90,6 +90,10 @@ class Layout:
     # Source paths the walk left out and why (.gitignore, exclude, secret-like files):
     # shown in the build summary, not part of the package.
     left_out: tuple[tuple[str, str], ...] = ()
+    # What the build did with metorial.lock (python_lock.Outcome.lines()): the first
+    # line says it, the rest name the versions that moved. Empty for binary packages.
+    lock_lines: tuple[str, ...] = ()
+    lock_changed: bool = False  # written, updated or unlocked: worth a line on stderr
 
     @property
     def unzipped_size(self) -> int:
@@ -125,6 +129,8 @@ def make_layout(
     handler: str,
     architecture: str,
     left_out: tuple[tuple[str, str], ...] = (),
+    lock_lines: tuple[str, ...] = (),
+    lock_changed: bool = False,
 ) -> Layout:
     """Sort, check for collisions and limits; the one way a Layout comes to be."""
     by_path: dict[str, Entry] = {}
@@ -145,6 +151,8 @@ def make_layout(
         handler=handler,
         architecture=architecture,
         left_out=tuple(left_out),
+        lock_lines=lock_lines,
+        lock_changed=lock_changed,
     )
     if layout.unzipped_size > UNZIPPED_LIMIT:
         biggest = sorted(layout.entries, key=lambda e: -e.size)[:3]

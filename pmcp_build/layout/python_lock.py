@@ -93,18 +93,6 @@ class Outcome:
         return [head] + [f"  {c.line()}" for c in self.changes]
 
 
-_last: list[Outcome] = []
-
-
-def forget() -> None:
-    _last.clear()
-
-
-def last_outcome() -> Outcome | None:
-    """The lock outcome of the most recent build in this process (for `plan`)."""
-    return _last[-1] if _last else None
-
-
 # -- the file ----------------------------------------------------------------------------
 
 
@@ -209,9 +197,7 @@ def ensure(
     digest = inputs_digest(requirements, boot, python, platform)
     current = read_lock(lock_path)
     if current is not None and current.inputs == digest and not upgrade:
-        outcome = Outcome(lock_path, "locked", current, ())
-        _last.append(outcome)
-        return outcome
+        return Outcome(lock_path, "locked", current, ())
     reason = (
         "no lock yet"
         if current is None
@@ -234,9 +220,7 @@ def ensure(
     else:
         status = "unlocked"
         reason = f"no {lock_path.name} in a downloaded source" if current is None else reason
-    outcome = Outcome(lock_path, status, lock, changes, reason)
-    _last.append(outcome)
-    return outcome
+    return Outcome(lock_path, status, lock, changes, reason)
 
 
 def _why_stale(current: Lock, requirements: Requirements, python: str, platform: str) -> str:

@@ -36,7 +36,6 @@ __all__ = [
 
 
 def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
-    python_lock.forget()
     manifest = loaded.manifest
     cache = cache_dir()
     tree = load_source(manifest.source, loaded.root, cache)
@@ -69,13 +68,13 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                 ]
             command = py.command_spec(runtime.command, tree, site)
             entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
-            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
+            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
         else:
             if requirements is not None and python_sources.kind_of(requirements) == "requirements":
                 py.check_mcp_pin(requirements)
             entrypoint = py.detect_entrypoint(runtime, tree)
             entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-            deps = _locked_dependencies(loaded, runtime, tree, cache, quiet)
+            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
         entries += py.dependency_entries(deps.root, deps.origins)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
@@ -86,6 +85,8 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             f"{module}.handler",
             runtime.architecture,
             tree.left_out,
+            tuple(lock.lines()),
+            lock.status != "locked",
         )
     assert isinstance(runtime, BinaryRuntime)
     entries += artifact_entries(runtime, tree)
@@ -101,23 +102,24 @@ def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
     return loaded.root / python_lock.LOCK_NAME, True
 
 
-def _locked_dependencies(
+def hold_lock(
     loaded: LoadedManifest,
     runtime: PythonRuntime,
     tree: SourceTree,
-    cache: Path,
-    quiet: bool,
+    *,
     boot_only: bool = False,
-) -> InstalledDeps:
-    """The runtime's dependencies, exactly as metorial.lock names them (a stdio
-    command's own requirements are installed apart, and not locked yet)."""
+    upgrade: bool = False,
+    check_only: bool = False,
+) -> python_lock.Outcome:
+    """The source's dependencies held to metorial.lock (resolved when stale; written
+    beside the manifest, never into a downloaded source). `build` and `lock` share it."""
     path, writable = lock_path(loaded, tree)
     source = (
         None
         if boot_only
         else python_sources.detect(tree.root, runtime.requirements, runtime.extras)
     )
-    outcome = python_lock.lock_dependencies(
+    return python_lock.lock_dependencies(
         source,
         runtime.python,
         runtime.architecture,
@@ -125,8 +127,24 @@ def _locked_dependencies(
         source_root=tree.root,
         remote_source=not writable,
         writable=writable,
+        upgrade=upgrade,
+        check_only=check_only,
     )
-    return install(
+
+
+def _locked_dependencies(
+    loaded: LoadedManifest,
+    runtime: PythonRuntime,
+    tree: SourceTree,
+    cache: Path,
+    quiet: bool,
+    boot_only: bool = False,
+) -> tuple[InstalledDeps, python_lock.Outcome]:
+    """The runtime's dependencies, exactly as metorial.lock names them (a stdio
+    command's own requirements are installed apart, and not locked yet)."""
+    outcome = hold_lock(loaded, runtime, tree, boot_only=boot_only)
+    writable = lock_path(loaded, tree)[1]
+    deps = install(
         None,
         runtime.python,
         runtime.architecture,
@@ -136,6 +154,7 @@ def _locked_dependencies(
         remote_source=not writable,
         locked=python_lock.install_text(outcome.lock),
     )
+    return deps, outcome
 
 
 def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
