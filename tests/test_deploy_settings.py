@@ -257,17 +257,21 @@ def test_snapstart_publishes_and_serves_the_url_through_the_alias(
 def test_snapstart_alone_implies_publish(cli, snapstart_project: Path) -> None:
     project = snapstart_project
     toml = project / "metorial.toml"
+    toml.write_text(toml.read_text().replace('url = { auth = "NONE" }\n', ""))
     _set(toml, "snapstart = true\n")
     planned = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
     ops = [c["operation"] for a in planned["targets"][0]["actions"] for c in a["calls"]]
     assert "publish_version" in ops and "create_alias" not in ops
+    shown = cli("-C", str(project), "plan", "-t", "prod").stdout
+    assert "warning: lambda tiny-prod: snapstart applies to published versions only" in shown
 
 
 @pytest.mark.parametrize(
     ("runtime", "settings", "says"),
     [
-        ('python = "3.11"', "snapstart = true", "needs python 3.12 or later"),
+        ('python = "3.11"', 'snapstart = true\nalias = "live"', "needs python 3.12 or later"),
         ('python = "3.12"', "snapstart = true\nephemeral_storage = 1024", "ephemeral_storage"),
+        ('python = "3.12"', "snapstart = true", "with a url needs an alias"),
     ],
 )
 def test_snapstart_refusals_are_one_line(

@@ -535,11 +535,18 @@ class LambdaTarget(_AwsTarget):
         return value
 
     @model_validator(mode="after")
-    def _snapstart_storage(self) -> LambdaTarget:
+    def _snapstart(self) -> LambdaTarget:
         if self.snapstart and self.ephemeral_storage > 512:
             raise ValueError(
                 f"snapstart = true with ephemeral_storage = {self.ephemeral_storage}: Lambda "
                 "SnapStart does not support more than 512 MB of /tmp; remove one of them"
+            )
+        if self.snapstart and self.url is not None and self.alias is None:
+            # A Function URL serves an alias or $LATEST (never a version number), and
+            # $LATEST is never restored from a snapshot.
+            raise ValueError(
+                'snapstart = true with a url needs an alias (e.g. alias = "live"): a '
+                "Function URL serves an alias or $LATEST, and $LATEST never uses SnapStart"
             )
         return self
 

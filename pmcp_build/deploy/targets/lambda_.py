@@ -905,6 +905,12 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
             f"lambda {t.function}: url auth is NONE: the MCP endpoint is public, anyone "
             "who has the URL can call its tools"
         )
+    if t.snapstart and t.alias is None:
+        warnings.append(
+            f"lambda {t.function}: snapstart applies to published versions only; invoking "
+            "the function unqualified runs $LATEST without it: invoke the version in the "
+            'outputs, or set alias = "live" and invoke the alias'
+        )
     fn = state.get("function") or {}
     published = state.get("published") or {}
     arn = fn.get("FunctionArn")
