@@ -441,3 +441,19 @@ def test_reserved_concurrency_zero_is_read_as_zero(monkeypatch: pytest.MonkeyPat
     assert [a.op for a in lambda_._concurrency_actions("f", None, 0)] == [
         "lambda.delete_function_concurrency"
     ]
+
+
+def test_leaving_the_vpc_narrows_the_auto_role_after_the_function() -> None:
+    from pmcp_build.deploy import aws
+
+    inside = _deployed(VpcConfig={**VPC, "VpcId": "vpc-1"}, Role="arn:aws:iam::1:role/f-pmcp-exec")
+    wide = aws.logs_policy("f")
+    wide["Statement"].append({"Effect": "Allow", "Action": ["ec2:CreateNetworkInterface"]})
+    inside["role"] = {"arn": "arn:aws:iam::1:role/f-pmcp-exec", "policy": wide}
+    ops = _ops(_lambda(inside, role="auto", vpc=None))
+    assert ops == ["lambda.update_function_configuration", "iam.put_role_policy"]
+    # entering it: the grants first
+    outside = _deployed(Role="arn:aws:iam::1:role/f-pmcp-exec")
+    outside["role"] = {"arn": "arn:aws:iam::1:role/f-pmcp-exec", "policy": aws.logs_policy("f")}
+    ops = _ops(_lambda(outside, role="auto", vpc=VPC))
+    assert ops == ["iam.put_role_policy", "lambda.update_function_configuration"]

@@ -307,11 +307,17 @@ def diff(
         actions.append(noop(s3, "artifact already uploaded (same sha256)"))
 
     role_arn: Any = role
+    narrowed: list[Action] = []  # role policy changes that must wait for the function's
     if role == "auto":
         role_arn, role_actions = _auto_role(
             function, state.get("role"), role_tags(server, user_tags or {}), vpc is not None
         )
-        actions += role_actions
+        in_vpc = fn is not None and _current(fn)["VpcConfig"] != _NO_VPC
+        if vpc is None and in_vpc:
+            # Leaving the VPC: the network-interface grants go only once the function
+            # is out of it (Lambda detaches its interfaces as the role it runs as).
+            narrowed = [a for a in role_actions if a.op == "iam.put_role_policy"]
+        actions += [a for a in role_actions if a not in narrowed]
 
     wanted: dict[str, Any] = {
         "Runtime": runtime,
@@ -444,6 +450,7 @@ def diff(
         if not code_changes and not config_changes and tag_action is None:
             actions.append(noop(f"lambda {function}", "up to date"))
         changed = bool(code_changes) or bool(config_changes)
+    actions += narrowed
     actions += _concurrency_actions(function, concurrency, state.get("concurrency"))
     if publish or alias:
         actions += _publish_actions(function, code_sha256, sha256, server, alias, changed, state)
