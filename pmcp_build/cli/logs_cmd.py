@@ -64,6 +64,8 @@ def logs(
             for event in cwlogs.read_events(client, group, start):
                 emit(event)
     except KeyboardInterrupt:
+        if not follow:
+            raise  # guard: "interrupted", exit 130
         return  # Ctrl-C is how a follow ends: no "interrupted", exit 0
     except aws.READ_ERRORS as exc:
         raise aws.user_error(exc, f"reading {group}") from exc
