@@ -292,3 +292,67 @@ def test_missing_profile_is_named(
             args,
             result.stderr,
         )
+
+
+# -- 6. the README's CI recipe (item 10) ------------------------------------------------------
+
+
+def _ci_lines(job: dict, command: str) -> list[str]:
+    runs = [step.get("run", "") for step in job["steps"]]
+    lines = [line.strip() for run in runs for line in run.splitlines()]
+    return [line for line in lines if line.startswith(command)]
+
+
+def test_readme_ci_recipe_plans_and_applies_the_saved_plan(
+    cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline the README shows, run as written (its commands, against moto). It
+    failed once: its plan file lay in the source, so the apply job's build packaged it
+    and the saved plan no longer matched the package."""
+    import os
+    import shlex
+
+    import yaml
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("\n## In CI\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    workflow = yaml.safe_load(block)
+    plan_job, apply_job = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
+    assert apply_job["needs"] == "plan" and "push" in apply_job["if"]
+    (plan_line,) = _ci_lines(plan_job, "pmcp-build plan")
+    (apply_line,) = _ci_lines(apply_job, "pmcp-build apply")
+    case = "\n".join(step.get("run", "") for step in plan_job["steps"])
+    assert '2) echo "changes=true"' in case and '0) echo "changes=false"' in case
+    monkeypatch.setenv("RUNNER_TEMP", str(tmp_path / "runner"))
+    (tmp_path / "runner").mkdir()
+
+    def args(line: str) -> list[str]:
+        return [os.path.expandvars(a) for a in shlex.split(line.split(">")[0])[1:]]
+
+    planned = cli("-C", str(project), *args(plan_line))
+    assert planned.exit_code == 2, planned.output  # changes
+    assert (tmp_path / "runner" / "plan.bin").is_file()
+    applied = cli("-C", str(project), *args(apply_line))
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["outputs"]["prod"]["function_arn"] == _fn()["FunctionArn"]
+    assert cli("-C", str(project), *args(plan_line)).exit_code == 0  # no changes
+    typo = cli("-C", str(project), *args(plan_line.replace("--out", "--ot")))
+    assert typo.exit_code == 64  # a typo in the pipeline is never "changes"
+
+
+def test_a_plan_file_the_build_would_package_is_refused(cli, project: Path) -> None:
+    inside = cli("-C", str(project), "plan", "-t", "prod", "--out", "plan.bin")
+    assert inside.exit_code == 1, inside.output
+    assert "--out plan.bin: the file is inside the source" in inside.stderr
+    assert [line for line in inside.stderr.splitlines() if line.startswith("error:")] == [
+        "error: --out plan.bin: the file is inside the source, so the next build would "
+        "package it and apply would refuse the plan; write it under .pmcp/ "
+        "(--out .pmcp/plan.bin) or outside the source"
+    ]
+    assert not (project / "plan.bin").exists()
+    kept = cli("-C", str(project), "plan", "-t", "prod", "--out", ".pmcp/plan.bin")
+    assert kept.exit_code == 0, kept.output
+    applied = cli("-C", str(project), "apply", ".pmcp/plan.bin")
+    assert applied.exit_code == 0, applied.output

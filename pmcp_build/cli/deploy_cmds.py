@@ -150,6 +150,7 @@ def plan_cmd(
     plan, envs = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
         saved.save(plan, envs, loaded.path, text, out_file)
+        _refuse_packaged_plan(loaded, out_file)
     if json_out:
         sys.stdout.write(_scrub(json.dumps(plan.to_json(), indent=2), envs) + "\n")
     else:
@@ -162,6 +163,28 @@ def plan_cmd(
             )
     if detailed_exitcode and plan.has_changes:
         raise typer.Exit(CHANGES_EXIT)
+
+
+def _refuse_packaged_plan(loaded: Any, out_file: Path) -> None:
+    """A plan file the next build would package changes the package it was made for, so
+    `apply` of it could only refuse: say so now, and keep no such file."""
+    from pmcp_build.source.tree import walk
+
+    source = loaded.manifest.source
+    if source.url is not None:
+        return
+    root = (loaded.root / (source.path or ".")).resolve()
+    try:
+        inside = out_file.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return  # outside the source: never packaged
+    if any(f.path == inside for f in walk(root, source.exclude)):
+        out_file.unlink()
+        raise UserError(
+            f"--out {out_file}: the file is inside the source, so the next build would "
+            "package it and apply would refuse the plan; write it under .pmcp/ "
+            "(--out .pmcp/plan.bin) or outside the source"
+        )
 
 
 @app.command()
