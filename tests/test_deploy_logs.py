@@ -46,14 +46,15 @@ def test_logs_since_json_and_markup(cli, project: Path) -> None:
     _put(
         (now - 20 * 60_000, "old line\n"),
         (now - 60_000, "START RequestId: 1 Version: 1\n"),
-        (now - 30_000, "[bold]not markup[/bold] \x1b[31m\n"),
+        (now - 30_000, "[bold]not markup[/bold] :thumbs_up: \x1b[31mred\tok\n"),
     )
     recent = cli("-C", str(project), "logs", "-t", "prod")
     assert recent.exit_code == 0, recent.output
     lines = recent.stdout.splitlines()
     assert len(lines) == 2, recent.stdout  # --since defaults to 10m
     assert lines[0].endswith("Z [1] START RequestId: 1 Version: 1")
-    assert "[bold]not markup[/bold]" in lines[1]  # the function's text, never rich markup
+    # the function's text as written: no markup, no emoji, no terminal escapes
+    assert lines[1].endswith("Z [1] [bold]not markup[/bold] :thumbs_up: \\x1b[31mred\tok")
 
     hour = cli("-C", str(project), "logs", "-t", "prod", "--since", "1h", "--json")
     assert hour.exit_code == 0, hour.output

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pmcp_build.cli.app import JsonOption, ManifestOption, app, check_targets, err, guard, load, out
+from pmcp_build.cli.app import JsonOption, ManifestOption, app, check_targets, err, guard, load
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
@@ -44,11 +44,11 @@ def logs(
     group = cwlogs.log_group(t.function)
 
     def emit(event: dict[str, Any]) -> None:
-        if json_out:
-            sys.stdout.write(json.dumps(cwlogs.event_json(event)) + "\n")
-            sys.stdout.flush()
-        else:  # the function's own text: never markup, never highlighted
-            out.print(cwlogs.format_event(event), markup=False, highlight=False, soft_wrap=True)
+        # The function's own text, written as is (never through rich: no markup, no
+        # emoji codes, no wrapping), flushed per event for --follow.
+        line = json.dumps(cwlogs.event_json(event)) if json_out else cwlogs.format_event(event)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     client = aws.clients(aws.connection(t)).logs
     try:

@@ -64,12 +64,18 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def format_event(event: dict[str, Any]) -> str:
     """One line: time, the version that logged it, the message (Lambda's own trailing
-    newline dropped; a message's inner newlines kept, as the function wrote them)."""
+    newline dropped; a message's inner newlines and tabs kept, as the function wrote
+    them). Other control characters are shown escaped (`\\x1b`): a log line must not
+    drive the terminal that reads it."""
     version = stream_version(str(event.get("logStreamName", "")))
     where = f" [{version}]" if version else ""
     message = str(event.get("message", "")).rstrip("\r\n")
+    message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
     return f"{iso(int(event.get('timestamp', 0)))}{where} {message}"
 
 
