@@ -457,3 +457,19 @@ def test_leaving_the_vpc_narrows_the_auto_role_after_the_function() -> None:
     outside["role"] = {"arn": "arn:aws:iam::1:role/f-pmcp-exec", "policy": aws.logs_policy("f")}
     ops = _ops(_lambda(outside, role="auto", vpc=VPC))
     assert ops == ["iam.put_role_policy", "lambda.update_function_configuration"]
+
+
+def test_saved_plan_refuses_when_a_setting_drifted_since(cli, project: Path) -> None:
+    toml = project / "metorial.toml"
+    _set(toml, "reserved_concurrency = 5\nephemeral_storage = 1024\n")
+    _apply(cli, project)
+    _set(toml, "reserved_concurrency = 6\nephemeral_storage = 1024\n")
+    saved = cli("-C", str(project), "plan", "-t", "prod", "--out", ".pmcp/p.bin")
+    assert saved.exit_code == 0, saved.output
+    boto3.client("lambda").put_function_concurrency(
+        FunctionName="tiny-prod", ReservedConcurrentExecutions=9
+    )
+    refused = cli("-C", str(project), "apply", ".pmcp/p.bin")
+    assert refused.exit_code == 1, refused.output
+    assert "changed since the plan (concurrency)" in refused.stderr
+    assert _concurrency() == 9  # nothing was written
