@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import traceback
+import urllib.parse
 from typing import Any
 
 from . import callbacks, config, oauth, results, server_kinds
@@ -199,13 +200,18 @@ class Runtime:
                     responses.append(json.dumps(invalid))
                     continue
                 body = raw if isinstance(raw, str) else json.dumps(raw)
-                body, routing = _with_envelope(body, version, participant)
                 headers = {
                     "content-type": "application/json",
                     "accept": "application/json, text/event-stream",
-                    "mcp-protocol-version": version,
-                    **routing,
                 }
+                if _is_initialize(body):
+                    # A handshake-era client, whatever participantJson says: the SDK
+                    # negotiates from the request's own protocolVersion (MCP: the server
+                    # answers with a version it supports), as it would natively.
+                    pass
+                else:
+                    body, routing = _with_envelope(body, version, participant)
+                    headers |= {"mcp-protocol-version": version, **routing}
                 response = self.engine.http("POST", "/mcp", headers, body.encode())
                 if response.body:
                     responses.append(response.body.decode())
@@ -219,19 +225,28 @@ class Runtime:
     # -- HTTP events (Function URL, API Gateway v1 / v2) ------------------------------
 
     def _http_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        if "requestContext" in event and "http" in event.get("requestContext", {}):
+        # Query strings and cookies as Mangum (the ASGI adapter for Lambda events)
+        # rebuilds them: payload 2.0 (Function URL, HTTP API) gives the raw query and a
+        # `cookies` list; payload 1.0 (REST API) gives decoded parameters, re-encoded here.
+        v2 = "requestContext" in event and "http" in (event.get("requestContext") or {})
+        if v2:
             method = event["requestContext"]["http"].get("method", "POST")
             path = event.get("rawPath") or "/"
             query = event.get("rawQueryString") or ""
         else:
             method = event.get("httpMethod", "POST")
             path = event.get("path") or "/"
-            params = event.get("queryStringParameters") or {}
-            query = "&".join(f"{k}={v}" for k, v in params.items())
+            multi = event.get("multiValueQueryStringParameters")
+            if multi:
+                query = urllib.parse.urlencode(multi, doseq=True)
+            else:
+                query = urllib.parse.urlencode(event.get("queryStringParameters") or {})
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         for key, values in (event.get("multiValueHeaders") or {}).items():
             if key.lower() not in headers and values:
                 headers[key.lower()] = ",".join(values)
+        if v2 and event.get("cookies"):
+            headers["cookie"] = "; ".join(str(c) for c in event["cookies"])
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
         if self.load_error is not None:
@@ -247,7 +262,15 @@ class Runtime:
                 ).encode(),
             )
         response = self.engine.http(method, path, headers, raw, query)
-        return _http_reply(response.status, response.headers, response.body)
+        reply = _http_reply(response.status, response.headers, response.body)
+        if v2:  # payload 2.0 answers cookies in their own list, not as a header
+            cookies = [v for k, v in reply["headers"].items() if k.lower() == "set-cookie"]
+            if cookies:
+                reply["headers"] = {
+                    k: v for k, v in reply["headers"].items() if k.lower() != "set-cookie"
+                }
+                reply["cookies"] = cookies
+        return reply
 
 
 def _http_reply(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -361,6 +384,14 @@ def _latest_handshake() -> str:
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
     return LATEST_HANDSHAKE_VERSION
+
+
+def _is_initialize(body: str) -> bool:
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _with_envelope(
