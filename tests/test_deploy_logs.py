@@ -163,3 +163,24 @@ def test_format_event() -> None:
     assert cwlogs.format_event(event) == "2025-11-25T07:00:00.005Z [$LATEST] hello"
     assert cwlogs.format_event({"timestamp": NOW, "message": "a\nb\n"}).endswith("Z a\nb")
     assert cwlogs.event_json(event)["version"] == "$LATEST"
+
+
+def test_logs_into_a_closed_pipe_stops_quietly(project: Path, moto_url: str) -> None:
+    """`pmcp-build logs | head -1`: the reader leaves after one line; a real process and
+    a real pipe (the in-process runner has neither)."""
+    import os
+    import subprocess
+    import sys
+
+    now = _now()
+    _put(*((now - 5000 + i, f"line {i} " + "x" * 2000 + "\n") for i in range(200)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMCP_")}
+    cli = [sys.executable, "-m", "pmcp_build", "-C", str(project), "logs", "-t", "prod"]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert first.startswith(b"20") and b" [1] line 0 " in first
+    assert stderr == "", stderr

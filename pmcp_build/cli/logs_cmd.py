@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,5 +69,11 @@ def logs(
         if not follow:
             raise  # guard: "interrupted", exit 130
         return  # Ctrl-C is how a follow ends: no "interrupted", exit 0
+    except BrokenPipeError:
+        # The reader went away (`logs --follow | head`): stop quietly, and point stdout
+        # at /dev/null so the interpreter's final flush does not complain either.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
     except aws.READ_ERRORS as exc:
         raise aws.user_error(exc, f"reading {group}") from exc
