@@ -307,7 +307,7 @@ def diff(
         actions.append(noop(s3, "artifact already uploaded (same sha256)"))
 
     role_arn: Any = role
-    narrowed: list[Action] = []  # role policy changes that must wait for the function's
+    narrowed: list[Action] = []  # role policy changes that must wait for the function
     if role == "auto":
         role_arn, role_actions = _auto_role(
             function, state.get("role"), role_tags(server, user_tags or {}), vpc is not None
