@@ -472,7 +472,8 @@ class LambdaTarget(_AwsTarget):
     snapstart: bool = Field(
         default=False,
         strict=True,
-        description="Lambda SnapStart on published versions (python 3.12+); implies publish",
+        description="Lambda SnapStart on published versions (python 3.12+, /tmp 512 MB); "
+        "implies publish; with a url, needs an alias",
     )
     layers: tuple[str, ...] = Field(
         default=(),
@@ -480,7 +481,10 @@ class LambdaTarget(_AwsTarget):
         description=f"layer version ARNs (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION), "
         f"at most {MAX_LAYERS}, applied in this order",
     )
-    vpc: Vpc | None = Field(default=None, description="run inside a VPC")
+    vpc: Vpc | None = Field(
+        default=None,
+        description="run inside a VPC: { subnets = [...], security_groups = [...] }",
+    )
     reserved_concurrency: int | None = Field(
         default=None,
         strict=True,
