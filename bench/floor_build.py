@@ -55,7 +55,7 @@ def walk(root: str) -> list[tuple[str, str]]:
         for name in filenames:
             if name.endswith((".pyc", ".pyo")) or name == ".DS_Store":
                 continue
-            if prefix + name == "metorial.toml":
+            if prefix + name in ("metorial.toml", "metorial.lock"):  # never packaged
                 continue
             files.append((prefix + name, os.path.join(dirpath, name)))
     return files
@@ -91,6 +91,7 @@ def handler(cache: str, name: str, entrypoint: str) -> bytes:
         "entrypoint": entrypoint,
         "boot_modules": modules,
         "version": version,
+        "command": None,  # a stdio command server renders another handler
     }
     key = hashlib.sha256(template + json.dumps(variables, sort_keys=True).encode()).hexdigest()
     with open(os.path.join(cache, "index", f"{key}.py"), "rb") as fh:
