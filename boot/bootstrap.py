@@ -19,6 +19,7 @@ import urllib.parse
 from typing import Any
 
 from . import callbacks, config, oauth, results, server_kinds
+from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
 
@@ -139,7 +140,9 @@ class Runtime:
         advertised = self.engine.server.get_capabilities().model_dump(
             by_alias=True, exclude_none=True, mode="json"
         )
-        capabilities = {key: {} for key in ("tools", "resources", "prompts") if key in advertised}
+        capabilities: dict[str, dict[str, Any]] = {
+            key: {} for key in ("tools", "resources", "prompts") if key in advertised
+        }
         return {
             "tools": listed("list_tools"),
             "resourceTemplates": listed("list_resource_templates"),
@@ -258,13 +261,7 @@ class Runtime:
             return _http_reply(
                 500,
                 {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": _request_id(raw),
-                        "error": {"code": -32603, "message": "server failed to load"},
-                    }
-                ).encode(),
+                error_body(-32603, "server failed to load", request_id(raw)),
             )
         response = self.engine.http(method, path, headers, raw, query, budget)
         reply = _http_reply(response.status, response.headers, response.body)
@@ -323,15 +320,6 @@ def _invalid_message(raw: Any) -> dict[str, Any] | None:
         # JSON-RPC 2.0: an id is a string or a number; MCP also forbids null.
         return _rpc_error(-32600, "Invalid Request: id must be a string or an integer")
     return None
-
-
-def _request_id(body: bytes) -> Any:
-    try:
-        message = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    id_ = message.get("id") if isinstance(message, dict) else None
-    return id_ if isinstance(id_, (str, int)) and not isinstance(id_, bool) else None
 
 
 _RUNTIME_LOGGERS = frozenset(

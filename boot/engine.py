@@ -23,6 +23,7 @@ import json
 import sys
 import threading
 import traceback
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from . import results
+from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer
 
 INTERNAL_ERROR = -32603
@@ -201,71 +203,31 @@ class Engine:
         method = method.upper()
         if method in ("GET", "DELETE"):
             # Stateless JSON mode: no standalone SSE stream, no sessions to delete.
-            return HttpResponse(
-                405,
-                {"allow": "POST", "content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {"code": -32000, "message": "Method Not Allowed"},
-                    }
-                ).encode(),
-            )
+            return error_response(405, -32000, "Method Not Allowed", headers={"allow": "POST"})
         if method == "OPTIONS":
             return HttpResponse(204, {"allow": "POST, OPTIONS"})
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if method == "POST" and content_type != "application/json":
-            return HttpResponse(
-                415,
-                {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32600,
-                            "message": "Unsupported Media Type: "
-                            "Content-Type must be application/json",
-                        },
-                    }
-                ).encode(),
+            return error_response(
+                415, -32600, "Unsupported Media Type: Content-Type must be application/json"
             )
         if method == "POST" and body.lstrip()[:1] == b"[":
             # MCP (2025-06-18 on) has no JSON-RPC batches: an array is an Invalid Request
             # (-32600) by JSON-RPC's own rules, not the SDK's -32602 with pydantic text.
-            return HttpResponse(
-                400,
-                {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32600,
-                            "message": "Invalid Request: JSON-RPC batches are not supported",
-                        },
-                    }
-                ).encode(),
+            return error_response(
+                400, -32600, "Invalid Request: JSON-RPC batches are not supported"
             )
         try:
-            return self.run(self._asgi(method, path, headers, body, query), budget)
+            answer: HttpResponse = self.run(self._asgi(method, path, headers, body, query), budget)
+            return answer
         except TimeoutError:
-            return HttpResponse(
+            return error_response(
                 200,
-                {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": _request_id(body),
-                        "error": {
-                            "code": REQUEST_TIMEOUT,
-                            "message": f"request timed out after {budget:.1f} s, the time left "
-                            "before the function's timeout; raise the lambda target's "
-                            "`timeout` in metorial.toml (up to 900 s) or make the call faster",
-                        },
-                    }
-                ).encode(),
+                REQUEST_TIMEOUT,
+                f"request timed out after {budget:.1f} s, the time left before the "
+                "function's timeout; raise the lambda target's `timeout` in metorial.toml "
+                "(up to 900 s) or make the call faster",
+                request_id(body),
             )
 
     async def _asgi(
@@ -302,7 +264,7 @@ class Engine:
         response = HttpResponse(500)
         chunks: list[bytes] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 response.status = int(message["status"])
                 response.headers = {
@@ -329,9 +291,12 @@ def _meta_version(msg: dict[str, Any]) -> str | None:
     return None
 
 
-def _request_id(body: bytes) -> Any:
-    try:
-        message = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return message.get("id") if isinstance(message, dict) else None
+def error_response(
+    status: int, code: int, message: str, id_: Any = None, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    """A JSON-RPC error as the HTTP response carrying it."""
+    return HttpResponse(
+        status,
+        {"content-type": "application/json", **(headers or {})},
+        error_body(code, message, id_),
+    )
