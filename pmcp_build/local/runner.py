@@ -136,8 +136,28 @@ class InstancePool:
             thread.join()
 
 
+def lay_out(layout: Layout, dest: Path) -> None:
+    """The task root the zip would unpack to, made from the layout the zip was written
+    from: files copied from disk, generated ones written. For the build-time load check,
+    which would otherwise inflate the zip it just deflated. Copied, never hard-linked: a
+    server that writes to its task root (an SQLite asset opened read-write) must not
+    reach the source or the dependency cache through a link."""
+    for entry in layout.entries:
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.src is not None:
+            shutil.copyfile(entry.src, target)
+        else:
+            target.write_bytes(entry.read())
+        target.chmod(entry.mode)
+
+
 def open_invoker(
-    zip_path: Path, layout: Layout, log: Any = None, settings: FunctionSettings | None = None
+    zip_path: Path,
+    layout: Layout,
+    log: Any = None,
+    settings: FunctionSettings | None = None,
+    from_layout: bool = False,
 ) -> Invoker:
     if layout.architecture != host_architecture():
         raise UserError(
@@ -147,7 +167,10 @@ def open_invoker(
         )
     root = Path(tempfile.mkdtemp(prefix="pmcp-task-"))
     try:
-        extract(zip_path, root)
+        if from_layout and layout.handler != "bootstrap":
+            lay_out(layout, root)
+        else:
+            extract(zip_path, root)
         if layout.handler == "bootstrap":
             return BinaryInvoker(root, log, settings)
         version = layout.runtime.removeprefix("python")
