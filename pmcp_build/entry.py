@@ -13,7 +13,6 @@ every command, which imports typer.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -89,7 +88,7 @@ def fast_build(argv: list[str]) -> bool:
     if package is None:
         return False
     from pmcp_build.errors import UserError
-    from pmcp_build.layout.view import layout_json, layout_lines
+    from pmcp_build.layout.view import build_json, layout_lines
     from pmcp_build.package.load_check import check
 
     try:
@@ -98,18 +97,7 @@ def fast_build(argv: list[str]) -> bool:
         return False  # the full CLI reports it, through its one error path
 
     if json_out:
-        data = {
-            "package": {
-                "path": str(package.path),
-                "sha256": package.sha256,
-                "code_sha256": package.code_sha256,
-                "size": package.size,
-            },
-            "layout": layout_json(package.layout),
-        }
-        if report is not None:
-            data["server"] = report.to_json()
-        sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
+        sys.stdout.write(build_json(package, report))
         return True
     from rich.console import Console
 

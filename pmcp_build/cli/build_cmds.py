@@ -47,7 +47,7 @@ def build(
     architecture: ArchOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
-    from pmcp_build.layout.view import layout_json, layout_lines
+    from pmcp_build.layout.view import build_json, layout_lines
 
     loaded = load(file, source_url, sha256, None, python, architecture)
     if target:
@@ -55,19 +55,7 @@ def build(
     package = build_quietly(loaded, json_out)
     report = load_check(package, json_out)
     if json_out:
-        data = {
-            "package": {
-                "path": str(package.path),
-                "sha256": package.sha256,
-                "code_sha256": package.code_sha256,
-                "size": package.size,
-            },
-            "layout": layout_json(package.layout),
-        }
-        if report is not None:
-            data["server"] = report.to_json()
-        # Indented for a person; compact (C encoder, ~10x faster on 10k files) in a pipe.
-        sys.stdout.write(json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n")
+        sys.stdout.write(build_json(package, report))
         return
     for line in layout_lines(package.layout, zipped=package.size):
         out.print(line, markup=False)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmcp_build.layout.model import DIRECT_UPLOAD_LIMIT, Entry, Layout
+
+if TYPE_CHECKING:
+    from pmcp_build.package.load_check import LoadReport
+    from pmcp_build.package.write import Package
 
 _ORDER = ("generated", "source", "asset", "boot", "artifact", "dependency")
 _TITLES = {
@@ -88,3 +94,20 @@ def layout_json(layout: Layout) -> dict[str, Any]:
         "file_count": len(layout.entries),
         "unzipped_size": layout.unzipped_size,
     }
+
+
+def build_json(package: Package, report: LoadReport | None) -> str:
+    """`build --json`'s document, one line: the full build and the fast path print it."""
+    data: dict[str, Any] = {
+        "package": {
+            "path": str(package.path),
+            "sha256": package.sha256,
+            "code_sha256": package.code_sha256,
+            "size": package.size,
+        },
+        "layout": layout_json(package.layout),
+    }
+    if report is not None:
+        data["server"] = report.to_json()
+    # Indented for a person; compact (C encoder, ~10x faster on 10k files) in a pipe.
+    return json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n"
