@@ -79,6 +79,45 @@ def extract(zip_path: Path, dest: Path) -> None:
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
 
 
+def task_root_from_layout(layout: Layout, dest: Path) -> bool:
+    """Lay out in `dest` exactly the files and modes the zip of `layout` holds, without
+    reading the zip back (the build-time load check; `serve` extracts the zip itself).
+
+    Dependency files are hardlinked from the dependency set in the build cache (written
+    once, never changed; a copy keeping its mtime when a link is not possible, as across
+    devices, or when the cached file's mode differs); every other entry is written from
+    its bytes, checked against the layout's sha256. False when a file changed on disk
+    since the layout hashed it: the root is then not the zip's, and the caller extracts
+    the zip instead.
+    """
+    import hashlib
+
+    made: set[Path] = set()
+    for entry in layout.entries:
+        target = dest / entry.path
+        parent = target.parent
+        if parent not in made:
+            parent.mkdir(parents=True, exist_ok=True)
+            made.add(parent)
+        src = entry.src
+        if entry.origin == "dependency" and src is not None and entry.data is None:
+            try:
+                if os.stat(src).st_mode & 0o7777 != entry.mode:
+                    raise OSError("mode differs")
+                os.link(src, target)
+            except OSError:
+                shutil.copy2(src, target)
+                os.chmod(target, entry.mode)
+            continue
+        data = entry.read()
+        if entry.data is None and hashlib.sha256(data).hexdigest() != entry.sha256:
+            return False
+        with open(target, "xb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), entry.mode)  # not the umask's: the zip's mode
+    return True
+
+
 def open_pool(
     zip_path: Path,
     layout: Layout,
@@ -167,6 +206,7 @@ class PythonInvoker:
         python: str,
         log: Any = None,
         settings: FunctionSettings | None = None,
+        python_options: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.settings = settings or FunctionSettings()
@@ -181,7 +221,7 @@ class PythonInvoker:
             }
         )
         self.proc = subprocess.Popen(
-            [python, "-I", "-S", str(WORKER), str(root), module],
+            [python, "-I", "-S", *python_options, str(WORKER), str(root), module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=_stream(log),

@@ -6,15 +6,29 @@ interpreter on the task root, as Lambda imports it) and asks it to `discover`; i
 is skipped with a note when this machine cannot run the package (another
 architecture, no python3.X here). A package that loaded once is not loaded again:
 the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
+
+What it loads is exactly the zip's files and modes, laid out from the Layout rather
+than extracted from the zip just written (runner.task_root_from_layout: dependency files
+hardlinked from the cached dependency set). The task root sits at a fixed path inside
+that dependency set's cache folder, so the worker can keep bytecode for it outside the
+root (`-X pycache_prefix`, which `-I` does not ignore): a rebuild with the same
+dependency set imports the SDK from bytecode instead of compiling it. Only the dependency
+set's bytecode is reused: the prefix's bytecode for every other entry (sources, boot,
+generated) is removed before each load, so an edit within the same second and of the
+same size cannot load stale code. `serve` and `invoke` never use the prefix: they run
+what Lambda runs, bytecode only where the zip has it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from pmcp_build.errors import UserError
 from pmcp_build.package.cache import cache_dir
@@ -22,6 +36,7 @@ from pmcp_build.package.write import Package
 
 FORMAT = "load-v1"
 TRACEBACK_LINES = 8
+SLOTS = 4  # task roots per dependency set: builds running side by side each take one
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,7 @@ def check(package: Package) -> LoadReport | None:
             return LoadReport(**{**data["report"], "notes": tuple(data["report"]["notes"])})
     # Imported only now: a cached or skipped check keeps the rebuild fast path light.
     from pmcp_build.layout.python import find_python
-    from pmcp_build.local.runner import host_architecture, open_invoker
+    from pmcp_build.local.runner import host_architecture
 
     if layout.architecture != host_architecture():
         return LoadReport(
@@ -90,9 +105,10 @@ def check(package: Package) -> LoadReport | None:
             notes=(f"built for {layout.architecture}, this machine is {host_architecture()}",),
         )
     version = layout.runtime.removeprefix("python")
-    if find_python(version) is None:
+    python = find_python(version)
+    if python is None:
         return LoadReport("skipped", notes=(f"no python{version} on this machine",))
-    invoker = open_invoker(package.path, layout, log=subprocess.DEVNULL)
+    invoker = _start_worker(package, python)
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
@@ -125,3 +141,100 @@ def check(package: Package) -> LoadReport | None:
     tmp.write_text(json.dumps({"format": FORMAT, "report": report.to_json()}))
     os.replace(tmp, cached)
     return report
+
+
+def _deps_folder(package: Package) -> Path | None:
+    """The dependency set's cache folder (deps/<key>/, holding site/): the entries'
+    sources are `site/<path>` in it (layout/python.py dependency_entries)."""
+    for entry in package.layout.entries:
+        if entry.origin == "dependency" and entry.src is not None:
+            site = entry.src.parents[len(Path(entry.path).parts) - 1]
+            return site.parent if site.name == "site" else None
+    return None
+
+
+def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
+    """A task root at a fixed path (so bytecode kept under the prefix matches it), one
+    of SLOTS per dependency set, held with a lock while the worker runs; a temporary
+    root, without a prefix, when all are taken or locks are not available here."""
+    folder = _deps_folder(package)
+    if folder is not None:
+        try:
+            import fcntl
+        except ImportError:  # not on this platform: a temporary root still checks
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            (folder / "check").mkdir(exist_ok=True)
+            for slot in range(SLOTS):
+                held = open(folder / "check" / f"{slot}.lock", "ab")  # noqa: SIM115
+                try:
+                    fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    held.close()
+                    continue
+                root = folder / "check" / str(slot)
+                shutil.rmtree(root, ignore_errors=True)  # an earlier run that was killed
+                root.mkdir()
+                return root, held, folder / "pycache"
+    return Path(tempfile.mkdtemp(prefix="pmcp-task-")), None, None
+
+
+def _forget_bytecode(prefix: Path, root: Path, package: Package) -> None:
+    """Remove the prefix's bytecode for every .py entry not from the dependency set: a
+    .pyc is checked by mtime (seconds) and size only, and these files are rewritten on
+    every check."""
+    base = prefix / root.relative_to(root.anchor)
+    for entry in package.layout.entries:
+        if entry.origin != "dependency" and entry.path.endswith(".py"):
+            path = base / entry.path
+            for stale in path.parent.glob(f"{path.name[:-3]}.*.pyc"):
+                stale.unlink(missing_ok=True)
+
+
+def _start_worker(package: Package, python: str) -> _Worker:
+    """The worker `serve` uses, on a task root holding exactly the zip's files."""
+    from pmcp_build.local.runner import PythonInvoker, extract, task_root_from_layout
+
+    layout = package.layout
+    root, held, prefix = _claim_root(package)
+    try:
+        if not task_root_from_layout(layout, root):
+            # A source changed after it was hashed: load what the zip holds.
+            shutil.rmtree(root)
+            root.mkdir()
+            extract(package.path, root)
+        options: tuple[str, ...] = ()
+        if prefix is not None:
+            _forget_bytecode(prefix, root, package)
+            options = ("-X", f"pycache_prefix={prefix}")
+        invoker = PythonInvoker(
+            root,
+            layout.handler.split(".")[0],
+            python,
+            subprocess.DEVNULL,
+            python_options=options,
+        )
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        if held is not None:
+            held.close()
+        raise
+    return _Worker(invoker, held)
+
+
+class _Worker:
+    """The worker and the slot it holds: closing stops it, removes its root, frees the slot."""
+
+    def __init__(self, invoker: Any, held: IO[bytes] | None) -> None:
+        self.invoker, self.held = invoker, held
+        self.server_info = invoker.server_info
+
+    def invoke(self, event: Any, timeout: float | None = None) -> Any:
+        return self.invoker.invoke(event, timeout)
+
+    def close(self) -> None:
+        try:
+            self.invoker.close()
+        finally:
+            if self.held is not None:
+                self.held.close()

@@ -1,0 +1,113 @@
+"""The build-time load check loads exactly what the zip holds, from a task root laid out
+from the Layout (dependency files hardlinked from the cache) instead of extracting the
+zip; and the bytecode it keeps for the dependency set never stands in for an edited
+source."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmcp_build.local.runner import task_root_from_layout
+from pmcp_build.manifest.load import load_manifest
+from pmcp_build.package.build import build
+
+from .conftest import EXAMPLES
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    root = tmp_path / "example"
+    shutil.copytree(EXAMPLES / "python-server", root, ignore=shutil.ignore_patterns(".pmcp"))
+    return root
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    found = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            found[rel] = (stat.S_IMODE(full.lstat().st_mode), full.read_bytes())
+    return found
+
+
+def test_task_root_matches_the_zip_file_for_file_and_mode(example: Path, tmp_path: Path) -> None:
+    # Modes a umask or an editor leaves: an executable script, a group-writable file.
+    (example / "tools").mkdir()
+    (example / "tools" / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (example / "tools" / "run.sh").chmod(0o775)
+    (example / "notes.txt").write_text("group writable\n")
+    (example / "notes.txt").chmod(0o664)
+    old = os.umask(0o077)  # a strict umask must not leak into the root's modes
+    try:
+        package = build(load_manifest(example / "metorial.toml"))
+        root = tmp_path / "root"
+        root.mkdir()
+        assert task_root_from_layout(package.layout, root)
+    finally:
+        os.umask(old)
+
+    with zipfile.ZipFile(package.path) as zf:
+        expected = {
+            info.filename: (stat.S_IMODE(info.external_attr >> 16), zf.read(info))
+            for info in zf.infolist()
+        }
+    assert _tree(root) == expected  # same names, modes and bytes: nothing missed or extra
+    assert expected["tools/run.sh"][0] == 0o755 and expected["notes.txt"][0] == 0o644
+
+    # Dependency files are links to the cached dependency set, not copies.
+    dependency = next(e for e in package.layout.entries if e.origin == "dependency")
+    assert dependency.src is not None
+    assert (root / dependency.path).stat().st_ino == dependency.src.stat().st_ino
+
+
+def test_a_source_edited_after_hashing_is_not_laid_out(example: Path, tmp_path: Path) -> None:
+    package = build(load_manifest(example / "metorial.toml"))
+    (example / "server.py").write_text("# edited after the layout was made\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    assert not task_root_from_layout(package.layout, root)  # the check extracts the zip
+
+
+def _build_json(cli: Any, example: Path) -> dict[str, Any]:
+    result = cli("-C", str(example), "build", "--json", env={"PMCP_BUILD_LOAD_CHECK": "1"})
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def test_an_edit_of_the_same_size_in_the_same_second_is_loaded(
+    cli: Any, example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .pyc is valid for a source of the same mtime (whole seconds) and size: the
+    bytecode kept under the check's pycache prefix must not serve the old server.py.
+    Both checks' files are given the same second, as two quick builds would."""
+    from pmcp_build.local import runner
+
+    lay_out = runner.task_root_from_layout
+
+    def same_second(layout: Any, dest: Path) -> bool:
+        done = lay_out(layout, dest)
+        for entry in layout.entries:
+            if entry.origin != "dependency":
+                os.utime(dest / entry.path, ns=(1_700_000_000 * 10**9,) * 2)
+        return done
+
+    monkeypatch.setattr(runner, "task_root_from_layout", same_second)
+    server = example / "server.py"
+    original = server.read_text()
+    server.write_text(original + "\nTOOLS = TOOLS[:2]\n")
+    first = _build_json(cli, example)
+    assert first["server"]["tools"] == 2
+
+    server.write_text(original + "\nTOOLS = TOOLS[:1]\n")  # the same size
+    again = _build_json(cli, example)
+    assert again["package"]["sha256"] != first["package"]["sha256"]
+    assert again["server"]["tools"] == 1
