@@ -30,8 +30,11 @@ def example(tmp_path: Path) -> Path:
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file with its mode and bytes, and every folder (mode 0, no bytes)."""
     found = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            found[(Path(dirpath) / name).relative_to(root).as_posix() + "/"] = (0, b"")
         for name in files:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
@@ -51,16 +54,12 @@ def test_task_root_matches_the_zip_file_for_file_and_mode(example: Path, tmp_pat
         package = build(load_manifest(example / "metorial.toml"))
         root = tmp_path / "root"
         root.mkdir()
-        assert task_root_from_layout(package.layout, root)
+        assert task_root_from_layout(package.layout, root) is not None
     finally:
         os.umask(old)
 
-    with zipfile.ZipFile(package.path) as zf:
-        expected = {
-            info.filename: (stat.S_IMODE(info.external_attr >> 16), zf.read(info))
-            for info in zf.infolist()
-        }
-    assert _tree(root) == expected  # same names, modes and bytes: nothing missed or extra
+    expected = _zip_tree(package.path)
+    assert _tree(root) == expected  # same names, modes, bytes, folders: none missed or extra
     assert expected["tools/run.sh"][0] == 0o755 and expected["notes.txt"][0] == 0o644
 
     # Dependency files are links to the cached dependency set, not copies.
@@ -69,12 +68,56 @@ def test_task_root_matches_the_zip_file_for_file_and_mode(example: Path, tmp_pat
     assert (root / dependency.path).stat().st_ino == dependency.src.stat().st_ino
 
 
+def _zip_tree(path: Path) -> dict[str, tuple[int, bytes]]:
+    """The same for a zip: its files, and the folders their paths imply."""
+    with zipfile.ZipFile(path) as zf:
+        found = {
+            info.filename: (stat.S_IMODE(info.external_attr >> 16), zf.read(info))
+            for info in zf.infolist()
+        }
+    for name in list(found):
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            found["/".join(parts[:i]) + "/"] = (0, b"")
+    return found
+
+
+def test_laying_out_again_rewrites_only_what_changed(example: Path, tmp_path: Path) -> None:
+    """The check keeps its root between builds: whatever the last layout or the server
+    left there must not survive into the next one."""
+    (example / "lib").mkdir()
+    (example / "lib" / "gone.py").write_text("X = 1\n")
+    (example / "lib" / "kept.py").write_text("Y = 1\n")
+    first = build(load_manifest(example / "metorial.toml"))
+    root = tmp_path / "root"
+    root.mkdir()
+    done = task_root_from_layout(first.layout, root)
+    assert done is not None
+    record, written = done
+    assert len(written) < len(first.layout.entries)  # dependency files are linked
+
+    # The server wrote into its root; a user removed one file and edited another.
+    (root / "scratch").mkdir()
+    (root / "scratch" / "out.txt").write_text("left by the server\n")
+    (root / "stray.txt").write_text("also\n")
+    (root / "requirements.txt").write_text("written through the root\n")
+    (root / "lib" / "kept.py").chmod(0o755)
+    (example / "lib" / "gone.py").unlink()
+    (example / "server.py").write_text((example / "server.py").read_text() + "\n# edit\n")
+    second = build(load_manifest(example / "metorial.toml"))
+
+    again = task_root_from_layout(second.layout, root, json.loads(json.dumps(record)))
+    assert again is not None
+    assert _tree(root) == _zip_tree(second.path)
+    assert set(again[1]) == {"server.py", "requirements.txt", "lib/kept.py"}
+
+
 def test_a_source_edited_after_hashing_is_not_laid_out(example: Path, tmp_path: Path) -> None:
     package = build(load_manifest(example / "metorial.toml"))
     (example / "server.py").write_text("# edited after the layout was made\n")
     root = tmp_path / "root"
     root.mkdir()
-    assert not task_root_from_layout(package.layout, root)  # the check extracts the zip
+    assert task_root_from_layout(package.layout, root) is None  # the check extracts the zip
 
 
 def _build_json(cli: Any, example: Path) -> dict[str, Any]:
@@ -93,8 +136,8 @@ def test_an_edit_of_the_same_size_in_the_same_second_is_loaded(
 
     lay_out = runner.task_root_from_layout
 
-    def same_second(layout: Any, dest: Path) -> bool:
-        done = lay_out(layout, dest)
+    def same_second(layout: Any, dest: Path, held: Any = None) -> Any:
+        done = lay_out(layout, dest, held)
         for entry in layout.entries:
             if entry.origin != "dependency":
                 os.utime(dest / entry.path, ns=(1_700_000_000 * 10**9,) * 2)

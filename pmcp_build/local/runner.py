@@ -12,6 +12,7 @@ import os
 import platform
 import queue
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -79,21 +80,67 @@ def extract(zip_path: Path, dest: Path) -> None:
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
 
 
-def task_root_from_layout(layout: Layout, dest: Path) -> bool:
-    """Lay out in `dest` exactly the files and modes the zip of `layout` holds, without
+Held = dict[str, list[Any]]  # path -> [sha256, mode, inode, size, mtime_ns, ctime_ns]
+
+
+def task_root_from_layout(
+    layout: Layout, dest: Path, held: Held | None = None
+) -> tuple[Held, list[str]] | None:
+    """Make `dest` hold exactly the files and modes the zip of `layout` holds, without
     reading the zip back (the build-time load check; `serve` extracts the zip itself).
 
     Dependency files are hardlinked from the dependency set in the build cache (written
     once, never changed; a copy keeping its mtime when a link is not possible, as across
     devices, or when the cached file's mode differs); every other entry is written from
-    its bytes, checked against the layout's sha256. False when a file changed on disk
-    since the layout hashed it: the root is then not the zip's, and the caller extracts
-    the zip instead.
+    its bytes, checked against the layout's sha256.
+
+    `held` is what an earlier call returned for the same `dest`: a file still carrying
+    the inode, size, mtime and (for written files) ctime recorded then is the same file
+    and stays; anything else in `dest` (changed, extra, a symlink) is removed and laid
+    out again. So a one-file rebuild rewrites one file, not 10,000 (creating files is
+    what costs here: 0.1-0.6 ms each on this project's machines). Returns the new
+    record and the paths written this time (whose bytecode is stale); None when a file
+    changed on disk since the layout hashed it: `dest` is then not the zip's, and the
+    caller extracts the zip.
     """
     import hashlib
 
+    wanted = {entry.path: entry for entry in layout.entries}
+    folders: set[str] = set()
+    for path in wanted:
+        cut = path.rfind("/")
+        while cut > 0 and path[:cut] not in folders:
+            folders.add(path[:cut])
+            cut = path.rfind("/", 0, cut)
+    held = held or {}
+    kept: Held = {}
+    for dirpath, dirnames, filenames in os.walk(dest):
+        base = Path(dirpath)
+        rel = base.relative_to(dest).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
+            path = prefix + name
+            entry, record = wanted.get(path), held.get(path)
+            st = os.lstat(base / name)
+            if entry is not None and record is not None and stat.S_ISREG(st.st_mode):
+                now = [entry.sha256, entry.mode, st.st_ino, st.st_size, st.st_mtime_ns]
+                if entry.origin != "dependency":
+                    now.append(st.st_ctime_ns)  # a write or chmod through the root
+                if record[: len(now)] == now and stat.S_IMODE(st.st_mode) == entry.mode:
+                    kept[path] = record
+                    continue
+            os.unlink(base / name)
+        for name in list(dirnames):
+            if (base / name).is_symlink():
+                dirnames.remove(name)
+            elif prefix + name not in folders:  # left by an earlier layout, or the server
+                shutil.rmtree(base / name)
+                dirnames.remove(name)
+    written: list[str] = []
     made: set[Path] = set()
     for entry in layout.entries:
+        if entry.path in kept:
+            continue
         target = dest / entry.path
         parent = target.parent
         if parent not in made:
@@ -108,14 +155,19 @@ def task_root_from_layout(layout: Layout, dest: Path) -> bool:
             except OSError:
                 shutil.copy2(src, target)
                 os.chmod(target, entry.mode)
-            continue
-        data = entry.read()
-        if entry.data is None and hashlib.sha256(data).hexdigest() != entry.sha256:
-            return False
-        with open(target, "xb") as fh:
-            fh.write(data)
-            os.fchmod(fh.fileno(), entry.mode)  # not the umask's: the zip's mode
-    return True
+        else:
+            data = entry.read()
+            if entry.data is None and hashlib.sha256(data).hexdigest() != entry.sha256:
+                return None
+            with open(target, "xb") as fh:
+                fh.write(data)
+                os.fchmod(fh.fileno(), entry.mode)  # not the umask's: the zip's mode
+            written.append(entry.path)
+        st = os.lstat(target)
+        kept[entry.path] = [entry.sha256, entry.mode, st.st_ino, st.st_size, st.st_mtime_ns]
+        if entry.origin != "dependency":
+            kept[entry.path].append(st.st_ctime_ns)
+    return kept, written
 
 
 def open_pool(
@@ -207,8 +259,10 @@ class PythonInvoker:
         log: Any = None,
         settings: FunctionSettings | None = None,
         python_options: tuple[str, ...] = (),
+        keep_root: bool = False,
     ) -> None:
         self.root = root
+        self.keep_root = keep_root  # the load check lays out its root again next time
         self.settings = settings or FunctionSettings()
         self.lock = threading.Lock()  # one invocation at a time, as in a Lambda instance
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -273,7 +327,8 @@ class PythonInvoker:
 
     def close(self) -> None:
         _stop(self.proc)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class _RuntimeApi(ThreadingHTTPServer):

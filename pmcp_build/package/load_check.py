@@ -10,13 +10,14 @@ the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
 What it loads is exactly the zip's files and modes, laid out from the Layout rather
 than extracted from the zip just written (runner.task_root_from_layout: dependency files
 hardlinked from the cached dependency set). The task root sits at a fixed path inside
-that dependency set's cache folder, so the worker can keep bytecode for it outside the
-root (`-X pycache_prefix`, which `-I` does not ignore): a rebuild with the same
-dependency set imports the SDK from bytecode instead of compiling it. Only the dependency
-set's bytecode is reused: the prefix's bytecode for every other entry (sources, boot,
-generated) is removed before each load, so an edit within the same second and of the
-same size cannot load stale code. `serve` and `invoke` never use the prefix: they run
-what Lambda runs, bytecode only where the zip has it.
+that dependency set's cache folder and is kept between checks, so the next check
+rewrites only the files that changed (and removes whatever else is there), and the
+worker keeps bytecode for it outside the root (`-X pycache_prefix`, which `-I` does
+not ignore): a rebuild with the same dependency set imports the SDK from bytecode
+instead of compiling it. The prefix's bytecode for every file written anew is removed
+before each load, so an edit within the same second and of the same size cannot load
+stale code. `serve` and `invoke` never use the prefix: they run what Lambda runs,
+bytecode only where the zip has it.
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ def _deps_folder(package: Package) -> Path | None:
 
 
 def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
-    """A task root at a fixed path (so bytecode kept under the prefix matches it), one
-    of SLOTS per dependency set, held with a lock while the worker runs; a temporary
-    root, without a prefix, when all are taken or locks are not available here."""
+    """A task root at a fixed path (so bytecode kept under the prefix matches it, and
+    the next check rewrites only what changed), one of SLOTS per dependency set, held
+    with a lock while the worker runs; a temporary root, without a prefix, when all
+    are taken or locks are not available here."""
     folder = _deps_folder(package)
     if folder is not None:
         try:
@@ -173,22 +175,26 @@ def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
                     held.close()
                     continue
                 root = folder / "check" / str(slot)
-                shutil.rmtree(root, ignore_errors=True)  # an earlier run that was killed
-                root.mkdir()
+                root.mkdir(exist_ok=True)
                 return root, held, folder / "pycache"
     return Path(tempfile.mkdtemp(prefix="pmcp-task-")), None, None
 
 
-def _forget_bytecode(prefix: Path, root: Path, package: Package) -> None:
-    """Remove the prefix's bytecode for every .py entry not from the dependency set: a
-    .pyc is checked by mtime (seconds) and size only, and these files are rewritten on
-    every check."""
+def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
+    """Remove the prefix's bytecode for the .py files just written: a .pyc is checked
+    by mtime (whole seconds) and size only, so an edit of the same size within the same
+    second would otherwise load the old code. Files kept from the last check are the
+    same files (same inode, mtime and ctime), so their bytecode stays valid."""
     base = prefix / root.relative_to(root.anchor)
-    for entry in package.layout.entries:
-        if entry.origin != "dependency" and entry.path.endswith(".py"):
-            path = base / entry.path
-            for stale in path.parent.glob(f"{path.name[:-3]}.*.pyc"):
-                stale.unlink(missing_ok=True)
+    for rel in written:
+        if rel.endswith(".py"):
+            path = base / rel
+            folder = path.parent
+            if folder.is_dir():
+                stem = path.name[:-3] + "."
+                for name in os.listdir(folder):
+                    if name.startswith(stem) and name.endswith(".pyc"):
+                        (folder / name).unlink(missing_ok=True)
 
 
 def _start_worker(package: Package, python: str) -> _Worker:
@@ -197,24 +203,34 @@ def _start_worker(package: Package, python: str) -> _Worker:
 
     layout = package.layout
     root, held, prefix = _claim_root(package)
+    record = root.with_suffix(".json")
     try:
-        if not task_root_from_layout(layout, root):
+        before = None
+        if held is not None and record.exists():
+            before = json.loads(record.read_text())
+            record.unlink()  # written again once the root is whole
+        done = task_root_from_layout(layout, root, before)
+        if done is None:
             # A source changed after it was hashed: load what the zip holds.
             shutil.rmtree(root)
             root.mkdir()
             extract(package.path, root)
-        options: tuple[str, ...] = ()
-        if prefix is not None:
-            _forget_bytecode(prefix, root, package)
-            options = ("-X", f"pycache_prefix={prefix}")
+            prefix = None  # fresh mtimes everywhere: nothing to reuse or to keep
+        elif held is not None and prefix is not None:
+            _forget_bytecode(prefix, root, done[1])
+            tmp = record.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(done[0]))
+            os.replace(tmp, record)
         invoker = PythonInvoker(
             root,
             layout.handler.split(".")[0],
             python,
             subprocess.DEVNULL,
-            python_options=options,
+            python_options=("-X", f"pycache_prefix={prefix}") if prefix is not None else (),
+            keep_root=held is not None and prefix is not None,
         )
     except BaseException:
+        record.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
         if held is not None:
             held.close()
