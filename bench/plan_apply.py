@@ -1,7 +1,8 @@
 """No-op plan and apply against a local moto server: AWS calls and wall time, for 1, 10
 and 30 lambda targets (role "auto", a public URL); bytes uploaded by the second apply.
 Beside each, the floor: a fresh `python` that imports boto3 and makes only the same
-reads (16 at a time, as the planner does). Ratios are printed against one target.
+reads (16 at a time, as the planner does). Ratios are printed against one target; the
+rounds interleave 1, 10 and 30 targets so load on the shared machine falls on each alike.
 
     python bench/plan_apply.py [--runs 5]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,6 +42,8 @@ def free_port() -> int:
 
 
 def project(tmp: Path, targets: int) -> Path:
+    # Function names carry the count: the projects' packages differ (their manifests
+    # do), and interleaved rounds must not redeploy each other's functions.
     dest = tmp / f"p{targets}"
     shutil.copytree(
         ROOT / "examples" / "python-server", dest, ignore=shutil.ignore_patterns(".pmcp")
@@ -48,7 +52,7 @@ def project(tmp: Path, targets: int) -> Path:
     text = toml.read_text()
     for i in range(targets):
         text += (
-            f'\n[targets.t{i}]\nkind = "lambda"\nfunction = "bench-{i}"\n'
+            f'\n[targets.t{i}]\nkind = "lambda"\nfunction = "bench-{targets}-{i}"\n'
             f'bucket = "{BUCKET}"\nprefix = "builds"\nrole = "auto"\n'
             'url = { auth = "NONE" }\n'
         )
@@ -78,10 +82,10 @@ s = boto3.Session()
 s3, lam, iam = s.client("s3"), s.client("lambda"), s.client("iam")
 def one(i):
     s3.head_object(Bucket=bucket, Key=key)
-    lam.get_function(FunctionName=f"bench-{i}")
-    lam.get_function_url_config(FunctionName=f"bench-{i}")
-    lam.get_policy(FunctionName=f"bench-{i}")
-    iam.get_role_policy(RoleName=f"bench-{i}-pmcp-exec", PolicyName="pmcp-logs")
+    lam.get_function(FunctionName=f"bench-{n}-{i}")
+    lam.get_function_url_config(FunctionName=f"bench-{n}-{i}")
+    lam.get_policy(FunctionName=f"bench-{n}-{i}")
+    iam.get_role_policy(RoleName=f"bench-{n}-{i}-pmcp-exec", PolicyName="pmcp-logs")
 with ThreadPoolExecutor(16) as pool:
     list(pool.map(one, range(n)))
 """
@@ -111,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
+    # The moto server's access log would bury the table.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    counts = (1, 10, 30)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MOTO_RECORDER_FILEPATH"] = str(Path(tmp) / "rec.log")
         port = free_port()
@@ -129,48 +136,58 @@ def main() -> None:
         boto3.client("s3").create_bucket(
             Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
-        print(f"load before: {os.getloadavg()}")
-        print(
-            f"{'targets':>7} {'no-op plan s':>13} {'vs 1':>6} {'floor s':>8} {'vs 1':>6} "
-            f"{'no-op apply s':>14} {'reads/target':>13} {'writes':>7} {'bytes up':>9}"
-        )
-        base: dict[str, float] = {}
-        for count in (1, 10, 30):
+        projects: dict[int, Path] = {}
+        for count in counts:
             proj = project(Path(tmp), count)
             (proj / "targets.json").write_text(json.dumps([f"t{i}" for i in range(count)]))
             cli(proj, "apply", "--auto-approve")
-            key = next(
-                o["Key"]
-                for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]
-                if o["Key"].startswith("builds/")
-            )
-            plans, applies, floors = [], [], []
-            for _ in range(runs):
-                plans.append(cli(proj, "plan"))
-                floors.append(floor(count, key))
-                httpx.post(f"{url}/moto-api/recorder/reset-recording")
-                httpx.post(f"{url}/moto-api/recorder/start-recording")
-                applies.append(cli(proj, "apply", "--auto-approve"))
-                httpx.post(f"{url}/moto-api/recorder/stop-recording")
+            projects[count] = proj
+        key = next(
+            o["Key"]
+            for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]
+            if o["Key"].startswith("builds/")
+        )
+        print(f"load before: {os.getloadavg()}")
+        # Rounds interleave the counts, so a change in the machine's load (2 shared
+        # cores) falls on every count alike instead of on whichever ran last.
+        plans: dict[int, list[float]] = {c: [] for c in counts}
+        floors: dict[int, list[float]] = {c: [] for c in counts}
+        applies: dict[int, list[float]] = {c: [] for c in counts}
+        for _ in range(runs):
+            for count in counts:
+                plans[count].append(cli(projects[count], "plan"))
+                floors[count].append(floor(count, key))
+                applies[count].append(cli(projects[count], "apply", "--auto-approve"))
+        print(f"load after:  {os.getloadavg()}")
+        print(
+            f"{'targets':>7} {'no-op plan s':>13} {'vs 1':>6} {'floor s':>8} {'vs 1':>6} "
+            f"{'plan/floor':>10} {'no-op apply s':>14} {'reads/target':>13} {'writes':>7} "
+            f"{'bytes up':>9}"
+        )
+        base_plan = statistics.median(plans[1])
+        base_floor = statistics.median(floors[1])
+        for count in counts:
+            # One more no-op apply under the recorder: the calls it makes.
+            httpx.post(f"{url}/moto-api/recorder/reset-recording")
+            httpx.post(f"{url}/moto-api/recorder/start-recording")
+            cli(projects[count], "apply", "--auto-approve")
+            httpx.post(f"{url}/moto-api/recorder/stop-recording")
             calls = recorded(url)
             # IAM's query protocol reads with POST Action=Get…
             writes = [
                 c
                 for c in calls
-                if c["method"] not in ("GET", "HEAD")
-                and "Action=Get" not in _body(c)
+                if c["method"] not in ("GET", "HEAD") and "Action=Get" not in _body(c)
             ]
             uploaded = sum(int(c["headers"].get("Content-Length", 0)) for c in writes)
             reads = len(calls) - len(writes)
-            plan_s, floor_s = statistics.median(plans), statistics.median(floors)
-            base.setdefault("plan", plan_s)
-            base.setdefault("floor", floor_s)
+            plan_s, floor_s = statistics.median(plans[count]), statistics.median(floors[count])
             print(
-                f"{count:>7} {plan_s:>13.2f} {plan_s / base['plan']:>6.2f} {floor_s:>8.2f} "
-                f"{floor_s / base['floor']:>6.2f} {statistics.median(applies):>14.2f} "
+                f"{count:>7} {plan_s:>13.2f} {plan_s / base_plan:>6.2f} {floor_s:>8.2f} "
+                f"{floor_s / base_floor:>6.2f} {plan_s / floor_s:>10.2f} "
+                f"{statistics.median(applies[count]):>14.2f} "
                 f"{reads / count:>13.1f} {len(writes):>7} {uploaded:>9}"
             )
-        print(f"load after: {os.getloadavg()}")
         server.stop()
 
 

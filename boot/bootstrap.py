@@ -13,10 +13,13 @@ import io
 import json
 import logging
 import os
+import time
 import traceback
+import urllib.parse
 from typing import Any
 
 from . import callbacks, config, oauth, results, server_kinds
+from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
 
@@ -75,8 +78,9 @@ class Runtime:
                 return _failure("invalid_event", "the event is not JSON")
         if not isinstance(event, dict):
             return _failure("invalid_event", "the event must be a JSON object")
+        budget = _budget(context)
         if _is_http(event):
-            return self._http_event(event)
+            return self._http_event(event, budget)
         if self.load_error is not None:
             return _failure("server_load_failed", self.load_error)
         action = event.get("action")
@@ -84,7 +88,7 @@ class Runtime:
             if action == "discover":
                 return {"success": True, "discovery": self.discover()}
             if action in ("mcp.request", "mcp.batch"):
-                return self.mcp_messages(event)
+                return self.mcp_messages(event, budget)
             if action == "oauth":
                 result = self.engine.run(
                     oauth.handle(
@@ -136,7 +140,9 @@ class Runtime:
         advertised = self.engine.server.get_capabilities().model_dump(
             by_alias=True, exclude_none=True, mode="json"
         )
-        capabilities = {key: {} for key in ("tools", "resources", "prompts") if key in advertised}
+        capabilities: dict[str, dict[str, Any]] = {
+            key: {} for key in ("tools", "resources", "prompts") if key in advertised
+        }
         return {
             "tools": listed("list_tools"),
             "resourceTemplates": listed("list_resource_templates"),
@@ -164,7 +170,7 @@ class Runtime:
         result: dict[str, Any] = reply["result"]
         return result
 
-    def mcp_messages(self, event: dict[str, Any]) -> dict[str, Any]:
+    def mcp_messages(self, event: dict[str, Any], budget: float | None = None) -> dict[str, Any]:
         participant = _json_field(event.get("participantJson"))
         if participant is _UNPARSABLE or not isinstance(participant, (dict, type(None))):
             return _failure("invalid_event", "participantJson is not a JSON object")
@@ -186,6 +192,7 @@ class Runtime:
         if not isinstance(messages, list) or not messages:
             return _failure("invalid_event", "`messages` must be a non-empty list")
         responses: list[str] = []
+        started = time.monotonic()
         out, errs = io.StringIO(), io.StringIO()
         with (
             config.request_args(event.get("args")),
@@ -199,14 +206,21 @@ class Runtime:
                     responses.append(json.dumps(invalid))
                     continue
                 body = raw if isinstance(raw, str) else json.dumps(raw)
-                body, routing = _with_envelope(body, version, participant)
                 headers = {
                     "content-type": "application/json",
                     "accept": "application/json, text/event-stream",
-                    "mcp-protocol-version": version,
-                    **routing,
                 }
-                response = self.engine.http("POST", "/mcp", headers, body.encode())
+                if _is_initialize(body):
+                    # A handshake-era client, whatever participantJson says: the SDK
+                    # negotiates from the request's own protocolVersion (MCP: the server
+                    # answers with a version it supports), as it would natively.
+                    pass
+                else:
+                    body, routing = _with_envelope(body, version, participant)
+                    headers |= {"mcp-protocol-version": version, **routing}
+                response = self.engine.http(
+                    "POST", "/mcp", headers, body.encode(), budget=_left(budget, started)
+                )
                 if response.body:
                     responses.append(response.body.decode())
         logs = []
@@ -218,36 +232,47 @@ class Runtime:
 
     # -- HTTP events (Function URL, API Gateway v1 / v2) ------------------------------
 
-    def _http_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        if "requestContext" in event and "http" in event.get("requestContext", {}):
+    def _http_event(self, event: dict[str, Any], budget: float | None = None) -> dict[str, Any]:
+        # Query strings and cookies as Mangum (the ASGI adapter for Lambda events)
+        # rebuilds them: payload 2.0 (Function URL, HTTP API) gives the raw query and a
+        # `cookies` list; payload 1.0 (REST API) gives decoded parameters, re-encoded here.
+        v2 = "requestContext" in event and "http" in (event.get("requestContext") or {})
+        if v2:
             method = event["requestContext"]["http"].get("method", "POST")
             path = event.get("rawPath") or "/"
             query = event.get("rawQueryString") or ""
         else:
             method = event.get("httpMethod", "POST")
             path = event.get("path") or "/"
-            params = event.get("queryStringParameters") or {}
-            query = "&".join(f"{k}={v}" for k, v in params.items())
+            multi = event.get("multiValueQueryStringParameters")
+            if multi:
+                query = urllib.parse.urlencode(multi, doseq=True)
+            else:
+                query = urllib.parse.urlencode(event.get("queryStringParameters") or {})
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         for key, values in (event.get("multiValueHeaders") or {}).items():
             if key.lower() not in headers and values:
                 headers[key.lower()] = ",".join(values)
+        if v2 and event.get("cookies"):
+            headers["cookie"] = "; ".join(str(c) for c in event["cookies"])
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
         if self.load_error is not None:
             return _http_reply(
                 500,
                 {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": _request_id(raw),
-                        "error": {"code": -32603, "message": "server failed to load"},
-                    }
-                ).encode(),
+                error_body(-32603, "server failed to load", request_id(raw)),
             )
-        response = self.engine.http(method, path, headers, raw, query)
-        return _http_reply(response.status, response.headers, response.body)
+        response = self.engine.http(method, path, headers, raw, query, budget)
+        reply = _http_reply(response.status, response.headers, response.body)
+        if v2:  # payload 2.0 answers cookies in their own list, not as a header
+            cookies = [v for k, v in reply["headers"].items() if k.lower() == "set-cookie"]
+            if cookies:
+                reply["headers"] = {
+                    k: v for k, v in reply["headers"].items() if k.lower() != "set-cookie"
+                }
+                reply["cookies"] = cookies
+        return reply
 
 
 def _http_reply(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -295,15 +320,6 @@ def _invalid_message(raw: Any) -> dict[str, Any] | None:
         # JSON-RPC 2.0: an id is a string or a number; MCP also forbids null.
         return _rpc_error(-32600, "Invalid Request: id must be a string or an integer")
     return None
-
-
-def _request_id(body: bytes) -> Any:
-    try:
-        message = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    id_ = message.get("id") if isinstance(message, dict) else None
-    return id_ if isinstance(id_, (str, int)) and not isinstance(id_, bool) else None
 
 
 _RUNTIME_LOGGERS = frozenset(
@@ -361,6 +377,35 @@ def _latest_handshake() -> str:
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
     return LATEST_HANDSHAKE_VERSION
+
+
+# Seconds kept back from Lambda's remaining time to send the answer after a timeout.
+_MARGIN = 0.5
+
+
+def _budget(context: Any) -> float | None:
+    """Seconds a request may take before Lambda would kill the function (None: no
+    context, as in a bare local call)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        left = float(remaining()) / 1000.0
+    except Exception:  # a context that cannot say: no budget rather than a failure
+        return None
+    return max(left - min(_MARGIN, left / 10), 0.0)
+
+
+def _left(budget: float | None, started: float) -> float | None:
+    return None if budget is None else budget - (time.monotonic() - started)
+
+
+def _is_initialize(body: str) -> bool:
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _with_envelope(

@@ -23,6 +23,7 @@ import json
 import sys
 import threading
 import traceback
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,11 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from . import results
+from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer
 
 INTERNAL_ERROR = -32603
+REQUEST_TIMEOUT = -32001  # the code the SDK's own client uses for a request timeout
 
 
 @dataclass
@@ -158,7 +161,14 @@ class Engine:
             raise RuntimeError(f"MCP engine failed to start: {self._failure}")
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run `coro` on the engine's loop; past `timeout` seconds it is cancelled there
+        (not abandoned) and TimeoutError is raised here."""
+        if timeout is not None:
+            coro = asyncio.wait_for(coro, max(timeout, 0.0))
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        except asyncio.TimeoutError as exc:  # noqa: UP041 (python3.10: not the builtin)
+            raise TimeoutError(f"no answer within {timeout} s") from exc
 
     async def handle_message(
         self, msg: dict[str, Any], context: Any = None
@@ -179,59 +189,46 @@ class Engine:
         return answer
 
     def http(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, query: str = ""
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        query: str = "",
+        budget: float | None = None,
     ) -> HttpResponse:
+        """One HTTP request through the SDK's app. With a `budget` (seconds left before
+        Lambda would kill the function), a request that outlives it is cancelled and
+        answered with a JSON-RPC error naming the timeout, instead of a killed process."""
         method = method.upper()
         if method in ("GET", "DELETE"):
             # Stateless JSON mode: no standalone SSE stream, no sessions to delete.
-            return HttpResponse(
-                405,
-                {"allow": "POST", "content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {"code": -32000, "message": "Method Not Allowed"},
-                    }
-                ).encode(),
-            )
+            return error_response(405, -32000, "Method Not Allowed", headers={"allow": "POST"})
         if method == "OPTIONS":
             return HttpResponse(204, {"allow": "POST, OPTIONS"})
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if method == "POST" and content_type != "application/json":
-            return HttpResponse(
-                415,
-                {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32600,
-                            "message": "Unsupported Media Type: "
-                            "Content-Type must be application/json",
-                        },
-                    }
-                ).encode(),
+            return error_response(
+                415, -32600, "Unsupported Media Type: Content-Type must be application/json"
             )
         if method == "POST" and body.lstrip()[:1] == b"[":
             # MCP (2025-06-18 on) has no JSON-RPC batches: an array is an Invalid Request
             # (-32600) by JSON-RPC's own rules, not the SDK's -32602 with pydantic text.
-            return HttpResponse(
-                400,
-                {"content-type": "application/json"},
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32600,
-                            "message": "Invalid Request: JSON-RPC batches are not supported",
-                        },
-                    }
-                ).encode(),
+            return error_response(
+                400, -32600, "Invalid Request: JSON-RPC batches are not supported"
             )
-        return self.run(self._asgi(method, path, headers, body, query))
+        try:
+            answer: HttpResponse = self.run(self._asgi(method, path, headers, body, query), budget)
+            return answer
+        except TimeoutError:
+            return error_response(
+                200,
+                REQUEST_TIMEOUT,
+                f"request timed out after {budget:.1f} s, the time left before the "
+                "function's timeout; raise the lambda target's `timeout` in metorial.toml "
+                "(up to 900 s) or make the call faster",
+                request_id(body),
+            )
 
     async def _asgi(
         self, method: str, path: str, headers: dict[str, str], body: bytes, query: str
@@ -267,7 +264,7 @@ class Engine:
         response = HttpResponse(500)
         chunks: list[bytes] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 response.status = int(message["status"])
                 response.headers = {
@@ -292,3 +289,14 @@ def _meta_version(msg: dict[str, Any]) -> str | None:
             if key.endswith("protocolVersion") and isinstance(value, str):
                 return value
     return None
+
+
+def error_response(
+    status: int, code: int, message: str, id_: Any = None, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    """A JSON-RPC error as the HTTP response carrying it."""
+    return HttpResponse(
+        status,
+        {"content-type": "application/json", **(headers or {})},
+        error_body(code, message, id_),
+    )

@@ -18,13 +18,36 @@ import os
 import sys
 from pathlib import Path
 
+# What a Unix tool killed by SIGPIPE exits with (128 + 13): the reader of our output
+# went away (`plan | head`). Not 0: under `set -o pipefail` a `--detailed-exitcode`
+# plan must not read as "no changes".
+BROKEN_PIPE_EXIT = 141
+
 
 def main() -> None:
-    if fast_build(sys.argv[1:]):
-        return
-    from pmcp_build.cli import main as cli_main
+    try:
+        if fast_build(sys.argv[1:]):
+            return
+        from pmcp_build.cli import main as cli_main
 
-    cli_main()
+        cli_main()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(BROKEN_PIPE_EXIT)
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):
+            _quiet_stdout()
+            sys.exit(BROKEN_PIPE_EXIT)
+        raise
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _parse(argv: list[str]) -> tuple[Path | None, Path, bool] | None:

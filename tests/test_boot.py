@@ -339,7 +339,7 @@ def served_example(tmp_path_factory: pytest.TempPathFactory):
     url = line.split(" at ")[1].split(" ")[0]
     yield url
     proc.terminate()
-    proc.wait(10)
+    proc.wait(30)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pmcp_build import __version__
 from pmcp_build.manifest.load import load_manifest
 
@@ -109,3 +111,21 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
         check=False,
     )
     assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "plan", "validate"])
+def test_a_reader_that_goes_away_is_sigpipe_not_an_error(command: str) -> None:
+    """`pmcp-build plan | head`: the reader closes the pipe. Before, the command exited 1
+    with nothing said (a user error by our own codes); now 141, as a tool killed by
+    SIGPIPE does, so `set -o pipefail` never reads it as success or "no changes", and
+    nothing is printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmcp_build", "-C", str(EXAMPLES / "python-server"), command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(120) == 141, stderr
+    assert stderr == ""

@@ -62,9 +62,10 @@ def test_changed_asset_changes_code_only(cli, project: Path, aws_env: str) -> No
     (project / "data.txt").write_text("v2")
     plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
     assert plan["format_version"] == 2
-    assert plan["package"]["handler"] == "index.handler" and plan["summary"]["change"] == 1
+    assert plan["package"]["handler"] == "index.handler" and plan["summary"]["change"] == 2
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
-    assert ops == ["s3.upload_artifact", "lambda.update_function_code"]
+    # The package tag follows the code.
+    assert ops == ["s3.upload_artifact", "lambda.update_function_code", "lambda.tag_resource"]
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     after = _fn()
     assert after["CodeSha256"] != before["CodeSha256"]
@@ -140,7 +141,7 @@ def test_offline_plan_needs_no_aws(cli, project: Path, monkeypatch: pytest.Monke
         result = cli("-C", str(project), "plan", flag)
         assert result.exit_code == 0, result.output
         assert "remote state not read" in result.stdout
-    assert cli("-C", str(project), "plan", "--refresh=maybe").exit_code == 2
+    assert cli("-C", str(project), "plan", "--refresh=maybe").exit_code == 64
 
 
 def test_missing_secret_is_a_user_error(

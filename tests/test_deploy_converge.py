@@ -105,7 +105,7 @@ def test_update_killed_between_code_and_configuration_converges(
     monkeypatch.setattr(executor, "AFTER_CALL", None)
     plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
-    assert ops == ["lambda.update_function_configuration"]  # upload and code are done
+    assert ops == ["lambda.update_function_configuration", "lambda.tag_resource"]  # code done
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     assert _fn()["MemorySize"] == 384
     assert cli("-C", str(project), "plan", "--detailed-exitcode", "-t", "prod").exit_code == 0

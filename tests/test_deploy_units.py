@@ -56,7 +56,14 @@ def _deployed(**fn: Any) -> dict[str, Any]:
         "Environment": {"Variables": {"LOG": "info", "TOKEN": "s3cret"}},
     }
     function.update(fn)
-    return {"artifact": True, "function": function, "url": None, "permissions": {}, "role": None}
+    return {
+        "artifact": True,
+        "function": function,
+        "url": None,
+        "permissions": {},
+        "role": None,
+        "tags": lambda_.managed_tags("s", SHA, {}),
+    }
 
 
 def _ops(actions: list[Action]) -> list[str]:

@@ -1,7 +1,6 @@
 """The build-time load check loads exactly what the zip holds, from a task root laid out
-from the Layout (dependency files hardlinked from the cache) instead of extracting the
-zip; and the bytecode it keeps for the dependency set never stands in for an edited
-source."""
+from the Layout and kept between checks (only what changed is written again) instead of
+extracting the zip; and the bytecode it keeps never stands in for an edited source."""
 
 from __future__ import annotations
 
@@ -62,10 +61,10 @@ def test_task_root_matches_the_zip_file_for_file_and_mode(example: Path, tmp_pat
     assert _tree(root) == expected  # same names, modes, bytes, folders: none missed or extra
     assert expected["tools/run.sh"][0] == 0o755 and expected["notes.txt"][0] == 0o644
 
-    # Dependency files are links to the cached dependency set, not copies.
+    # Copies, never links: a server writing to its task root must not reach the cache.
     dependency = next(e for e in package.layout.entries if e.origin == "dependency")
     assert dependency.src is not None
-    assert (root / dependency.path).stat().st_ino == dependency.src.stat().st_ino
+    assert (root / dependency.path).stat().st_ino != dependency.src.stat().st_ino
 
 
 def _zip_tree(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -94,7 +93,7 @@ def test_laying_out_again_rewrites_only_what_changed(example: Path, tmp_path: Pa
     done = task_root_from_layout(first.layout, root)
     assert done is not None
     record, written = done
-    assert len(written) < len(first.layout.entries)  # dependency files are linked
+    assert len(written) == len(first.layout.entries)
 
     # The server wrote into its root; a user removed one file and edited another.
     (root / "scratch").mkdir()

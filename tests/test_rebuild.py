@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,32 @@ def test_the_installed_command_takes_the_fast_path(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
     assert json.loads(proc.stdout)["package"]["sha256"]
+
+
+def test_the_load_checks_task_root_is_the_zips_contents(cli, project: Path, tmp_path: Path) -> None:
+    """The build-time load check lays the task root out from the layout instead of
+    inflating the zip: it must hold exactly the zip's files, byte for byte, on the full
+    build and on the fast path alike (a missed or altered entry fails here)."""
+    import zipfile
+
+    from pmcp_build.local.runner import lay_out
+    from pmcp_build.manifest.load import load_manifest
+    from pmcp_build.package.build import build
+
+    def same_as_zip(package: Any) -> None:
+        root = tmp_path / f"root-{package.sha256[:8]}"
+        lay_out(package.layout, root)
+        laid = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        with zipfile.ZipFile(package.path) as zf:
+            zipped = {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}
+        assert laid == zipped
+
+    warm = rebuild.rebuild(project / "metorial.toml")
+    assert warm is not None
+    same_as_zip(warm)
+    (project / "server.py").write_text((project / "server.py").read_text() + "# edited\n")
+    edited = rebuild.rebuild(project / "metorial.toml")
+    assert edited is not None
+    same_as_zip(edited)
+    (project / "data.txt").write_text("a new file: the full build\n")
+    same_as_zip(build(load_manifest(project / "metorial.toml")))

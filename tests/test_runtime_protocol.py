@@ -203,3 +203,128 @@ def test_load_failure_reply_keeps_the_request_id(
     runtime = _runtime(tmp_path, monkeypatch, "raise ImportError('no such module: nope')\n")
     reply = runtime.handle(_http(json.dumps({"jsonrpc": "2.0", "id": 42, "method": "ping"})))
     assert json.loads(reply["body"])["id"] == 42
+
+
+@pytest.mark.parametrize(
+    "offered, answered", [("2026-07-28", "2025-11-25"), ("2025-06-18", "2025-06-18")]
+)
+def test_initialize_is_negotiated_whatever_participant_json_says(
+    runtime: Any, offered: str, answered: str
+) -> None:
+    """MCP lifecycle, version negotiation: a server that cannot speak the offered
+    version answers initialize with one it supports; it does not refuse the method.
+    Before, a 2026-07-28 participant turned initialize into -32601 Method not found."""
+    reply, _ = _ask(
+        runtime,
+        "initialize",
+        {
+            "protocolVersion": offered,
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+        participantJson=json.dumps({"protocolVersion": "2026-07-28"}),
+    )
+    assert reply["result"]["protocolVersion"] == answered, reply
+
+
+def _capture_http(runtime: Any, monkeypatch: pytest.MonkeyPatch, reply_headers: dict) -> dict:
+    from boot.engine import HttpResponse
+
+    seen: dict[str, Any] = {}
+
+    def http(
+        method: str, path: str, headers: dict, body: bytes, query: str, budget: Any = None
+    ) -> HttpResponse:
+        seen.update(method=method, path=path, headers=headers, query=query)
+        return HttpResponse(200, {"content-type": "application/json", **reply_headers}, b"{}")
+
+    monkeypatch.setattr(runtime.engine, "http", http)
+    return seen
+
+
+def test_api_gateway_v1_query_is_re_encoded(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REST API (payload 1.0) gives decoded parameters: `a b&c` and repeated keys must
+    reach the app encoded, as Mangum rebuilds them. Before: `q=a b&c&tag=y`, unencoded,
+    and multiValueQueryStringParameters ignored."""
+    seen = _capture_http(runtime, monkeypatch, {})
+    runtime.handle(
+        {
+            "httpMethod": "POST",
+            "path": "/mcp",
+            "headers": {"content-type": "application/json"},
+            "queryStringParameters": {"q": "a b&c", "tag": "y"},
+            "multiValueQueryStringParameters": {"q": ["a b&c"], "tag": ["x", "y"]},
+            "body": "{}",
+        }
+    )
+    assert seen["query"] == "q=a+b%26c&tag=x&tag=y"
+
+
+def test_function_url_cookies_in_and_out(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Payload 2.0 carries request cookies in `cookies` (not in headers) and expects
+    Set-Cookie back in `cookies`. Before, both were dropped."""
+    seen = _capture_http(runtime, monkeypatch, {"set-cookie": "session=1; Path=/"})
+    reply = runtime.handle(
+        {
+            "version": "2.0",
+            "rawPath": "/mcp",
+            "rawQueryString": "x=1",
+            "cookies": ["a=1", "b=2"],
+            "headers": {"content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST"}},
+            "body": "{}",
+        }
+    )
+    assert seen["headers"]["cookie"] == "a=1; b=2"
+    assert seen["query"] == "x=1"
+    assert reply["cookies"] == ["session=1; Path=/"]
+    assert "set-cookie" not in {k.lower() for k in reply["headers"]}
+
+
+SLOW = """import time
+from boot import metorial
+
+server = metorial.create_server("slow")
+
+
+@server.list_tools()
+def list_tools():
+    return [{"name": "nap", "inputSchema": {"type": "object"}}]
+
+
+@server.call_tool()
+def call_tool(name, arguments):
+    time.sleep(30)
+    return "woke up"
+"""
+
+
+def test_a_call_that_outlives_the_function_timeout_is_a_clear_error(
+    cli: Any, tmp_path: Path
+) -> None:
+    """The runtime reads the context's remaining time: a tools/call still running when
+    the function's timeout (2 s here) is near answers a JSON-RPC error naming it, with
+    the request's id, before Lambda would kill the process. Before, the call ran on
+    until the worker was killed."""
+    import time
+
+    from .helpers import python_project
+
+    project = python_project(
+        tmp_path / "slow",
+        name="slow",
+        server=SLOW,
+        extra='[targets.prod]\nkind = "lambda"\nregion = "eu-west-1"\nfunction = "slow"\n'
+        'bucket = "artifacts-bucket"\ntimeout = 2\n',
+    )
+    message = {"jsonrpc": "2.0", "id": 41, "method": "tools/call"}
+    message["params"] = {"name": "nap", "arguments": {}}
+    event = {"action": "mcp.request", "messages": [json.dumps(message)]}
+    started = time.monotonic()
+    result = cli("-C", str(project), "invoke", "--event", "-", input=json.dumps(event))
+    assert result.exit_code == 0, result.output
+    answer = json.loads(json.loads(result.stdout)["responses"][0])
+    assert answer["id"] == 41
+    assert answer["error"]["code"] == -32001
+    assert "timeout" in answer["error"]["message"]
+    assert time.monotonic() - started < 25  # answered at the budget, not after the nap

@@ -189,3 +189,35 @@ def test_serve_stops_cleanly(tmp_path: Path, how: signal.Signals) -> None:
     assert list((tmp_path / "tmp").glob("pmcp-task-*")) == []  # ~38 MB each, gone
     assert tempfile.gettempdir()  # the suite's own temp dir is untouched
     assert json  # keep the import for readers of the events above
+
+
+def test_a_pyenv_shim_that_cannot_run_is_not_taken_for_the_target_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pyenv shim for a version that is not active exits 127: before, `serve` took it
+    for python3.13 and ended in "the handler process exited (code 127)". Now each
+    candidate must answer its version; none left means the clear "needs python3.13 …
+    uv python install 3.13" line."""
+    from pmcp_build.layout.python import find_python
+
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / "python3.13"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "no-uv-pythons"))
+    find_python.cache_clear()
+    try:
+        found = find_python("3.13")
+    finally:
+        find_python.cache_clear()
+    assert found != str(shim)
+    if found is not None:  # a real python3.13 elsewhere on this machine is fine
+        version = subprocess.run(
+            [found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
+        assert version.stdout.strip() == "3.13"

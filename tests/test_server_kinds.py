@@ -96,7 +96,7 @@ def served(shared_cache: Path) -> Iterator[dict[str, str]]:
     finally:
         for proc in procs.values():
             proc.terminate()
-            proc.wait(10)
+            proc.wait(30)
 
 
 @pytest.mark.parametrize("example", sorted(SCENARIOS))

@@ -12,6 +12,7 @@ from pmcp_build.cli import (  # noqa: F401  (imported to register the commands)
     image_cmd,
     local_cmds,
     lock_cmd,
+    logs_cmd,
     manifest_cmds,
 )
 from pmcp_build.cli.app import app, main

@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# typer 0.2x vendors click: its usage errors are these classes, not click's.
+from typer._click.core import Context
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand
+
 from pmcp_build.cli.app import (
     ArchOption,
     JsonOption,
@@ -65,7 +70,31 @@ def _scrub(text: str, envs: dict[str, Environment]) -> str:
     return text
 
 
-@app.command("plan")
+# `plan --detailed-exitcode` exits 2 for "changes" (as Terraform does, so CI recipes
+# carry over); a usage error of `plan` must never read as "changes", so it exits 64
+# (EX_USAGE of sysexits.h) instead of click's 2, with or without the flag (a typo in the
+# flag itself must not read as "changes" either).
+PLAN_USAGE_EXIT = 64
+CHANGES_EXIT = 2
+
+
+class _PlanCommand(TyperCommand):
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = PLAN_USAGE_EXIT
+            raise
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = PLAN_USAGE_EXIT
+            raise
+
+
+@app.command("plan", cls=_PlanCommand)
 @guard
 def plan_cmd(
     file: ManifestOption = Path(MANIFEST_NAME),
@@ -76,7 +105,10 @@ def plan_cmd(
     ] = None,
     detailed_exitcode: Annotated[
         bool,
-        typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 2 when there are changes, 0 when none (usage errors of plan exit 64).",
+        ),
     ] = False,
     refresh: Annotated[
         str,
@@ -118,6 +150,7 @@ def plan_cmd(
     plan, envs = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
         saved.save(plan, envs, loaded.path, text, out_file)
+        _refuse_packaged_plan(loaded, out_file)
     if json_out:
         sys.stdout.write(_scrub(json.dumps(plan.to_json(), indent=2), envs) + "\n")
     else:
@@ -129,7 +162,29 @@ def plan_cmd(
                 markup=False,
             )
     if detailed_exitcode and plan.has_changes:
-        raise typer.Exit(2)
+        raise typer.Exit(CHANGES_EXIT)
+
+
+def _refuse_packaged_plan(loaded: Any, out_file: Path) -> None:
+    """A plan file the next build would package changes the package it was made for, so
+    `apply` of it could only refuse: say so now, and keep no such file."""
+    from pmcp_build.source.tree import walk
+
+    source = loaded.manifest.source
+    if source.url is not None:
+        return
+    root = (loaded.root / (source.path or ".")).resolve()
+    try:
+        inside = out_file.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return  # outside the source: never packaged
+    if any(f.path == inside for f in walk(root, source.exclude)):
+        out_file.unlink()
+        raise UserError(
+            f"--out {out_file}: the file is inside the source, so the next build would "
+            "package it and apply would refuse the plan; write it under .pmcp/ "
+            "(--out .pmcp/plan.bin) or outside the source"
+        )
 
 
 @app.command()
@@ -139,6 +194,9 @@ def apply(
     file: ManifestOption = Path(MANIFEST_NAME),
     target: TargetsOption = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
+    all_targets: Annotated[
+        bool, typer.Option("--all", help="Apply every target (needed with several lambdas).")
+    ] = False,
     json_out: JsonOption = False,
     source_url: SourceUrlOption = None,
     sha256: Sha256Option = None,
@@ -158,6 +216,8 @@ def apply(
             file = saved.manifest_path(data)
         target = [t["name"] for t in data["plan"]["targets"]]
     loaded, text = load_with_text(file, source_url, sha256, s3, python, architecture)
+    if data is None and not target and not all_targets:
+        _refuse_several_lambdas(loaded)
     names = check_targets(loaded, target)
     package = build_quietly(loaded, json_out)
     plan, envs = make_plan(loaded, package, names)
@@ -196,6 +256,16 @@ def apply(
         out.print(
             f"Apply complete: {c['add']} added, {c['change']} changed, {c['destroy']} destroyed.",
             markup=False,
+        )
+
+
+def _refuse_several_lambdas(loaded: Any) -> None:
+    """`apply` with no -t must not deploy prod as a side effect of deploying dev."""
+    lambdas = [n for n, t in loaded.manifest.targets.items() if t.kind == "lambda"]
+    if len(lambdas) > 1:
+        raise UsageError(
+            f"{loaded.path} has {len(lambdas)} lambda targets ({', '.join(lambdas)}): "
+            "name the one to apply with -t NAME, or pass --all to apply every target"
         )
 
 
@@ -258,3 +328,36 @@ def destroy(
             raise UserError("destroy cancelled; nothing was changed")
     execute(plan, None, environments(loaded, [target]))
     out.print(f"Destroy complete: {len(actions)} destroyed.", markup=False)
+
+
+@app.command()
+@guard
+def rollback(
+    target: Annotated[str, typer.Option("--target", "-t", help="The lambda target.")],
+    file: ManifestOption = Path(MANIFEST_NAME),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Move the target's alias back to the previous published version (plan first)."""
+    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.plan import environments, render, rollback_plan
+
+    loaded = load(file)
+    check_targets(loaded, [target])
+    plan = rollback_plan(loaded, target)
+    if not json_out:
+        for line in render(plan):
+            out.print(line, markup=False)
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "rollback needs confirmation: run it in a terminal or pass --auto-approve"
+            )
+        if not typer.confirm(f"Roll target {target} back?"):
+            raise UserError("rollback cancelled; nothing was changed")
+    results = execute(plan, None, environments(loaded, [target]))
+    if json_out:
+        sys.stdout.write(json.dumps({"outputs": {r.name: r.outputs for r in results}}) + "\n")
+        return
+    _print_results(results, {})
+    out.print("Rollback complete.", markup=False)

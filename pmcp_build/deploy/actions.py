@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FORMAT_VERSION = 2
-Symbol = Literal["+", "~", "-", "="]
+# "?": an offline plan (--refresh=false) cannot tell create from update or no-op.
+Symbol = Literal["+", "~", "-", "=", "?"]
+NOT_READ = "(not read)"
 _COUNTED = {"+": "add", "~": "change", "-": "destroy"}
 
 
@@ -213,3 +215,19 @@ class Plan:
 
 def noop(resource: str, reason: str) -> Action:
     return Action("noop", "=", resource, reason)
+
+
+def unread(actions: list[Action]) -> list[Action]:
+    """What an offline plan shows: the actions a first deploy would make, marked "?"
+    with every "before" value `(not read)` — it never guesses that nothing exists."""
+    return [
+        Action(
+            a.op,
+            "?" if a.symbol != "=" else "=",
+            a.resource,
+            "remote state not read",
+            tuple(Change(c.field, NOT_READ, c.after) for c in a.changes),
+            a.calls,
+        )
+        for a in actions
+    ]

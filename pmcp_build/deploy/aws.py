@@ -66,6 +66,10 @@ class Clients:
     def iam(self) -> Any:
         return self.client("iam")
 
+    @property
+    def logs(self) -> Any:
+        return self.client("logs")
+
 
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple[str | None, str | None], Any] = {}
@@ -99,7 +103,14 @@ def clients(conn: dict[str, Any]) -> Clients:
     # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the other SDKs
     # set, so honour it too.
     region = conn.get("region") or os.environ.get("AWS_REGION") or None
-    profile = conn.get("profile")
+    # The profile asked for, resolved here (not left to botocore) so errors can name it
+    # and a changed AWS_PROFILE never reuses another profile's cached clients.
+    profile = (
+        conn.get("profile")
+        or os.environ.get("AWS_PROFILE")
+        or os.environ.get("AWS_DEFAULT_PROFILE")
+        or None
+    )
     key = (profile, region, conn.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL"))
     with _LOCK:
         if key in _CLIENTS:
@@ -108,8 +119,7 @@ def clients(conn: dict[str, Any]) -> Clients:
         session = _session(profile, region)
     except botocore.exceptions.ProfileNotFound as exc:
         # Name the profile asked for (the target's, else AWS_PROFILE), not botocore's None.
-        asked = profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
-        raise UserError(f"AWS profile {asked!r} not found; check ~/.aws/config") from exc
+        raise UserError(f"AWS profile {profile!r} not found; check ~/.aws/config") from exc
     if session.region_name is None:
         raise UserError("no AWS region: set region in the target, or AWS_REGION")
     config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)

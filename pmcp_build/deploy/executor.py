@@ -131,7 +131,7 @@ def _execute_target(run: _Run) -> TargetResult:
             continue
         for call in action.calls:
             try:
-                response = _run_call(run, clients, call)
+                _run_call(run, clients, call)
             except UserError as exc:
                 raise UserError(run.env.scrub(str(exc))) from None
             except Exception as exc:
@@ -139,14 +139,10 @@ def _execute_target(run: _Run) -> TargetResult:
                     exc, f"target {target.name!r}: {call.service}.{call.operation}"
                 )
                 raise UserError(run.env.scrub(str(error))) from None
-            for name, path in call.outputs.items():
-                value = _dig(response, path)
-                if value is not None:
-                    run.outputs[name] = value
             if AFTER_CALL is not None:
                 AFTER_CALL(target.name, call)
         result.steps.append(f"{action.symbol} {action.resource} {action.op}")
-    for name in ("function_arn", "url"):
+    for name in target.outputs:  # what the plan declares as outputs, made by this run
         if name in run.outputs:
             result.outputs[name] = run.outputs[name]
     return result
@@ -181,17 +177,22 @@ def _run_call(run: _Run, clients: aws.Clients | None, call: Call) -> dict[str, A
     function = params.get("FunctionName")
     if function and response.get("RevisionId"):
         run.revisions[function] = response["RevisionId"]
+    # Outputs first: a waiter may name one (the version just published).
+    for name, path in call.outputs.items():
+        value = _dig(response, path)
+        if value is not None:
+            run.outputs[name] = value
     if call.wait:
-        _wait(client, call)
+        _wait(client, call, run.resolve(call.wait_params))
     return response
 
 
-def _wait(client: Any, call: Call) -> None:
+def _wait(client: Any, call: Call, wait_params: dict[str, Any]) -> None:
     import botocore.exceptions
 
     try:
         client.get_waiter(call.wait).wait(
-            **call.wait_params, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+            **wait_params, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
         )
     except botocore.exceptions.WaiterError as exc:
         # Say why: Lambda puts the cause of a failed update in LastUpdateStatusReason.

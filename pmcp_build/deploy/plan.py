@@ -117,7 +117,13 @@ def render(plan: Plan) -> list[str]:
         for warning in target.warnings:
             lines.append(f"  warning: {warning}")
     c = plan.counts()
-    if plan.has_changes:
+    if not plan.refreshed:
+        unknown = sum(a.symbol == "?" for t in plan.targets for a in t.actions)
+        lines.append(
+            f"Plan: remote state not read; {unknown} actions a first deploy would make "
+            '("?": create, update or nothing). Plan without --no-refresh to know.'
+        )
+    elif plan.has_changes:
         lines.append(
             f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
         )
@@ -132,3 +138,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
+
+
+def rollback_plan(loaded: LoadedManifest, name: str) -> Plan:
+    from pmcp_build.deploy.targets import lambda_
+
+    target = loaded.manifest.targets[name]
+    if target.kind != "lambda":
+        raise UserError(f"{loaded.path}: target {name!r} is {target.kind}; rollback is for lambda")
+    env = environments(loaded, [name])[name]
+    given = TargetInput(name, target, loaded.manifest.server.name, None, env, loaded.root)
+    return Plan(server=loaded.manifest.server.name, package={}, targets=(lambda_.rollback(given),))

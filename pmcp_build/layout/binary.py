@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from pmcp_build.layout.elf import MACHINES, glibc_problem
 from pmcp_build.layout.model import MODE_EXEC, Entry, entry_from_bytes, normal_mode
 
 ArtifactKind = Literal["zip", "elf", "script"]
 
-EM_X86_64 = 62
-EM_AARCH64 = 183
-MACHINES = {EM_X86_64: "x86_64", EM_AARCH64: "arm64"}
+CUSTOM_RUNTIME = "provided.al2023"
 
 
 class ArtifactError(ValueError):
@@ -76,6 +75,9 @@ def raw_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entr
     kind = classify(data[:4])
     if kind == "elf":
         check_elf(data[:64], architecture, what)
+        problem = glibc_problem(data, CUSTOM_RUNTIME, what)
+        if problem:
+            raise ArtifactError(problem)
     elif kind != "script":
         raise ArtifactError(
             f"{what} is neither an ELF executable, a '#!' script nor a zip "
@@ -139,13 +141,18 @@ def bootstrap_problems(files: dict[str, Entry], architecture: str | None, what: 
             f"{what}: bootstrap is not executable (mode {boot.mode:o}); Lambda fails with "
             "'permission denied'. chmod 755 it before zipping"
         )
-    head = boot.read()[:64]
+    data = boot.read()
+    head = data[:64]
     kind = classify(head)
     if kind == "elf" and architecture:
         try:
             check_elf(head, architecture, f"{what}: bootstrap")
         except ArtifactError as exc:
             problems.append(str(exc))
+    if kind == "elf":
+        problem = glibc_problem(data, CUSTOM_RUNTIME, f"{what}: bootstrap")
+        if problem:
+            problems.append(problem)
     elif kind is None:
         problems.append(f"{what}: bootstrap is neither an ELF executable nor a '#!' script")
     return problems

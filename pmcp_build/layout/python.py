@@ -3,6 +3,8 @@ dependencies and, optionally, deterministic bytecode."""
 
 from __future__ import annotations
 
+import functools
+import glob
 import hashlib
 import json
 import os
@@ -164,10 +166,52 @@ for rel in sys.stdin.read().split("\0"):
 """
 
 
+@functools.cache
 def find_python(version: str) -> str | None:
+    """An interpreter for python`version` on this machine that really runs: this one, the
+    one on PATH, one uv installed (`uv python install`), or one pyenv built. A candidate
+    is asked its version first: a pyenv shim for a version that is not active exits 127,
+    which would otherwise surface as "the handler process exited (code 127)"."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return sys.executable
-    return shutil.which(f"python{version}")
+    for candidate in _python_candidates(version):
+        if _runs_as(candidate, version):
+            return candidate
+    return None
+
+
+def _python_candidates(version: str) -> list[str]:
+    found = [shutil.which(f"python{version}")]
+    try:
+        from pmcp_build.layout.python_deps import _uv, uv_environment
+
+        managed = subprocess.run(
+            [_uv(), "python", "find", "--python-preference", "only-managed", version],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=uv_environment(Path.home()),
+        )
+        found.append(managed.stdout.strip() if managed.returncode == 0 else None)
+    except (UserError, OSError, subprocess.TimeoutExpired):
+        pass
+    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    found += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"), reverse=True)
+    found += [f"/usr/local/bin/python{version}", f"/usr/bin/python{version}"]
+    return [c for c in dict.fromkeys(found) if c and os.path.isfile(c)]
+
+
+def _runs_as(python: str, version: str) -> bool:
+    try:
+        probe = subprocess.run(
+            [python, "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and probe.stdout.strip() == version
 
 
 def bytecode_entries(entries: list[Entry], version: str, cache_dir: Path) -> list[Entry]:

@@ -89,19 +89,19 @@ def task_root_from_layout(
     """Make `dest` hold exactly the files and modes the zip of `layout` holds, without
     reading the zip back (the build-time load check; `serve` extracts the zip itself).
 
-    Dependency files are hardlinked from the dependency set in the build cache (written
-    once, never changed; a copy keeping its mtime when a link is not possible, as across
-    devices, or when the cached file's mode differs); every other entry is written from
-    its bytes, checked against the layout's sha256.
+    Every entry is copied or written, never hard-linked (a server that writes to its
+    task root must not reach the source or the dependency cache, see `lay_out`); a file
+    that is not a generated entry is checked against the layout's sha256 as it is read.
 
     `held` is what an earlier call returned for the same `dest`: a file still carrying
-    the inode, size, mtime and (for written files) ctime recorded then is the same file
-    and stays; anything else in `dest` (changed, extra, a symlink) is removed and laid
-    out again. So a one-file rebuild rewrites one file, not 10,000 (creating files is
-    what costs here: 0.1-0.6 ms each on this project's machines). Returns the new
-    record and the paths written this time (whose bytecode is stale); None when a file
-    changed on disk since the layout hashed it: `dest` is then not the zip's, and the
-    caller extracts the zip.
+    the inode, size, mtime and ctime recorded then is the file written then (a write or
+    chmod through the root changes its ctime) and stays; anything else in `dest`
+    (changed, extra, a symlink, a folder no entry needs) is removed and laid out again.
+    So a one-file rebuild writes one file, not 11,000 (creating files is what costs
+    here: 0.1-0.6 ms each on this project's machines). Returns the new record and the
+    paths written this time (whose bytecode is stale); None when a file changed on disk
+    since the layout hashed it: `dest` is then not the zip's, and the caller extracts
+    the zip.
     """
     import hashlib
 
@@ -124,9 +124,8 @@ def task_root_from_layout(
             st = os.lstat(base / name)
             if entry is not None and record is not None and stat.S_ISREG(st.st_mode):
                 now = [entry.sha256, entry.mode, st.st_ino, st.st_size, st.st_mtime_ns]
-                if entry.origin != "dependency":
-                    now.append(st.st_ctime_ns)  # a write or chmod through the root
-                if record[: len(now)] == now and stat.S_IMODE(st.st_mode) == entry.mode:
+                now.append(st.st_ctime_ns)  # a write or chmod through the root changes it
+                if record == now and stat.S_IMODE(st.st_mode) == entry.mode:
                     kept[path] = record
                     continue
             os.unlink(base / name)
@@ -146,27 +145,22 @@ def task_root_from_layout(
         if parent not in made:
             parent.mkdir(parents=True, exist_ok=True)
             made.add(parent)
-        src = entry.src
-        if entry.origin == "dependency" and src is not None and entry.data is None:
-            try:
-                if os.stat(src).st_mode & 0o7777 != entry.mode:
-                    raise OSError("mode differs")
-                os.link(src, target)
-            except OSError:
-                shutil.copy2(src, target)
-                os.chmod(target, entry.mode)
-        else:
-            data = entry.read()
-            if entry.data is None and hashlib.sha256(data).hexdigest() != entry.sha256:
-                return None
-            with open(target, "xb") as fh:
-                fh.write(data)
-                os.fchmod(fh.fileno(), entry.mode)  # not the umask's: the zip's mode
-            written.append(entry.path)
+        data = entry.read()
+        if entry.data is None and hashlib.sha256(data).hexdigest() != entry.sha256:
+            return None
+        with open(target, "xb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), entry.mode)  # not the umask's: the zip's mode
+        written.append(entry.path)
         st = os.lstat(target)
-        kept[entry.path] = [entry.sha256, entry.mode, st.st_ino, st.st_size, st.st_mtime_ns]
-        if entry.origin != "dependency":
-            kept[entry.path].append(st.st_ctime_ns)
+        kept[entry.path] = [
+            entry.sha256,
+            entry.mode,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ]
     return kept, written
 
 
@@ -219,12 +213,36 @@ class InstancePool:
             self.idle.put(invoker)
 
     def close(self) -> None:
-        for invoker in self.invokers:
-            invoker.close()
+        # Side by side: N workers each given up to 5 s to stop would otherwise add up.
+        threads = [threading.Thread(target=i.close, daemon=True) for i in self.invokers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def lay_out(layout: Layout, dest: Path) -> None:
+    """The task root the zip would unpack to, made from the layout the zip was written
+    from: files copied from disk, generated ones written. For the build-time load check,
+    which would otherwise inflate the zip it just deflated. Copied, never hard-linked: a
+    server that writes to its task root (an SQLite asset opened read-write) must not
+    reach the source or the dependency cache through a link."""
+    for entry in layout.entries:
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.src is not None:
+            shutil.copyfile(entry.src, target)
+        else:
+            target.write_bytes(entry.read())
+        target.chmod(entry.mode)
 
 
 def open_invoker(
-    zip_path: Path, layout: Layout, log: Any = None, settings: FunctionSettings | None = None
+    zip_path: Path,
+    layout: Layout,
+    log: Any = None,
+    settings: FunctionSettings | None = None,
+    from_layout: bool = False,
 ) -> Invoker:
     if layout.architecture != host_architecture():
         raise UserError(
@@ -234,7 +252,10 @@ def open_invoker(
         )
     root = Path(tempfile.mkdtemp(prefix="pmcp-task-"))
     try:
-        extract(zip_path, root)
+        if from_layout and layout.handler != "bootstrap":
+            lay_out(layout, root)
+        else:
+            extract(zip_path, root)
         if layout.handler == "bootstrap":
             return BinaryInvoker(root, log, settings)
         version = layout.runtime.removeprefix("python")

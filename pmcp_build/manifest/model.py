@@ -291,7 +291,86 @@ def _check_environment(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# AWS tag rules (Lambda and IAM alike): at most 50 tags per resource, keys 1-128 and
+# values 0-256 characters of letters, digits, spaces and _ . : / = + - @, and no key
+# starting with "aws:". pmcp-build's own three tags count against the 50.
+TAG_PREFIX = "pmcp-build:"
+MAX_USER_TAGS = 47
+_TAG_CHARS = re.compile(r"[\w .:/=+\-@]*", re.UNICODE)
+
+
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_USER_TAGS:
+        raise ValueError(
+            f"{len(tags)} tags; AWS allows 50 per resource and pmcp-build sets 3 of them, "
+            f"so at most {MAX_USER_TAGS}"
+        )
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128 or not _TAG_CHARS.fullmatch(key):
+            raise ValueError(
+                f"tag key {key!r} must be 1-128 characters of letters, digits, spaces "
+                "and _ . : / = + - @"
+            )
+        if key.lower().startswith("aws:"):
+            raise ValueError(f"tag key {key!r}: the 'aws:' prefix is reserved by AWS")
+        if key.startswith(TAG_PREFIX):
+            raise ValueError(f"tag key {key!r}: the {TAG_PREFIX!r} prefix is pmcp-build's own")
+        if len(value) > 256 or not _TAG_CHARS.fullmatch(value):
+            raise ValueError(
+                f"tags.{key}: the value must be at most 256 characters of letters, digits, "
+                "spaces and _ . : / = + - @"
+            )
+    return tags
+
+
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+# Lambda's documented forms: a layer version ARN (LayerVersionArn, at most 140
+# characters), subnet and security group ids of 8 or 17 hex digits, at most 16 subnets
+# and 5 security groups per function, at most 5 layers.
+_LAYER_ARN = r"arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9_-]+:[0-9]+"
+MAX_LAYERS = 5
+_SUBNET = r"subnet-([0-9a-f]{8}|[0-9a-f]{17})"
+_SECURITY_GROUP = r"sg-([0-9a-f]{8}|[0-9a-f]{17})"
+
+
+def _check_ids(
+    value: tuple[str, ...], pattern: str, what: str, example: str, most: int
+) -> tuple[str, ...]:
+    if not 1 <= len(value) <= most:
+        raise ValueError(
+            f"{len(value)} {what} ids; a VPC function needs 1 to {most} (Lambda's limit)"
+        )
+    for item in value:
+        if not re.fullmatch(pattern, item):
+            raise ValueError(f"{item[:80]!r} is not a {what} id ({example}: 8 or 17 hex digits)")
+    if len(set(value)) != len(value):
+        raise ValueError(f"a {what} id is listed twice")
+    return value
+
+
+class Vpc(_Model):
+    """Subnets and security groups the function's network interfaces are placed in."""
+
+    subnets: tuple[str, ...] = Field(
+        json_schema_extra={"minItems": 1, "maxItems": 16},
+        description="subnet ids (subnet-0123abcd), 1-16",
+    )
+    security_groups: tuple[str, ...] = Field(
+        json_schema_extra={"minItems": 1, "maxItems": 5},
+        description="security group ids (sg-0123abcd), 1-5",
+    )
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_ids(value, _SUBNET, "subnet", "subnet-0123abcd", 16)
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_ids(value, _SECURITY_GROUP, "security group", "sg-0123abcd", 5)
+
+
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 # Region names as AWS forms them: a partition-area prefix, a direction, a number
 # (eu-west-1, us-gov-east-1, ap-southeast-5, cn-north-1, us-isob-east-1).
@@ -379,11 +458,106 @@ class LambdaTarget(_AwsTarget):
         description="variables for the function; '${env:NAME}' is read at plan time and "
         "kept secret",
     )
+    publish: bool = Field(
+        default=False,
+        strict=True,
+        description="publish a version when code or configuration changed",
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,128}$",
+        description="an alias (e.g. 'live') moved to each published version; implies "
+        "publish; the URL is served through it",
+    )
+    snapstart: bool = Field(
+        default=False,
+        strict=True,
+        description="Lambda SnapStart on published versions (python 3.12+, /tmp 512 MB); "
+        "implies publish; with a url, needs an alias",
+    )
+    layers: tuple[str, ...] = Field(
+        default=(),
+        json_schema_extra={"maxItems": MAX_LAYERS},
+        description=f"layer version ARNs (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION), "
+        f"at most {MAX_LAYERS}, applied in this order",
+    )
+    vpc: Vpc | None = Field(
+        default=None,
+        description="run inside a VPC: { subnets = [...], security_groups = [...] }",
+    )
+    reserved_concurrency: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        description="reserved concurrent executions (0 stops all invocations); unset: "
+        "the account's unreserved pool",
+    )
+    ephemeral_storage: int = Field(
+        default=512, strict=True, ge=512, le=10240, description="/tmp size in MB, 512-10240"
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="tags for the function and its auto role, merged with pmcp-build's own "
+        f"('{TAG_PREFIX}managed', '{TAG_PREFIX}server', '{TAG_PREFIX}package'); "
+        f"at most {MAX_USER_TAGS}",
+    )
 
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_environment(value)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str | None) -> str | None:
+        if value is not None and value.isdigit():
+            raise ValueError(f"alias {value!r} is a number, which names a version; use a word")
+        return value
+
+    @property
+    def publishes(self) -> bool:
+        return self.publish or self.alias is not None or self.snapstart
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_LAYERS:
+            raise ValueError(
+                f"{len(value)} layers; Lambda allows at most {MAX_LAYERS} per function"
+            )
+        seen: set[str] = set()
+        for arn in value:
+            if len(arn) > 140 or not re.fullmatch(_LAYER_ARN, arn):
+                raise ValueError(
+                    f"{arn[:160]!r} is not a layer version ARN "
+                    "(arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION, at most 140 characters)"
+                )
+            layer = arn.rsplit(":", 1)[0]
+            if layer in seen:  # Lambda refuses two versions of one layer too
+                raise ValueError(f"layer {layer!r} is listed twice; keep one version of it")
+            seen.add(layer)
+        return value
+
+    @model_validator(mode="after")
+    def _snapstart(self) -> LambdaTarget:
+        if self.snapstart and self.ephemeral_storage > 512:
+            raise ValueError(
+                f"snapstart = true with ephemeral_storage = {self.ephemeral_storage}: Lambda "
+                "SnapStart does not support more than 512 MB of /tmp; remove one of them"
+            )
+        if self.snapstart and self.url is not None and self.alias is None:
+            # A Function URL serves an alias or $LATEST (never a version number), and
+            # $LATEST is never restored from a snapshot.
+            raise ValueError(
+                'snapstart = true with a url needs an alias (e.g. alias = "live"): a '
+                "Function URL serves an alias or $LATEST, and $LATEST never uses SnapStart"
+            )
+        return self
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_tags(value)
 
     @field_validator("prefix")
     @classmethod
@@ -425,6 +599,10 @@ class LocalTarget(_Model):
 Target = Annotated[LambdaTarget | S3Target | LocalTarget, Field(discriminator="kind")]
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 class Manifest(_Model):
     """The whole of metorial.toml."""
 
@@ -441,6 +619,30 @@ class Manifest(_Model):
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
                 raise ValueError(
                     f"target name {name!r} must be lowercase letters, digits, '-' or '_' (max 32)"
+                )
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _snapstart_runtime(
+        cls, value: dict[str, Target], info: ValidationInfo
+    ) -> dict[str, Target]:
+        # Lambda SnapStart runs on the managed python3.12+ runtimes (either architecture),
+        # never on an OS-only runtime such as provided.al2023.
+        runtime = info.data.get("runtime")
+        for name, target in value.items():
+            if not isinstance(target, LambdaTarget) or not target.snapstart:
+                continue
+            if isinstance(runtime, BinaryRuntime):
+                raise ValueError(
+                    f"target {name!r}: snapstart = true, but Lambda SnapStart does not support "
+                    "custom runtimes (provided.al2023, what a binary runs on); remove snapstart"
+                )
+            if isinstance(runtime, PythonRuntime) and _version(runtime.python) < (3, 12):
+                raise ValueError(
+                    f"target {name!r}: snapstart = true needs python 3.12 or later (Lambda "
+                    f'SnapStart\'s runtimes); runtime.python is "{runtime.python}": set '
+                    'python = "3.12" or remove snapstart'
                 )
         return value
 

@@ -76,6 +76,7 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
             handler = handler_file[:-3] + ".handler"
             findings += _missing_entrypoint(files, handler_file, path.name)
         runtime = "python3"
+        findings += _native_findings(entries, architecture)
         for e in entries:
             if e.path.endswith(".pyc") and "__pycache__" in e.path:
                 data = e.read()
@@ -116,6 +117,76 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
     if len(entries) > FILE_COUNT_LIMIT:
         findings.append(Finding("warning", f"{len(entries)} files; is a virtualenv included?"))
     return Inspection(layout, zipped, tuple(findings))
+
+
+_CPYTHON_TAG = re.compile(r"\.cpython-3(\d+)[a-z]*-")
+_SHOWN = 5  # lines per kind of native problem; the rest are counted
+
+
+def _is_native(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".so") or ".so." in name
+
+
+def _native_findings(entries: list[Entry], architecture: str | None) -> list[Finding]:
+    """Python packages: native extensions and libraries built for another CPU, another
+    python, or a newer glibc than the Lambda OS offers (each fails at import on Lambda,
+    not before)."""
+    from pmcp_build.layout.elf import glibc_problem, read_elf
+
+    natives = [e for e in entries if _is_native(e.path)]
+    minors = {int(m[1]) for e in natives if (m := _CPYTHON_TAG.search(e.path))}
+    # The python the extensions were built for names the OS (and so the glibc) to
+    # check against; several pythons are a problem of their own, said below.
+    runtime = f"python3.{min(minors)}" if minors else "python3.12"
+    by_arch: dict[str, list[str]] = {}
+    glibc: list[str] = []
+    for entry in natives:
+        data = entry.read()
+        facts = read_elf(data)
+        if facts is None:
+            continue
+        by_arch.setdefault(facts.architecture or f"machine {facts.machine}", []).append(entry.path)
+        problem = glibc_problem(
+            data,
+            runtime,
+            entry.path,
+            "Install the wheels Lambda's OS can load (manylinux2014 for python3.11 and "
+            "older, up to manylinux_2_34 from python3.12; pmcp-build builds do)",
+        )
+        if problem:
+            glibc.append(problem)
+    findings: list[Finding] = []
+    expected = architecture or (max(by_arch, key=lambda a: len(by_arch[a])) if by_arch else None)
+    wrong = sorted(p for arch, paths in by_arch.items() if arch != expected for p in paths)
+    if wrong:
+        arch_of = {p: arch for arch, paths in by_arch.items() for p in paths}
+        lines = [f"{p} is built for {arch_of[p]}" for p in wrong[:_SHOWN]]
+        more = f" (and {len(wrong) - _SHOWN} more)" if len(wrong) > _SHOWN else ""
+        findings.append(
+            Finding(
+                "error",
+                f"native code for the wrong architecture (the package is {expected}): "
+                + "; ".join(lines)
+                + more
+                + ". Reinstall the dependencies for the Lambda architecture "
+                "(pmcp-build builds do: uv --python-platform)",
+            )
+        )
+    if len(minors) > 1:
+        versions = ", ".join(f"3.{m}" for m in sorted(minors))
+        findings.append(
+            Finding(
+                "error",
+                f"native extensions for several pythons ({versions}): only one can import "
+                "on a Lambda runtime; reinstall the dependencies for the runtime's python",
+            )
+        )
+    for problem in glibc[:_SHOWN]:
+        findings.append(Finding("error", problem))
+    if len(glibc) > _SHOWN:
+        findings.append(Finding("error", f"(and {len(glibc) - _SHOWN} more needing a newer glibc)"))
+    return findings
 
 
 _ENTRYPOINT = re.compile(r"Runtime\(entrypoint=(\"[^\"]*\")")

@@ -8,16 +8,16 @@ architecture, no python3.X here). A package that loaded once is not loaded again
 the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
 
 What it loads is exactly the zip's files and modes, laid out from the Layout rather
-than extracted from the zip just written (runner.task_root_from_layout: dependency files
-hardlinked from the cached dependency set). The task root sits at a fixed path inside
-that dependency set's cache folder and is kept between checks, so the next check
-rewrites only the files that changed (and removes whatever else is there), and the
-worker keeps bytecode for it outside the root (`-X pycache_prefix`, which `-I` does
-not ignore): a rebuild with the same dependency set imports the SDK from bytecode
-instead of compiling it. The prefix's bytecode for every file written anew is removed
-before each load, so an edit within the same second and of the same size cannot load
-stale code. `serve` and `invoke` never use the prefix: they run what Lambda runs,
-bytecode only where the zip has it.
+than extracted from the zip just written (runner.task_root_from_layout: copied, never
+hard-linked, so a server writing to its root cannot reach the cache). The task root
+sits at a fixed path inside the dependency set's cache folder and is kept between
+checks, so the next check writes only the files that changed (and removes whatever else
+is there), and the worker keeps bytecode for it outside the root (`-X pycache_prefix`,
+which `-I` does not ignore): a rebuild with the same dependency set imports the SDK
+from bytecode instead of compiling it. The prefix's bytecode for every file written
+anew is removed before each load, so an edit within the same second and of the same
+size cannot load stale code. `serve` and `invoke` never use the prefix: they run what
+Lambda runs, bytecode only where the zip has it.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
     """Remove the prefix's bytecode for the .py files just written: a .pyc is checked
     by mtime (whole seconds) and size only, so an edit of the same size within the same
     second would otherwise load the old code. Files kept from the last check are the
-    same files (same inode, mtime and ctime), so their bytecode stays valid."""
+    same files (same inode, mtime and ctime), so their bytecode stays valid: with the
+    same dependency set, only what changed compiles."""
     base = prefix / root.relative_to(root.anchor)
     for rel in written:
         if rel.endswith(".py"):

@@ -14,8 +14,10 @@ import json
 from typing import Any
 
 from pmcp_build.deploy import aws
-from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop
+from pmcp_build.deploy.actions import Action, Call, Change, Symbol, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import TAG_PREFIX
 from pmcp_build.manifest.secrets import MASK, Environment
 
 # Statement ids of the two grants a public (auth NONE) URL needs. Since October 2025
@@ -34,10 +36,39 @@ TRUST_POLICY = {
     ],
 }
 _CONFIG_FIELDS = ("Runtime", "Handler", "Role", "MemorySize", "Timeout")
+# What a published version is compared on against $LATEST: equal means "already
+# published" (and PublishVersion would publish nothing new).
+_PUBLISHED_FIELDS = (
+    "CodeSha256",
+    "Architectures",
+    *_CONFIG_FIELDS,
+    "Environment",
+    "Layers",
+    "VpcConfig",
+    "EphemeralStorage",
+)
+# Settings compared in a normal form (see _current); absent means Lambda's default.
+_SETTINGS = ("SnapStart", "Layers", "VpcConfig", "EphemeralStorage")
+_NO_VPC: dict[str, list[str]] = {"SubnetIds": [], "SecurityGroupIds": []}
 
 
 def auto_role_name(function: str) -> str:
     return f"{function}-pmcp-exec"[:64]
+
+
+def managed_tags(server: str, sha256: str, user: dict[str, str]) -> dict[str, str]:
+    """The function's tags: the manifest's, then pmcp-build's own (which win)."""
+    return {
+        **user,
+        f"{TAG_PREFIX}managed": "true",
+        f"{TAG_PREFIX}server": server,
+        f"{TAG_PREFIX}package": sha256,
+    }
+
+
+def role_tags(server: str, user: dict[str, str]) -> dict[str, str]:
+    # No package tag: the role outlives every package; tagged once, when created.
+    return {**user, f"{TAG_PREFIX}managed": "true", f"{TAG_PREFIX}server": server}
 
 
 def artifact_key(prefix: str, server: str, sha256: str) -> str:
@@ -45,10 +76,12 @@ def artifact_key(prefix: str, server: str, sha256: str) -> str:
     return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
-def public_grants(function: str) -> dict[str, dict[str, Any]]:
+def public_grants(function: str, alias: str | None = None) -> dict[str, dict[str, Any]]:
     """AddPermission parameters of the grants an auth NONE URL needs, by statement id."""
+    qualifier = {"Qualifier": alias} if alias else {}
     return {
         PUBLIC_URL_SID: {
+            **qualifier,
             "FunctionName": function,
             "StatementId": PUBLIC_URL_SID,
             "Action": "lambda:InvokeFunctionUrl",
@@ -56,6 +89,7 @@ def public_grants(function: str) -> dict[str, dict[str, Any]]:
             "FunctionUrlAuthType": "NONE",
         },
         PUBLIC_INVOKE_SID: {
+            **qualifier,
             "FunctionName": function,
             "StatementId": PUBLIC_INVOKE_SID,
             "Action": "lambda:InvokeFunction",
@@ -82,15 +116,19 @@ def read(given: TargetInput) -> dict[str, Any]:
             lambda: c.lam.get_function(FunctionName=t.function), "ResourceNotFoundException"
         )
         function = dict(found["Configuration"]) if found else None
-        url = permissions = None
-        if function is not None:
+        url = permissions = alias = published = None
+        # With an alias, the URL and its grants live on the alias (Qualifier).
+        where = {"FunctionName": t.function, **({"Qualifier": t.alias} if t.alias else {})}
+        if function is not None and t.publishes:
+            alias, published = _read_published(c.lam, t.function, t.alias)
+        if function is not None and (alias is not None or not t.alias):
             url = aws.absent_as_none(
-                lambda: c.lam.get_function_url_config(FunctionName=t.function),
+                lambda: c.lam.get_function_url_config(**where),
                 "ResourceNotFoundException",
             )
             if url is not None:
                 policy = aws.absent_as_none(
-                    lambda: c.lam.get_policy(FunctionName=t.function),
+                    lambda: c.lam.get_policy(**where),
                     "ResourceNotFoundException",
                 )
                 permissions = _our_statements(policy)
@@ -107,7 +145,58 @@ def read(given: TargetInput) -> dict[str, Any]:
         else {"AuthType": url.get("AuthType"), "FunctionUrl": url.get("FunctionUrl")},
         "permissions": permissions or {},
         "role": role,
+        # GetFunction answers with the function's tags: drift costs no extra call.
+        "tags": None if found is None else dict(found.get("Tags") or {}),
+        "concurrency": None
+        if found is None
+        else (found.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
+        "alias": alias,
+        "published": published,
     }
+
+
+def _read_published(
+    lam: Any, function: str, alias_name: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The alias (name, version) and the configuration of the version in service: the
+    alias's, or without an alias the newest published one."""
+    alias = version = None
+    if alias_name:
+        found = aws.absent_as_none(
+            lambda: lam.get_alias(FunctionName=function, Name=alias_name),
+            "ResourceNotFoundException",
+        )
+        if found is not None:
+            alias = {"Name": alias_name, "FunctionVersion": found["FunctionVersion"]}
+            version = found["FunctionVersion"]
+    else:
+        version = _newest_version(list_versions(lam, function))
+    if version is None or version == "$LATEST":
+        return alias, None
+    config = lam.get_function_configuration(FunctionName=function, Qualifier=version)
+    return alias, {k: config.get(k) for k in ("Version", *_PUBLISHED_FIELDS)}
+
+
+_MAX_VERSION_PAGES = 100  # 50 per page: 5000 versions, more than a sane function keeps
+
+
+def list_versions(lam: Any, function: str) -> list[str]:
+    versions: list[str] = []
+    marker = None
+    for _ in range(_MAX_VERSION_PAGES):
+        page = lam.list_versions_by_function(
+            FunctionName=function, **({"Marker": marker} if marker else {})
+        )
+        versions += [v["Version"] for v in page.get("Versions") or []]
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    return versions
+
+
+def _newest_version(versions: list[str]) -> str | None:
+    numbers = [int(v) for v in versions if v.isdigit()]
+    return str(max(numbers)) if numbers else None
 
 
 def _our_statements(policy: dict[str, Any] | None) -> dict[str, Any]:
@@ -156,6 +245,14 @@ def observed(state: dict[str, Any]) -> dict[str, Any]:
             "Architectures": fn.get("Architectures") or ["x86_64"],
             **{k: fn.get(k) for k in _CONFIG_FIELDS},
             "EnvironmentKeys": sorted(env),
+            **_current(fn),
+        }
+    published = state.get("published")
+    if published is not None:
+        penv = (published.get("Environment") or {}).get("Variables") or {}
+        shown["published"] = {
+            **{k: v for k, v in published.items() if k != "Environment"},
+            "EnvironmentKeys": sorted(penv),
         }
     return shown
 
@@ -185,7 +282,17 @@ def diff(
     url_auth: str | None,
     server: str,
     state: dict[str, Any],
+    tags: dict[str, str] | None = None,  # every tag the function must carry
+    user_tags: dict[str, str] | None = None,
+    publish: bool = False,
+    alias: str | None = None,
+    snapstart: bool = False,
+    layers: tuple[str, ...] = (),
+    vpc: dict[str, list[str]] | None = None,  # {"SubnetIds": […], "SecurityGroupIds": […]}
+    ephemeral_storage: int = 512,
+    concurrency: int | None = None,
 ) -> list[Action]:
+    tags = tags if tags is not None else managed_tags(server, sha256, {})
     actions: list[Action] = []
     fn = state.get("function")
     s3 = f"s3://{bucket}/{key}"
@@ -200,27 +307,46 @@ def diff(
         actions.append(noop(s3, "artifact already uploaded (same sha256)"))
 
     role_arn: Any = role
+    narrowed: list[Action] = []  # role policy changes that must wait for the function
     if role == "auto":
-        role_arn, role_actions = _auto_role(function, state.get("role"))
-        actions += role_actions
+        role_arn, role_actions = _auto_role(
+            function, state.get("role"), role_tags(server, user_tags or {}), vpc is not None
+        )
+        in_vpc = fn is not None and _current(fn)["VpcConfig"] != _NO_VPC
+        if vpc is None and in_vpc:
+            # Leaving the VPC: the network-interface grants go only once the function
+            # is out of it (Lambda detaches its interfaces as the role it runs as).
+            narrowed = [a for a in role_actions if a.op == "iam.put_role_policy"]
+        actions += [a for a in role_actions if a not in narrowed]
 
-    wanted = {
+    wanted: dict[str, Any] = {
         "Runtime": runtime,
         "Handler": handler,
         "Role": role_arn,
         "MemorySize": memory,
         "Timeout": timeout,
     }
+    # The settings below are only sent when set, or to put back Lambda's default.
+    current = _current(fn) if fn is not None else {}
+    if snapstart or current.get("SnapStart", "None") != "None":
+        wanted["SnapStart"] = "PublishedVersions" if snapstart else "None"
+    if layers or current.get("Layers"):
+        wanted["Layers"] = list(layers)
+    if vpc or (current.get("VpcConfig") or _NO_VPC) != _NO_VPC:
+        wanted["VpcConfig"] = _normal_vpc(vpc)
+    if ephemeral_storage != current.get("EphemeralStorage", 512):
+        wanted["EphemeralStorage"] = ephemeral_storage
     env_param = {"Variables": _env_param(env)}
+    changed = True  # a new function is published too
     if fn is None:
         params = {
             "FunctionName": function,
-            **wanted,
+            **_api(wanted),
             "Code": {"S3Bucket": bucket, "S3Key": key},
             "Architectures": [architecture],
             "Environment": env_param,
             "Description": f"{server} (pmcp-build {sha256[:12]})",
-            "Tags": {"managed-by": "pmcp-build"},
+            "Tags": tags,
         }
         changes = [Change(k, None, _shown_role(v) if k == "Role" else v) for k, v in wanted.items()]
         changes += [Change(f"Environment.{k}", None, v) for k, v in sorted(env.shown().items())]
@@ -283,14 +409,15 @@ def diff(
                     expects,
                 )
             )
+        before = {**fn, **current}
         config_changes = [
             Change(
                 k,
-                _shown_role(fn.get(k)) if k == "Role" else fn.get(k),
+                _shown_role(before.get(k)) if k == "Role" else before.get(k),
                 _shown_role(v) if k == "Role" else v,
             )
             for k, v in wanted.items()
-            if fn.get(k) != v
+            if before.get(k) != v
         ]
         config_changes += _env_changes(remote_environment(state), env)
         if config_changes:
@@ -299,7 +426,7 @@ def diff(
                 "update_function_configuration",
                 {
                     "FunctionName": function,
-                    **wanted,
+                    **_api(wanted),
                     "Environment": env_param,
                     "RevisionId": revision,
                 },
@@ -317,10 +444,216 @@ def diff(
                     expects,
                 )
             )
-        if not code_changes and not config_changes:
+        tag_action = _tag_action(function, fn.get("FunctionArn"), state.get("tags") or {}, tags)
+        if tag_action is not None:
+            actions.append(tag_action)
+        if not code_changes and not config_changes and tag_action is None:
             actions.append(noop(f"lambda {function}", "up to date"))
-    actions += _url_actions(function, url_auth, state.get("url"), state.get("permissions") or {})
+        changed = bool(code_changes) or bool(config_changes)
+    actions += narrowed
+    actions += _concurrency_actions(function, concurrency, state.get("concurrency"))
+    if publish or alias:
+        actions += _publish_actions(function, code_sha256, sha256, server, alias, changed, state)
+    actions += _url_actions(
+        function, url_auth, state.get("url"), state.get("permissions") or {}, alias
+    )
     return actions
+
+
+def _current(fn: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `_SETTINGS` as read, in the form the manifest gives them."""
+    vpc = fn.get("VpcConfig") or {}
+    return {
+        "SnapStart": (fn.get("SnapStart") or {}).get("ApplyOn") or "None",
+        "Layers": [layer.get("Arn") for layer in fn.get("Layers") or []],
+        "VpcConfig": _normal_vpc(
+            {
+                "SubnetIds": vpc.get("SubnetIds") or [],
+                "SecurityGroupIds": vpc.get("SecurityGroupIds") or [],
+            }
+        ),
+        "EphemeralStorage": (fn.get("EphemeralStorage") or {}).get("Size") or 512,
+    }
+
+
+def _normal_vpc(vpc: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    vpc = vpc or _NO_VPC
+    return {
+        "SubnetIds": sorted(vpc["SubnetIds"]),
+        "SecurityGroupIds": sorted(vpc["SecurityGroupIds"]),
+    }
+
+
+def _api(wanted: dict[str, Any]) -> dict[str, Any]:
+    """Settings in the form CreateFunction / UpdateFunctionConfiguration take."""
+    params = dict(wanted)
+    if "SnapStart" in params:
+        params["SnapStart"] = {"ApplyOn": params["SnapStart"]}
+    if "EphemeralStorage" in params:
+        params["EphemeralStorage"] = {"Size": params["EphemeralStorage"]}
+    return params
+
+
+def _concurrency_actions(function: str, wanted: int | None, current: int | None) -> list[Action]:
+    if wanted == current:
+        return []
+    if wanted is None:
+        call = Call(
+            "lambda",
+            "delete_function_concurrency",
+            {"FunctionName": function},
+            tolerate=("ResourceNotFoundException",),
+        )
+        op, symbol, reason = (
+            "lambda.delete_function_concurrency",
+            "-",
+            "reserved concurrency removed",
+        )
+    else:
+        call = Call(
+            "lambda",
+            "put_function_concurrency",
+            {"FunctionName": function, "ReservedConcurrentExecutions": wanted},
+        )
+        op, symbol, reason = (
+            "lambda.put_function_concurrency",
+            "~" if current is not None else "+",
+            "reserved concurrency",
+        )
+    return [
+        Action(
+            op,
+            symbol,  # type: ignore[arg-type]
+            f"lambda {function} concurrency",
+            reason,
+            (Change("ReservedConcurrentExecutions", current, wanted),),
+            (call,),
+            {"ReservedConcurrentExecutions": current},
+        )
+    ]
+
+
+def _publish_actions(
+    function: str,
+    code_sha256: str,
+    sha256: str,
+    server: str,
+    alias: str | None,
+    changed: bool,
+    state: dict[str, Any],
+) -> list[Action]:
+    """PublishVersion when code or configuration changed (or the version in service is
+    not what $LATEST is, e.g. an apply killed before publishing), then the alias move."""
+    fn = state.get("function") or {}
+    published = state.get("published")
+    current = state.get("alias")
+    in_service = published.get("Version") if published else None
+    # Settings in their normal form (a version may report defaults $LATEST leaves out);
+    # SnapStart not at all: a version reports OptimizationStatus On where $LATEST is Off.
+    same = published is not None and all(
+        published.get(k) == (fn.get(k) or (["x86_64"] if k == "Architectures" else None))
+        for k in _PUBLISHED_FIELDS
+        if k not in _SETTINGS
+    )
+    if published is not None and same:
+        mine, theirs = _current(fn), _current(published)
+        same = all(mine[k] == theirs[k] for k in _SETTINGS if k != "SnapStart")
+    actions: list[Action] = []
+    version: Any = in_service
+    if changed or not same:
+        version = {"$output": "version"}
+        publish = Call(
+            "lambda",
+            "publish_version",
+            {
+                "FunctionName": function,
+                # Lambda refuses to publish when $LATEST's code is not this package.
+                "CodeSha256": code_sha256,
+                "Description": f"{server} (pmcp-build {sha256[:12]})",
+            },
+            wait="published_version_active",
+            wait_params={"FunctionName": function, "Qualifier": {"$output": "version"}},
+            outputs={"version": "Version"},
+        )
+        reason = "code or configuration changed" if changed else "$LATEST is not published"
+        actions.append(
+            Action(
+                "lambda.publish_version",
+                "+",
+                f"lambda {function} version",
+                reason,
+                (Change("Version", in_service, "(next)"),),
+                (publish,),
+            )
+        )
+    if alias is None:
+        return actions
+    shown = "(the version published above)" if isinstance(version, dict) else version
+    if current is None:
+        call = Call(
+            "lambda",
+            "create_alias",
+            {"FunctionName": function, "Name": alias, "FunctionVersion": version},
+            tolerate=("ResourceConflictException",),
+            outputs={"alias_arn": "AliasArn"},
+        )
+        actions.append(
+            Action(
+                "lambda.create_alias",
+                "+",
+                f"alias {function}:{alias}",
+                "alias declared",
+                (Change("FunctionVersion", None, shown),),
+                (call,),
+            )
+        )
+    elif isinstance(version, dict) or current.get("FunctionVersion") != version:
+        call = Call(
+            "lambda",
+            "update_alias",
+            {"FunctionName": function, "Name": alias, "FunctionVersion": version},
+            outputs={"alias_arn": "AliasArn"},
+        )
+        actions.append(
+            Action(
+                "lambda.update_alias",
+                "~",
+                f"alias {function}:{alias}",
+                "alias moves to the new version",
+                (Change("FunctionVersion", current.get("FunctionVersion"), shown),),
+                (call,),
+                {"FunctionVersion": current.get("FunctionVersion")},
+            )
+        )
+    return actions
+
+
+def _tag_action(
+    function: str, arn: str | None, before: dict[str, str], wanted: dict[str, str]
+) -> Action | None:
+    """Tag drift: TagResource for what is missing or different, UntagResource for keys
+    the manifest does not name (the manifest owns the function's tags; AWS's own
+    'aws:' tags cannot be removed and are left alone)."""
+    put = {k: v for k, v in wanted.items() if before.get(k) != v}
+    drop = sorted(k for k in before if k not in wanted and not k.startswith("aws:"))
+    if not put and not drop:
+        return None
+    changes = [Change(f"Tags.{k}", before.get(k), v) for k, v in sorted(put.items())]
+    changes += [Change(f"Tags.{k}", before[k], None) for k in drop]
+    calls = []
+    if put:
+        calls.append(Call("lambda", "tag_resource", {"Resource": arn, "Tags": put}))
+    if drop:
+        calls.append(Call("lambda", "untag_resource", {"Resource": arn, "TagKeys": drop}))
+    return Action(
+        "lambda.tag_resource" if put else "lambda.untag_resource",
+        "~",
+        f"lambda {function} tags",
+        "tags drifted" if before else "tags missing",
+        tuple(changes),
+        tuple(calls),
+        {"Tags": before},
+    )
 
 
 def _env_param(env: Environment) -> dict[str, Any]:
@@ -346,9 +679,26 @@ def _shown_role(value: Any) -> Any:
     return value
 
 
-def _auto_role(function: str, role: dict[str, Any] | None) -> tuple[Any, list[Action]]:
+def _auto_role(
+    function: str, role: dict[str, Any] | None, tags: dict[str, str], vpc: bool = False
+) -> tuple[Any, list[Action]]:
     name = auto_role_name(function)
     policy = aws.logs_policy(function)
+    if vpc:  # what AWSLambdaVPCAccessExecutionRole grants: the function's network interfaces
+        policy["Statement"].append(
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                "Resource": "*",
+            }
+        )
     put_policy = Call(
         "iam",
         "put_role_policy",
@@ -366,7 +716,7 @@ def _auto_role(function: str, role: dict[str, Any] | None) -> tuple[Any, list[Ac
                 "RoleName": name,
                 "AssumeRolePolicyDocument": json.dumps(TRUST_POLICY, sort_keys=True),
                 "Description": f"Execution role for {function}, created by pmcp-build",
-                "Tags": [{"Key": "managed-by", "Value": "pmcp-build"}],
+                "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
             },
             outputs={"role_arn": "Role.Arn"},
         )
@@ -399,10 +749,17 @@ def _canonical(document: Any) -> str:
 
 
 def _url_actions(
-    function: str, auth: str | None, url: dict[str, Any] | None, permissions: dict[str, Any]
+    function: str,
+    auth: str | None,
+    url: dict[str, Any] | None,
+    permissions: dict[str, Any],
+    alias: str | None = None,
 ) -> list[Action]:
     actions: list[Action] = []
-    resource = f"function url {function}"
+    where: dict[str, Any] = {"FunctionName": function}
+    if alias:
+        where["Qualifier"] = alias
+    resource = f"function url {function}" + (f":{alias}" if alias else "")
     if auth is not None and url is None:
         actions.append(
             Action(
@@ -415,7 +772,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "create_function_url_config",
-                        {"FunctionName": function, "AuthType": auth},
+                        {**where, "AuthType": auth},
                         tolerate=("ResourceConflictException",),
                         outputs={"url": "FunctionUrl"},
                     ),
@@ -434,7 +791,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "update_function_url_config",
-                        {"FunctionName": function, "AuthType": auth},
+                        {**where, "AuthType": auth},
                     ),
                 ),
                 {"AuthType": url.get("AuthType")},
@@ -451,7 +808,7 @@ def _url_actions(
                     Call(
                         "lambda",
                         "delete_function_url_config",
-                        {"FunctionName": function},
+                        where,
                         tolerate=("ResourceNotFoundException",),
                     ),
                 ),
@@ -460,13 +817,13 @@ def _url_actions(
     elif auth is not None:
         actions.append(noop(resource, "up to date"))
 
-    grants = public_grants(function)
+    grants = public_grants(function, alias)
     for sid, params in grants.items():
         present = permissions.get(sid)
         if auth == "NONE" and (present is None or not _grant_matches(present, params)):
             calls = []
             if present is not None:  # changed by hand: replace it
-                calls.append(_remove(function, sid))
+                calls.append(_remove(function, sid, alias))
             calls.append(
                 Call("lambda", "add_permission", params, tolerate=("ResourceConflictException",))
             )
@@ -487,17 +844,18 @@ def _url_actions(
                     "-",
                     f"url permission {function}/{sid}",
                     "url is no longer public",
-                    calls=(_remove(function, sid),),
+                    calls=(_remove(function, sid, alias),),
                 )
             )
     return actions
 
 
-def _remove(function: str, sid: str) -> Call:
+def _remove(function: str, sid: str, alias: str | None = None) -> Call:
+    qualifier = {"Qualifier": alias} if alias else {}
     return Call(
         "lambda",
         "remove_permission",
-        {"FunctionName": function, "StatementId": sid},
+        {"FunctionName": function, "StatementId": sid, **qualifier},
         tolerate=("ResourceNotFoundException",),
     )
 
@@ -534,23 +892,43 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         url_auth=t.url.auth if t.url else None,
         server=given.server,
         state=state,
+        tags=managed_tags(given.server, pkg.sha256, t.tags),
+        user_tags=t.tags,
+        publish=t.publishes,
+        alias=t.alias,
+        snapstart=t.snapstart,
+        layers=t.layers,
+        vpc=None
+        if t.vpc is None
+        else {"SubnetIds": list(t.vpc.subnets), "SecurityGroupIds": list(t.vpc.security_groups)},
+        ephemeral_storage=t.ephemeral_storage,
+        concurrency=t.reserved_concurrency,
     )
     if not refresh:
-        actions = [
-            Action(a.op, a.symbol, a.resource, "remote state not read", a.changes, a.calls)
-            for a in actions
-        ]
+        actions = unread(actions)
     warnings = []
     if t.url is not None and t.url.auth == "NONE":
         warnings.append(
             f"lambda {t.function}: url auth is NONE: the MCP endpoint is public, anyone "
             "who has the URL can call its tools"
         )
+    if t.snapstart and t.alias is None:
+        warnings.append(
+            f"lambda {t.function}: snapstart applies to published versions only; invoking "
+            "the function unqualified runs $LATEST without it: invoke the version in the "
+            'outputs, or set alias = "live" and invoke the alias'
+        )
     fn = state.get("function") or {}
+    published = state.get("published") or {}
+    arn = fn.get("FunctionArn")
     outputs = {
-        "function_arn": fn.get("FunctionArn"),
-        "version": "$LATEST",
-        "url": (state.get("url") or {}).get("FunctionUrl"),
+        "function_arn": arn,
+        "version": published.get("Version") if t.publishes else "$LATEST",
+        "alias": t.alias,
+        # what platforms invoke when there is an alias (the URL is served through it too)
+        "alias_arn": f"{arn}:{t.alias}" if arn and t.alias else None,
+        # a URL the manifest no longer declares is deleted by this plan: not an output
+        "url": (state.get("url") or {}).get("FunctionUrl") if t.url else None,
     }
     return TargetPlan(
         name=given.name,
@@ -629,4 +1007,67 @@ def destroy(given: TargetInput) -> TargetPlan:
         actions=tuple(actions),
         connection=aws.connection(t),
         observed=observed(state),
+    )
+
+
+# -- rollback ----------------------------------------------------------------------------------
+
+
+def rollback_action(function: str, alias: str, current: str, versions: list[str]) -> Action:
+    """Pure: move the alias to the newest published version older than its current one."""
+    older = [
+        int(v) for v in versions if v.isdigit() and current.isdigit() and int(v) < int(current)
+    ]
+    if not older:
+        raise UserError(
+            f"alias {function}:{alias} is at version {current} and there is no earlier "
+            "published version to roll back to"
+        )
+    previous = str(max(older))
+    return Action(
+        "lambda.update_alias",
+        "~",
+        f"alias {function}:{alias}",
+        f"rollback from version {current}",
+        (Change("FunctionVersion", current, previous),),
+        (
+            Call(
+                "lambda",
+                "update_alias",
+                {"FunctionName": function, "Name": alias, "FunctionVersion": previous},
+                outputs={"alias_arn": "AliasArn"},
+            ),
+        ),
+        {"FunctionVersion": current},
+    )
+
+
+def rollback(given: TargetInput) -> TargetPlan:
+    t = given.target
+    if not t.alias:
+        raise UserError(
+            f'target {given.name!r}: rollback moves an alias; set alias = "live" in '
+            f"[targets.{given.name}] and apply first"
+        )
+    c = aws.clients(aws.connection(t))
+    try:
+        found = aws.absent_as_none(
+            lambda: c.lam.get_alias(FunctionName=t.function, Name=t.alias),
+            "ResourceNotFoundException",
+        )
+        if found is None:
+            raise UserError(
+                f"target {given.name!r}: alias {t.function}:{t.alias} does not exist yet; "
+                "apply first"
+            )
+        versions = list_versions(c.lam, t.function)
+    except aws.READ_ERRORS as exc:
+        raise aws.user_error(exc, f"reading versions of lambda {t.function}") from exc
+    action = rollback_action(t.function, t.alias, found["FunctionVersion"], versions)
+    return TargetPlan(
+        name=given.name,
+        kind="lambda",
+        actions=(action,),
+        connection=aws.connection(t),
+        outputs={"alias": t.alias, "version": action.changes[0].after},
     )

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop
+from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
 
 
@@ -58,6 +58,8 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         "architecture": pkg.architecture,
     }
     actions = diff(path=str(path), sha256=pkg.sha256, state=state, record=record)
+    if not refresh:
+        actions = unread(actions)
     return TargetPlan(
         name=given.name,
         kind="local",

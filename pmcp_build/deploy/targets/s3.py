@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from pmcp_build.deploy import aws
-from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop
+from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop, unread
 from pmcp_build.deploy.targets import TargetInput
 
 
@@ -60,10 +60,7 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         state=state,
     )
     if not refresh:
-        actions = [
-            Action(a.op, a.symbol, a.resource, "remote state not read", a.changes, a.calls)
-            for a in actions
-        ]
+        actions = unread(actions)
     return TargetPlan(
         name=given.name,
         kind="s3",
