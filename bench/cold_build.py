@@ -5,16 +5,16 @@
 Both sides start from nothing: an empty uv cache (UV_CACHE_DIR in a fresh folder) and,
 for pmcp-build, an empty build cache and no earlier build of the project. The bare
 install is the exact uv command pmcp-build runs (same target platform, python version,
---only-binary, --link-mode hardlink (uv's default here), the boot runtime's requirements
-plus the example's),
+--only-binary, --link-mode hardlink, and since metorial.lock the same `--require-hashes
+--no-deps -r` of the example's committed lock: boot runtime and example, no resolution),
 so the ratio is what pmcp-build adds on top of installing: interpreter start, manifest,
-scrubbing, hashing, deflating 29 MB, writing the zip and the packs, and (since issue 15)
-the build-time load check, which imports the server in a fresh isolated interpreter;
-the same build with PMCP_BUILD_LOAD_CHECK=0 is measured beside it.
+scrubbing, hashing, deflating 29 MB, writing the zip and the packs.
 
 By default uv reads wheels from .wheelhouse/ (python tests/wheelhouse.py), offline, so
 the network does not decide the ratio; --registry uses the package index instead.
-Runs alternate; medians and the per-run ratio's median are printed.
+pmcp-build runs twice per run: with the build-time load check as it ships (the server
+loaded once in a fresh interpreter) and with PMCP_BUILD_LOAD_CHECK=0. The three commands'
+order rotates from run to run; medians and the per-run ratios' medians are printed.
 """
 
 from __future__ import annotations
@@ -38,55 +38,58 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--registry", action="store_true")
     args = parser.parse_args()
-    from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, _uv, platform_tag
+    from pmcp_build.layout.python_deps import _uv, platform_tag
+    from pmcp_build.layout.python_lock import install_text, read_lock
 
     base = dict(os.environ, CI="1")
     if not args.registry:
         base |= {"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(ROOT / ".wheelhouse")}
-    ours, bare, ratios = [], [], []
-    nocheck, nocheck_ratios = [], []
+    sides = ("with load check", "PMCP_BUILD_LOAD_CHECK=0", "bare")
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    ratios: dict[str, list[float]] = {side: [] for side in sides[:2]}
     # As a pip install leaves it: bytecode for pmcp_build present. (This environment sets
     # PYTHONDONTWRITEBYTECODE=1 and an editable install compiles nothing, so without this
     # every run would compile every pmcp_build module; see the start-up figure.)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pmcp_build")], check=True)
-    print(f"before: {load()}")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"commit {commit}; before: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
+        lock = read_lock(EXAMPLE / "metorial.lock")
+        assert lock is not None, "examples/python-server/metorial.lock is committed"
+        locked = Path(tmp) / "locked.txt"
+        locked.write_text(install_text(lock))
         for i in range(args.runs):
-            project = Path(tmp) / f"p{i}"
-            shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".pmcp"))
-            env = dict(base, UV_CACHE_DIR=f"{tmp}/uv-a{i}", PMCP_BUILD_CACHE_DIR=f"{tmp}/c{i}")
-            build = [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"]
+            commands = {}
+            for j, side in enumerate(sides[:2]):
+                project = Path(tmp) / f"p{i}-{j}"
+                shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".pmcp"))
+                env = dict(
+                    base, UV_CACHE_DIR=f"{tmp}/uv-{i}-{j}", PMCP_BUILD_CACHE_DIR=f"{tmp}/c{i}-{j}"
+                )
+                if j:
+                    env["PMCP_BUILD_LOAD_CHECK"] = "0"
+                build = [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"]
+                commands[side] = (build, env)
             cmd = [
                 _uv(), "pip", "install", "--target", f"{tmp}/t{i}", "--python", sys.executable,
                 "--python-platform", platform_tag("3.11", "x86_64"), "--python-version", "3.11",
                 "--only-binary", ":all:", "--link-mode", "hardlink", "--no-config",
-                "-r", str(BOOT_REQUIREMENTS), "-r", str(project / "requirements.txt"), "--quiet",
+                "--require-hashes", "--no-deps", "-r", str(locked), "--quiet",
             ]  # fmt: skip
-            bare_env = dict(base, UV_CACHE_DIR=f"{tmp}/uv-b{i}")
-            if i % 2:  # alternate which goes first
-                b, a = run(cmd, bare_env), run(build, env)
-            else:
-                a, b = run(build, env), run(cmd, bare_env)
-            ours.append(a)
-            bare.append(b)
-            ratios.append(a / b)
-            second = Path(tmp) / f"q{i}"
-            shutil.copytree(EXAMPLE, second, ignore=shutil.ignore_patterns(".pmcp"))
-            env2 = dict(
-                base,
-                UV_CACHE_DIR=f"{tmp}/uv-c{i}",
-                PMCP_BUILD_CACHE_DIR=f"{tmp}/d{i}",
-                PMCP_BUILD_LOAD_CHECK="0",
-            )
-            c = run([*build[:4], str(second), *build[5:]], env2)
-            nocheck.append(c)
-            nocheck_ratios.append(c / b)
-    print(f"{'cold build of examples/python-server':<44} {'median s':>9}")
-    print(f"{'pmcp-build build (empty caches)':<44} {median(ours):>9.2f}")
-    print(f"{'bare uv pip install, same requirements':<44} {median(bare):>9.2f}")
-    print(f"{'pmcp-build build, PMCP_BUILD_LOAD_CHECK=0':<44} {median(nocheck):>9.2f}")
-    print(f"ratio (per run, median): {median(ratios):.2f}x (goal <= 1.5x)")
-    print(f"ratio without the load check: {median(nocheck_ratios):.2f}x")
+            commands["bare"] = (cmd, dict(base, UV_CACHE_DIR=f"{tmp}/uv-b{i}"))
+            order = sides[i % 3 :] + sides[: i % 3]  # rotate which goes first
+            for side in order:
+                times[side].append(run(*commands[side]))
+            for side in sides[:2]:
+                ratios[side].append(times[side][-1] / times["bare"][-1])
+    print(f"{'cold build of examples/python-server':<52} {'median s':>9} {'ratio':>7}")
+    for side in sides[:2]:
+        label = f"pmcp-build build, {side}"
+        print(f"{label:<52} {median(times[side]):>9.2f} {median(ratios[side]):>6.2f}x")
+    print(f"{'bare uv pip install, same requirements':<52} {median(times['bare']):>9.2f}")
+    print("ratios: per run, median (goal <= 1.5x)")
     print(f"after: {load()}")
 
 

@@ -9,7 +9,8 @@ zip's member index in PROJECT/.pmcp/dist) and does only what cannot be skipped: 
 source, hash every file, copy unchanged members out of the two packs, deflate what
 changed, write and hash the zip. No manifest validation, no CLI, no layout checks, no
 cache bookkeeping, no output but the sha256. It knows the example's shape (python
-runtime, requirements.txt, file assets only, the default excludes) rather than reading the
+runtime, requirements.txt with its metorial.lock, file assets only, the default
+excludes) rather than reading the
 manifest; bench/floors.py checks its zip is byte-identical to the tool's.
 
 Used by bench/floors.py for the one-file rebuild, the warm no-change build and the
@@ -55,7 +56,7 @@ def walk(root: str) -> list[tuple[str, str]]:
         for name in filenames:
             if name.endswith((".pyc", ".pyo")) or name == ".DS_Store":
                 continue
-            if prefix + name in ("metorial.toml", "metorial.lock"):  # never packaged
+            if prefix + name in ("metorial.toml", "metorial.lock"):  # inputs, never packaged
                 continue
             files.append((prefix + name, os.path.join(dirpath, name)))
     return files
@@ -79,22 +80,13 @@ def dependency_set(cache: str) -> str:
     return os.path.join(cache, next(i for i in items if i.startswith("deps/")))
 
 
-def handler(cache: str, name: str, entrypoint: str) -> bytes:
-    template_path = os.path.join(ROOT, "pmcp_build", "layout", "templates", "index.py.j2")
-    with open(template_path, "rb") as fh:
-        template = fh.read()
-    with open(os.path.join(ROOT, "pmcp_build", "__init__.py")) as fh:
-        version = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)  # type: ignore[union-attr]
-    modules = sorted(n[:-3] for n in os.listdir(BOOT) if n.endswith(".py") and n != "__init__.py")
-    variables = {
-        "server_name": name,
-        "entrypoint": entrypoint,
-        "boot_modules": modules,
-        "version": version,
-        "command": None,  # a stdio command server renders another handler
-    }
-    key = hashlib.sha256(template + json.dumps(variables, sort_keys=True).encode()).hexdigest()
-    with open(os.path.join(cache, "index", f"{key}.py"), "rb") as fh:
+def handler(cache: str) -> bytes:
+    """The rendered handler (index.py), as the last build recorded using it: like the
+    dependency set, a cached input whose key (template, server kind, entrypoint, boot
+    modules, version) a floor need not recompute."""
+    with open(os.path.join(cache, "uses", "last-build.json")) as fh:
+        items = json.load(fh)["items"]
+    with open(os.path.join(cache, next(i for i in items if i.startswith("index/"))), "rb") as fh:
         return fh.read()
 
 
@@ -135,8 +127,7 @@ def main() -> None:
     ]
     for src, to in re.findall(r'from = "([^"]+)"\s*\nto = "([^"]+)"', toml):  # file assets
         entries.append(entry(to, os.path.join(project, src)))
-    found = re.search(r'entrypoint = "([^"]+)"', toml)
-    text = handler(cache, name, found.group(1) if found else "server.py")
+    text = handler(cache)
     entries.append(("index.py", 0o644, len(text), hashlib.sha256(text).hexdigest(), ""))
     deps = dependency_set(cache)
     with open(os.path.join(deps, "entries.json")) as fh:

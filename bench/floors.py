@@ -6,6 +6,9 @@ The floor (bench/floor_build.py) writes the byte-identical zip from the same cac
 inputs with the standard library and the pinned deflate only; every run checks that its
 sha256 equals the tool's. Floor and tool alternate, each from the same state (the floor
 first: it leaves no state behind), and the ratio is taken per run; medians are printed.
+Every scenario runs the tool twice per run, alternating: with the build-time load check
+as it ships (package/load_check.py: the server is loaded once per new package sha256)
+and with PMCP_BUILD_LOAD_CHECK=0; the floor never loads the server.
 
 Scenarios:
   example, one-file rebuild    examples/python-server, server.py edited
@@ -73,18 +76,36 @@ def settle(project: Path, env: dict[str, str]) -> None:
     tool(project, env)
 
 
+VARIANTS = {"load check as shipped": {}, "PMCP_BUILD_LOAD_CHECK=0": {"PMCP_BUILD_LOAD_CHECK": "0"}}
+
+
 def scenario(label, runs, prepare, project, cache, env, results):  # type: ignore[no-untyped-def]
-    ours, floors, ratios = [], [], []
-    for i in range(runs):
-        prepare(i)
-        tf, floor_sha = timed(floor, project, cache, project.parent / "floor.zip", env)
-        to, our_sha = timed(tool, project, env)
-        if floor_sha != our_sha:
-            raise SystemExit(f"{label}: floor zip {floor_sha} != tool zip {our_sha}")
-        ours.append(to)
-        floors.append(tf)
-        ratios.append(to / tf)
-    results.append((label, median(ours), median(floors), median(ratios)))
+    """Both variants in every run, alternating, each after its own `prepare` and with
+    its own floor run: the floor writes the same zip and never loads the server."""
+    ours: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    floors: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    ratios: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    step = 0
+    for _ in range(runs):
+        for variant, extra in VARIANTS.items():
+            prepare(step)
+            step += 1
+            tf, floor_sha = timed(floor, project, cache, project.parent / "floor.zip", env)
+            to, our_sha = timed(tool, project, {**env, **extra})
+            if floor_sha != our_sha:
+                raise SystemExit(f"{label}: floor zip {floor_sha} != tool zip {our_sha}")
+            ours[variant].append(to)
+            floors[variant].append(tf)
+            ratios[variant].append(to / tf)
+    for variant in VARIANTS:
+        results.append(
+            (
+                f"{label}, {variant}",
+                median(ours[variant]),
+                median(floors[variant]),
+                median(ratios[variant]),
+            )
+        )
 
 
 def main() -> None:
@@ -96,7 +117,10 @@ def main() -> None:
     # PYTHONDONTWRITEBYTECODE=1 and an editable install compiles nothing, so without this
     # every run would compile every pmcp_build module; see the start-up figure.)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pmcp_build")], check=True)
-    print(f"before: {load()}")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"commit {commit}; before: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         env = {
@@ -105,10 +129,6 @@ def main() -> None:
             "CI": "1",
             "UV_NO_INDEX": "1",
             "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
-            # The floor writes the zip and nothing else; the build-time load check (which
-            # imports the server in a fresh interpreter, ~1 s here) is measured apart by
-            # cold_build.py, so it is off on both sides of these ratios.
-            "PMCP_BUILD_LOAD_CHECK": "0",
         }
         example = Path(tmp) / "example"
         shutil.copytree(
@@ -123,6 +143,7 @@ def main() -> None:
             server.write_text(original + f"\n# edit {i}\n")
 
         scenario("example, one-file rebuild", runs, edit, example, cache, env, results)
+        tool(example, env)  # load-checked once, as the last rebuild's would have been
         scenario("example, warm no-change", runs, lambda i: None, example, cache, env, results)
 
         big = Path(tmp) / "tenk"
@@ -155,9 +176,9 @@ def main() -> None:
             no_pyc = {**env, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(empty)}
             without.append(run(version, no_pyc))
 
-    print(f"{'scenario':<30} {'tool s':>8} {'floor s':>8} {'ratio':>7}")
+    print(f"{'scenario':<64} {'tool s':>8} {'floor s':>8} {'ratio':>7}")
     for label, ours, base, ratio in results:
-        print(f"{label:<30} {ours:>8.3f} {base:>8.3f} {ratio:>6.2f}x")
+        print(f"{label:<64} {ours:>8.3f} {base:>8.3f} {ratio:>6.2f}x")
     print(
         f"start-up (pmcp-build --version): {median(with_pyc):.3f} s with bytecode, "
         f"{median(without):.3f} s with PYTHONDONTWRITEBYTECODE=1 and none to read "

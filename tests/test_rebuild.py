@@ -172,13 +172,14 @@ def test_the_load_checks_task_root_is_the_zips_contents(cli, project: Path, tmp_
     build and on the fast path alike (a missed or altered entry fails here)."""
     import zipfile
 
-    from pmcp_build.local.runner import lay_out
+    from pmcp_build.local.runner import task_root_from_layout
     from pmcp_build.manifest.load import load_manifest
     from pmcp_build.package.build import build
 
     def same_as_zip(package: Any) -> None:
         root = tmp_path / f"root-{package.sha256[:8]}"
-        lay_out(package.layout, root)
+        root.mkdir()
+        assert task_root_from_layout(package.layout, root) is not None
         laid = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
         with zipfile.ZipFile(package.path) as zf:
             zipped = {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}

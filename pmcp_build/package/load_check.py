@@ -6,15 +6,30 @@ interpreter on the task root, as Lambda imports it) and asks it to `discover`; i
 is skipped with a note when this machine cannot run the package (another
 architecture, no python3.X here). A package that loaded once is not loaded again:
 the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
+
+What it loads is exactly the zip's files and modes, laid out from the Layout rather
+than extracted from the zip just written (runner.task_root_from_layout: copied, never
+hard-linked, so a server writing to its root cannot reach the cache). The task root
+sits at a fixed path inside the dependency set's cache folder and is kept between
+checks, so the next check writes only the files that changed (and removes whatever else
+is there), and the worker keeps bytecode for it outside the root (`-X pycache_prefix`,
+which `-I` does not ignore): a rebuild with the same dependency set imports the SDK
+from bytecode instead of compiling it. The prefix's bytecode for every file written
+anew is removed before each load, so an edit within the same second and of the same
+size cannot load stale code. `serve` and `invoke` never use the prefix: they run what
+Lambda runs, bytecode only where the zip has it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from pmcp_build.errors import UserError
 from pmcp_build.package.cache import cache_dir
@@ -22,6 +37,7 @@ from pmcp_build.package.write import Package
 
 FORMAT = "load-v1"
 TRACEBACK_LINES = 8
+SLOTS = 4  # task roots per dependency set: builds running side by side each take one
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,7 @@ def check(package: Package) -> LoadReport | None:
             return LoadReport(**{**data["report"], "notes": tuple(data["report"]["notes"])})
     # Imported only now: a cached or skipped check keeps the rebuild fast path light.
     from pmcp_build.layout.python import find_python
-    from pmcp_build.local.runner import host_architecture, open_invoker
+    from pmcp_build.local.runner import host_architecture
 
     if layout.architecture != host_architecture():
         return LoadReport(
@@ -90,11 +106,10 @@ def check(package: Package) -> LoadReport | None:
             notes=(f"built for {layout.architecture}, this machine is {host_architecture()}",),
         )
     version = layout.runtime.removeprefix("python")
-    if find_python(version) is None:
+    python = find_python(version)
+    if python is None:
         return LoadReport("skipped", notes=(f"no python{version} on this machine",))
-    # The task root comes from the layout the zip was written from (entries are the zip's
-    # files, byte for byte), not by inflating the zip again: the check's largest cost.
-    invoker = open_invoker(package.path, layout, log=subprocess.DEVNULL, from_layout=True)
+    invoker = _start_worker(package, python)
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
@@ -127,3 +142,116 @@ def check(package: Package) -> LoadReport | None:
     tmp.write_text(json.dumps({"format": FORMAT, "report": report.to_json()}))
     os.replace(tmp, cached)
     return report
+
+
+def _deps_folder(package: Package) -> Path | None:
+    """The dependency set's cache folder (deps/<key>/, holding site/): the entries'
+    sources are `site/<path>` in it (layout/python.py dependency_entries)."""
+    for entry in package.layout.entries:
+        if entry.origin == "dependency" and entry.src is not None:
+            site = entry.src.parents[len(Path(entry.path).parts) - 1]
+            return site.parent if site.name == "site" else None
+    return None
+
+
+def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
+    """A task root at a fixed path (so bytecode kept under the prefix matches it, and
+    the next check rewrites only what changed), one of SLOTS per dependency set, held
+    with a lock while the worker runs; a temporary root, without a prefix, when all
+    are taken or locks are not available here."""
+    folder = _deps_folder(package)
+    if folder is not None:
+        try:
+            import fcntl
+        except ImportError:  # not on this platform: a temporary root still checks
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            (folder / "check").mkdir(exist_ok=True)
+            for slot in range(SLOTS):
+                held = open(folder / "check" / f"{slot}.lock", "ab")  # noqa: SIM115
+                try:
+                    fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    held.close()
+                    continue
+                root = folder / "check" / str(slot)
+                root.mkdir(exist_ok=True)
+                return root, held, folder / "pycache"
+    return Path(tempfile.mkdtemp(prefix="pmcp-task-")), None, None
+
+
+def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
+    """Remove the prefix's bytecode for the .py files just written: a .pyc is checked
+    by mtime (whole seconds) and size only, so an edit of the same size within the same
+    second would otherwise load the old code. Files kept from the last check are the
+    same files (same inode, mtime and ctime), so their bytecode stays valid: with the
+    same dependency set, only what changed compiles."""
+    base = prefix / root.relative_to(root.anchor)
+    for rel in written:
+        if rel.endswith(".py"):
+            path = base / rel
+            folder = path.parent
+            if folder.is_dir():
+                stem = path.name[:-3] + "."
+                for name in os.listdir(folder):
+                    if name.startswith(stem) and name.endswith(".pyc"):
+                        (folder / name).unlink(missing_ok=True)
+
+
+def _start_worker(package: Package, python: str) -> _Worker:
+    """The worker `serve` uses, on a task root holding exactly the zip's files."""
+    from pmcp_build.local.runner import PythonInvoker, extract, task_root_from_layout
+
+    layout = package.layout
+    root, held, prefix = _claim_root(package)
+    record = root.with_suffix(".json")
+    try:
+        before = None
+        if held is not None and record.exists():
+            before = json.loads(record.read_text())
+            record.unlink()  # written again once the root is whole
+        done = task_root_from_layout(layout, root, before)
+        if done is None:
+            # A source changed after it was hashed: load what the zip holds.
+            shutil.rmtree(root)
+            root.mkdir()
+            extract(package.path, root)
+            prefix = None  # fresh mtimes everywhere: nothing to reuse or to keep
+        elif held is not None and prefix is not None:
+            _forget_bytecode(prefix, root, done[1])
+            tmp = record.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(done[0]))
+            os.replace(tmp, record)
+        invoker = PythonInvoker(
+            root,
+            layout.handler.split(".")[0],
+            python,
+            subprocess.DEVNULL,
+            python_options=("-X", f"pycache_prefix={prefix}") if prefix is not None else (),
+            keep_root=held is not None and prefix is not None,
+        )
+    except BaseException:
+        record.unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        if held is not None:
+            held.close()
+        raise
+    return _Worker(invoker, held)
+
+
+class _Worker:
+    """The worker and the slot it holds: closing stops it, removes its root, frees the slot."""
+
+    def __init__(self, invoker: Any, held: IO[bytes] | None) -> None:
+        self.invoker, self.held = invoker, held
+        self.server_info = invoker.server_info
+
+    def invoke(self, event: Any, timeout: float | None = None) -> Any:
+        return self.invoker.invoke(event, timeout)
+
+    def close(self) -> None:
+        try:
+            self.invoker.close()
+        finally:
+            if self.held is not None:
+                self.held.close()
