@@ -5,13 +5,25 @@ older, 2.34 on AL2023 for python3.12+ and provided.al2023). Each test failed bef
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from pmcp_build.layout.elf import lambda_glibc, read_elf
 
-from .helpers import HOST_ARCH, HOST_EM, OTHER_EM, binary_project
+from .conftest import WHEELHOUSE
+from .helpers import (
+    HOST_ARCH,
+    HOST_EM,
+    HOST_PY,
+    OTHER_EM,
+    binary_project,
+    make_wheel,
+    python_project,
+)
 
 OTHER_ARCH = "x86_64" if HOST_ARCH == "arm64" else "arm64"
 
@@ -119,3 +131,48 @@ def test_a_bootstrap_needing_a_newer_glibc_fails_build_and_inspect(cli, tmp_path
     assert "GLIBC_2.38" in result.stdout + result.stderr
     ok = binary_project(tmp_path / "ok", elf_needing(HOST_EM, "GLIBC_2.34"))
     assert cli("-C", str(ok), "build").exit_code == 0
+
+
+def test_invoke_without_the_target_python_says_how_to_get_it(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pyenv shim for an inactive python3.X exits 127; before, `invoke` ran it and
+    ended in "the handler process exited (code 127)". The package is really built for
+    the other python (its native wheels are stand-ins: they are never imported)."""
+    from pmcp_build.layout.python import find_python
+
+    other = "3.13" if HOST_PY != "3.13" else "3.12"
+    host_tag, other_tag = "cp" + HOST_PY.replace(".", ""), "cp" + other.replace(".", "")
+    wheels = tmp_path / "wheels"
+    for wheel in sorted(WHEELHOUSE.glob(f"*-{host_tag}-{host_tag}-*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        make_wheel(wheels, name, version, tag=f"{other_tag}-{other_tag}-manylinux2014_x86_64")
+    monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # no registry metadata
+    monkeypatch.setenv("PMCP_BUILD_CACHE_DIR", str(tmp_path / "cache"))  # stand-ins stay here
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / f"python{other}"
+    shim.write_text(f"#!/bin/sh\necho 'pyenv: python{other}: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "no-uv-pythons"))
+    project = python_project(tmp_path / "p", python=other, arch="x86_64")
+    event = tmp_path / "event.json"
+    event.write_text('{"action": "discover"}')
+    find_python.cache_clear()
+    try:
+        result = cli("-C", str(project), "invoke", "-e", str(event))
+    finally:
+        find_python.cache_clear()
+    if HOST_ARCH != "x86_64":
+        assert "built for x86_64" in result.stderr
+        return
+    assert result.exit_code == 1, result.output
+    if "needs python" in result.stderr:  # else a real python3.X elsewhere ran it
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: running a python{other} package needs python{other}: "
+            f"`uv python install {other}`"
+        )
+    assert "code 127" not in result.output

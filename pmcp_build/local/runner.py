@@ -243,8 +243,8 @@ def open_invoker(
         python = find_python(version)
         if python is None:
             raise UserError(
-                f"running a {layout.runtime} package needs python{version} on this machine "
-                f"(uv python install {version}), as native wheels are built for it"
+                f"running a {layout.runtime} package needs python{version}: "
+                f"`uv python install {version}`"
             )
         return PythonInvoker(root, layout.handler.split(".")[0], python, log, settings)
     except BaseException:
