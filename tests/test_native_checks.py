@@ -176,3 +176,15 @@ def test_invoke_without_the_target_python_says_how_to_get_it(
             f"`uv python install {other}`"
         )
     assert "code 127" not in result.output
+
+
+def test_wrong_architecture_is_one_line_per_file_then_counted(cli, tmp_path: Path) -> None:
+    natives = {f"m{i}/_m.cpython-311-x-linux-gnu.so": elf_needing(OTHER_EM) for i in range(7)}
+    result = cli(
+        "inspect", str(_python_zip(tmp_path / "p.zip", natives)), "--architecture", HOST_ARCH
+    )
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if "built for" in ln]
+    assert len(lines) == 6, result.stderr
+    assert lines[0].startswith(f"error: m0/_m.cpython-311-x-linux-gnu.so is built for {OTHER_ARCH}")
+    assert lines[-1] == "error: and 2 more built for another architecture"

@@ -161,18 +161,20 @@ def _native_findings(entries: list[Entry], architecture: str | None) -> list[Fin
     wrong = sorted(p for arch, paths in by_arch.items() if arch != expected for p in paths)
     if wrong:
         arch_of = {p: arch for arch, paths in by_arch.items() for p in paths}
-        lines = [f"{p} is built for {arch_of[p]}" for p in wrong[:_SHOWN]]
-        more = f" (and {len(wrong) - _SHOWN} more)" if len(wrong) > _SHOWN else ""
-        findings.append(
-            Finding(
-                "error",
-                f"native code for the wrong architecture (the package is {expected}): "
-                + "; ".join(lines)
-                + more
-                + ". Reinstall the dependencies for the Lambda architecture "
-                "(pmcp-build builds do: uv --python-platform)",
+        # One line per file (grep-able, as the glibc ones), the rest counted.
+        for p in wrong[:_SHOWN]:
+            findings.append(
+                Finding(
+                    "error",
+                    f"{p} is built for {arch_of[p]}, the package is {expected}: Lambda "
+                    "cannot load it; reinstall the dependencies for the Lambda architecture "
+                    "(pmcp-build builds do: uv --python-platform)",
+                )
             )
-        )
+        if len(wrong) > _SHOWN:
+            findings.append(
+                Finding("error", f"and {len(wrong) - _SHOWN} more built for another architecture")
+            )
     if len(minors) > 1:
         versions = ", ".join(f"3.{m}" for m in sorted(minors))
         findings.append(
