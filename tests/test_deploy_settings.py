@@ -199,16 +199,16 @@ def snapstart_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         return project
     from pmcp_build.cli import deploy_cmds
 
-    real = deploy_cmds.build_quietly
+    real = deploy_cmds.build_and_check
 
     def build(loaded: Any, json_mode: bool) -> Any:
         runtime = loaded.manifest.runtime.model_copy(update={"python": HOST_PY})
         manifest = loaded.manifest.model_copy(update={"runtime": runtime})
-        package = real(dataclasses.replace(loaded, manifest=manifest), json_mode)
-        package.layout = dataclasses.replace(package.layout, runtime=f"python{SNAP_PY}")
-        return package
+        package, report = real(dataclasses.replace(loaded, manifest=manifest), json_mode)
+        package.layout = package.layout.replace(runtime=f"python{SNAP_PY}")
+        return package, report
 
-    monkeypatch.setattr(deploy_cmds, "build_quietly", build)
+    monkeypatch.setattr(deploy_cmds, "build_and_check", build)
     return project
 
 

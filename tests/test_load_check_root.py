@@ -119,6 +119,21 @@ def test_a_source_edited_after_hashing_is_not_laid_out(example: Path, tmp_path: 
     assert task_root_from_layout(package.layout, root) is None  # the check extracts the zip
 
 
+def test_the_check_of_a_source_edited_after_hashing_loads_the_zip(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check starts before the zip exists (it runs beside the writing); when the
+    layout can no longer be laid out, it waits for the zip and loads what that holds:
+    here the server as hashed, not the broken edit on disk."""
+    from pmcp_build.package import load_check
+
+    monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
+    package = build(load_manifest(example / "metorial.toml"))
+    (example / "server.py").write_text("raise SystemExit('edited after hashing')\n")
+    report = load_check.check(package)
+    assert report is not None and report.status == "ok" and report.tools > 0
+
+
 def _build_json(cli: Any, example: Path) -> dict[str, Any]:
     result = cli("-C", str(example), "build", "--json", env={"PMCP_BUILD_LOAD_CHECK": "1"})
     assert result.exit_code == 0, result.output

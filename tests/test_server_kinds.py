@@ -240,6 +240,21 @@ def test_a_module_without_a_server_fails_build_and_invoke(cli, tmp_path: Path) -
     assert reply["success"] is False
 
 
+def test_apply_never_deploys_a_server_that_cannot_load(cli, project: Path) -> None:
+    """apply loads the server as plan does (before: only plan did, and `apply
+    --auto-approve` shipped a package that could not start): exit 1, nothing remote."""
+    import boto3
+
+    from .conftest import BUCKET
+
+    (project / "server.py").write_text(NO_SERVER)
+    applied = cli("-C", str(project), "apply", "-t", "prod", "--auto-approve")
+    assert applied.exit_code == 1, applied.output
+    assert "failed to load" in applied.stderr and "defines no MCP server" in applied.stderr
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=BUCKET)
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+
+
 def test_argparse_at_import_sees_lambdas_argv(cli, tmp_path: Path) -> None:
     project = _project(tmp_path, ARGPARSE_AT_IMPORT)
     tools = _invoke(cli, project, {"action": "discover"})["discovery"]["tools"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from pmcp_build.manifest.load import LoadedManifest
     from pmcp_build.package.build import Package
+    from pmcp_build.package.load_check import LoadReport
 
 app = typer.Typer(
     name="pmcp-build",
@@ -206,20 +208,43 @@ def quiet(json_mode: bool) -> bool:
     return json_mode or not err.is_terminal or bool(os.environ.get("CI"))
 
 
+def _progress(json_mode: bool, text: str) -> AbstractContextManager[Any]:
+    return nullcontext() if quiet(json_mode) else err.status(text)
+
+
 def build_quietly(loaded: LoadedManifest, json_mode: bool) -> Package:
     """Build, with a spinner for a person at a terminal (dependency installs take time)."""
     from pmcp_build.package.build import build as build_package
 
-    if quiet(json_mode):
+    with _progress(json_mode, BUILDING):
         package = build_package(loaded, quiet=True)
-    else:
-        with err.status("building package (dependencies are cached after the first run)…"):
-            package = build_package(loaded, quiet=True)
+    _say_lock(package)
+    return package
+
+
+def build_and_check(loaded: LoadedManifest, json_mode: bool) -> tuple[Package, LoadReport | None]:
+    """Build and load the server (package/load_check.py): the check starts once the
+    layout is known and runs while the zip is being written."""
+    from pmcp_build.package import load_check
+    from pmcp_build.package.build import package_layout, resolve_layout
+
+    with _progress(json_mode, BUILDING):
+        layout = resolve_layout(loaded, quiet=True)
+        pending = load_check.begin(layout)
+        package = package_layout(loaded, layout)
+    _say_lock(package)
+    with _progress(json_mode, "loading the server to check it…"):
+        return package, pending.result(package)
+
+
+BUILDING = "building package (dependencies are cached after the first run)…"
+
+
+def _say_lock(package: Package) -> None:
     if package.layout.lock_changed:
         # A build that wrote, updated or could not keep the lock says so; `plan` lists
         # the versions that moved.
         err.print(package.layout.lock_lines[0], markup=False)
-    return package
 
 
 def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str]:

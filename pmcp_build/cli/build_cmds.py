@@ -17,19 +17,17 @@ from pmcp_build.cli.app import (
     Sha256Option,
     SourceUrlOption,
     app,
-    build_quietly,
+    build_and_check,
     check_targets,
     err,
     guard,
     load,
     out,
-    quiet,
 )
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from pmcp_build.package.build import Package
     from pmcp_build.package.load_check import LoadReport
 
 
@@ -52,8 +50,7 @@ def build(
     loaded = load(file, source_url, sha256, None, python, architecture)
     if target:
         check_targets(loaded, [target])
-    package = build_quietly(loaded, json_out)
-    report = load_check(package, json_out)
+    package, report = build_and_check(loaded, json_out)
     if json_out:
         sys.stdout.write(build_json(package, report))
         return
@@ -61,16 +58,6 @@ def build(
         out.print(line, markup=False)
     print_load_report(report)
     out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
-
-
-def load_check(package: Package, json_mode: bool) -> LoadReport | None:
-    """Load the built server in the worker `serve` uses (see package/load_check.py)."""
-    from pmcp_build.package.load_check import check
-
-    if quiet(json_mode):
-        return check(package)
-    with err.status("loading the server to check it…"):
-        return check(package)
 
 
 def print_load_report(report: LoadReport | None) -> None:

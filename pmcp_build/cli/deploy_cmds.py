@@ -24,7 +24,7 @@ from pmcp_build.cli.app import (
     SourceUrlOption,
     TargetsOption,
     app,
-    build_quietly,
+    build_and_check,
     check_targets,
     err,
     guard,
@@ -142,10 +142,9 @@ def plan_cmd(
         sys.stdout.write(text)
         return
     names = check_targets(loaded, target)
-    package = build_quietly(loaded, json_out)
-    from pmcp_build.cli.build_cmds import load_check, print_load_report
+    from pmcp_build.cli.build_cmds import print_load_report
 
-    report = load_check(package, json_out)  # a server that cannot load stops here
+    package, report = build_and_check(loaded, json_out)  # a server that cannot load stops here
     read_remote = refresh.lower() == "true" and not no_refresh
     plan, envs = make_plan(loaded, package, names, refresh=read_remote)
     if out_file is not None:
@@ -219,7 +218,9 @@ def apply(
     if data is None and not target and not all_targets:
         _refuse_several_lambdas(loaded)
     names = check_targets(loaded, target)
-    package = build_quietly(loaded, json_out)
+    # As plan does: a server that cannot load is never deployed (a UserError here); the
+    # result is cached by layout, so after `plan` this costs nothing.
+    package, _ = build_and_check(loaded, json_out)
     plan, envs = make_plan(loaded, package, names)
     if data is not None:
         assert plan_file is not None

@@ -7,13 +7,16 @@ can show it and its identity is fixed by its entries alone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
 from pmcp_build.errors import UserError
+from pmcp_build.frozen import Frozen
 
-Origin = Literal["source", "dependency", "boot", "generated", "asset", "artifact"]
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Origin = Literal["source", "dependency", "boot", "generated", "asset", "artifact"]
 
 # Lambda quotas (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html)
 UNZIPPED_LIMIT = 250 * 1024 * 1024
@@ -31,18 +34,51 @@ def normal_mode(st_mode: int) -> int:
     return MODE_EXEC if st_mode & 0o111 else MODE_FILE
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file in the package. Content comes from `src` on disk or from `data`."""
+class Entry(Frozen):
+    """One file in the package. Content comes from `src` on disk or from `data`.
 
+    Equality is by what lands in the zip and where it came from, not by where the bytes
+    are read from (`src`, `data`)."""
+
+    __slots__ = ("data", "detail", "mode", "origin", "path", "sha256", "size", "src")
     path: str
     origin: Origin
     mode: int
     size: int
     sha256: str
-    src: Path | None = field(default=None, compare=False, repr=False)
-    data: bytes | None = field(default=None, compare=False, repr=False)
-    detail: str = ""  # "humanize 4.9.0" for a dependency, the asset's `from`, ...
+    src: Path | None
+    data: bytes | None
+    detail: str  # "humanize 4.9.0" for a dependency, the asset's `from`, ...
+
+    def __init__(
+        self,
+        path: str,
+        origin: Origin,
+        mode: int,
+        size: int,
+        sha256: str,
+        src: Path | None = None,
+        data: bytes | None = None,
+        detail: str = "",
+    ) -> None:
+        init = object.__setattr__
+        init(self, "path", path)
+        init(self, "origin", origin)
+        init(self, "mode", mode)
+        init(self, "size", size)
+        init(self, "sha256", sha256)
+        init(self, "src", src)
+        init(self, "data", data)
+        init(self, "detail", detail)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.path, self.origin, self.mode, self.size, self.sha256, self.detail)
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(path={self.path!r}, origin={self.origin!r}, mode={self.mode:o}, "
+            f"size={self.size}, sha256={self.sha256[:12]!r}, detail={self.detail!r})"
+        )
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -81,19 +117,63 @@ def entry_from_file(
     )
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Frozen):
+    __slots__ = (
+        "architecture",
+        "entries",
+        "handler",
+        "left_out",
+        "lock_changed",
+        "lock_lines",
+        "runtime",
+    )
     entries: tuple[Entry, ...]
     runtime: str  # "python3.12" | "provided.al2023"
     handler: str  # "index.handler" | "bootstrap"
     architecture: str
     # Source paths the walk left out and why (.gitignore, exclude, secret-like files):
     # shown in the build summary, not part of the package.
-    left_out: tuple[tuple[str, str], ...] = ()
+    left_out: tuple[tuple[str, str], ...]
     # What the build did with metorial.lock (python_lock.Outcome.lines()): the first
     # line says it, the rest name the versions that moved. Empty for binary packages.
-    lock_lines: tuple[str, ...] = ()
-    lock_changed: bool = False  # written, updated or unlocked: worth a line on stderr
+    lock_lines: tuple[str, ...]
+    lock_changed: bool  # written, updated or unlocked: worth a line on stderr
+
+    def __init__(
+        self,
+        entries: tuple[Entry, ...],
+        runtime: str,
+        handler: str,
+        architecture: str,
+        left_out: tuple[tuple[str, str], ...] = (),
+        lock_lines: tuple[str, ...] = (),
+        lock_changed: bool = False,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "entries", entries)
+        init(self, "runtime", runtime)
+        init(self, "handler", handler)
+        init(self, "architecture", architecture)
+        init(self, "left_out", left_out)
+        init(self, "lock_lines", lock_lines)
+        init(self, "lock_changed", lock_changed)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.entries,
+            self.runtime,
+            self.handler,
+            self.architecture,
+            self.left_out,
+            self.lock_lines,
+            self.lock_changed,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Layout({len(self.entries)} entries, runtime={self.runtime!r}, "
+            f"handler={self.handler!r}, architecture={self.architecture!r})"
+        )
 
     @property
     def unzipped_size(self) -> int:

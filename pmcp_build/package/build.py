@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from pmcp_build.errors import UserError
@@ -63,7 +62,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                 )
                 site = own.root
                 entries += [
-                    dataclasses.replace(e, path=f"{py.COMMAND_PREFIX}/{e.path}")
+                    e.replace(path=f"{py.COMMAND_PREFIX}/{e.path}")
                     for e in py.dependency_entries(own.root, own.origins)
                 ]
             command = py.command_spec(runtime.command, tree, site)
@@ -224,7 +223,11 @@ def _inside_source(path: Path, root: Path, what: str) -> None:
 
 
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
-    layout = resolve_layout(loaded, quiet=quiet)
+    return package_layout(loaded, resolve_layout(loaded, quiet=quiet))
+
+
+def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
+    """Write the zip of a resolved layout into .pmcp/dist/, and record the inputs."""
     out_dir = loaded.root / ".pmcp" / "dist"
     package = write_package(layout, out_dir, loaded.manifest.server.name)
     _record_inputs(loaded, layout, out_dir)

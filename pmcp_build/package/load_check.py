@@ -5,7 +5,13 @@ request after a deploy. The check runs the package's own handler (a fresh
 interpreter on the task root, as Lambda imports it) and asks it to `discover`; it
 is skipped with a note when this machine cannot run the package (another
 architecture, no python3.X here). A package that loaded once is not loaded again:
-the result is cached by the package's sha256. PMCP_BUILD_LOAD_CHECK=0 skips it.
+the result is cached by the layout's fingerprint (the zip is a pure function of it).
+PMCP_BUILD_LOAD_CHECK=0 skips it.
+
+It needs the layout, not the zip, so a full build starts it (`begin`) as soon as the
+layout is resolved and writes the zip meanwhile: laying out the task root and the
+worker's import run beside the deflating (only a source edited after it was hashed
+makes the check wait for the zip and unpack it).
 
 What it loads is exactly the zip's files and modes, laid out from the Layout rather
 than extracted from the zip just written (runner.task_root_from_layout: copied, never
@@ -24,31 +30,61 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass
+import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pmcp_build.errors import UserError
+from pmcp_build.frozen import Frozen
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.write import Package
+from pmcp_build.package.write import layout_fingerprint
 
-FORMAT = "load-v1"
+if TYPE_CHECKING:
+    from pmcp_build.layout.model import Layout
+    from pmcp_build.package.write import Package
+
+FORMAT = "load-v2"
 TRACEBACK_LINES = 8
 SLOTS = 4  # task roots per dependency set: builds running side by side each take one
 
 
-@dataclass(frozen=True)
-class LoadReport:
+class LoadReport(Frozen):
+    """What the check found: the server's kind, name and counts, or why it was skipped."""
+
+    __slots__ = ("kind", "name", "notes", "prompts", "resources", "status", "tools")
     status: str  # "ok" | "skipped"
-    kind: str = ""
-    name: str = ""
-    tools: int = 0
-    resources: int = 0
-    prompts: int = 0
-    notes: tuple[str, ...] = ()
+    kind: str
+    name: str
+    tools: int
+    resources: int
+    prompts: int
+    notes: tuple[str, ...]
+
+    def __init__(
+        self,
+        status: str,
+        kind: str = "",
+        name: str = "",
+        tools: int = 0,
+        resources: int = 0,
+        prompts: int = 0,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        init = object.__setattr__
+        init(self, "status", status)
+        init(self, "kind", kind)
+        init(self, "name", name)
+        init(self, "tools", tools)
+        init(self, "resources", resources)
+        init(self, "prompts", prompts)
+        init(self, "notes", notes)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.status, self.kind, self.name, self.tools, self.resources, self.prompts,
+                self.notes)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"LoadReport({self.to_json()!r})"
 
     def line(self) -> str:
         if self.status == "skipped":
@@ -86,16 +122,81 @@ def last_lines(text: str, count: int = TRACEBACK_LINES) -> str:
 
 def check(package: Package) -> LoadReport | None:
     """None for a binary package (nothing to load); raises UserError when it fails."""
-    layout = package.layout
-    if layout.handler == "bootstrap":
-        return None
-    if os.environ.get("PMCP_BUILD_LOAD_CHECK", "1") == "0":
-        return LoadReport("skipped", notes=("PMCP_BUILD_LOAD_CHECK=0",))
-    cached = cache_dir() / "loadcheck" / f"{package.sha256}.json"
-    if cached.exists():
-        data = json.loads(cached.read_text())
-        if data.get("format") == FORMAT:
-            return LoadReport(**{**data["report"], "notes": tuple(data["report"]["notes"])})
+    return begin(package.layout).result(package)
+
+
+def begin(layout: Layout) -> PendingCheck:
+    """Start checking `layout` now, in a thread; `result(package)` once the zip is written."""
+    return PendingCheck(layout)
+
+
+class _LoadFailed(Exception):
+    """The server did not load or answer; the message is told with the zip's name."""
+
+
+class _NeedsZip(Exception):
+    """A source changed after it was hashed: only the zip says what was packaged."""
+
+
+class PendingCheck:
+    """A load check under way beside the writing of the zip (or already decided: a
+    binary, a cached result, PMCP_BUILD_LOAD_CHECK=0)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.report: LoadReport | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self.cached = cache_dir() / "loadcheck" / f"{layout_fingerprint(layout)}.json"
+        if layout.handler == "bootstrap":
+            return
+        if os.environ.get("PMCP_BUILD_LOAD_CHECK", "1") == "0":
+            self.report = LoadReport("skipped", notes=("PMCP_BUILD_LOAD_CHECK=0",))
+            return
+        if self.cached.exists():
+            data = json.loads(self.cached.read_text())
+            if data.get("format") == FORMAT:
+                found = data["report"]
+                self.report = LoadReport(**{**found, "notes": tuple(found["notes"])})
+                return
+        # Daemon: an interrupted build does not wait for it; its worker exits when our
+        # end of its pipe closes.
+        self.thread = threading.Thread(target=self._run, daemon=True, name="load-check")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.report = _load(self.layout, None)
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self.error = exc
+
+    def result(self, package: Package) -> LoadReport | None:
+        """The report for `package` (written from this layout); UserError if it failed."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+            if isinstance(self.error, _NeedsZip):
+                self.error = None
+                try:
+                    self.report = _load(self.layout, package.path)
+                except BaseException as exc:
+                    self.error = exc
+            if self.error is None and self.report is not None and self.report.status == "ok":
+                self.cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.cached.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps({"format": FORMAT, "report": self.report.to_json()}))
+                os.replace(tmp, self.cached)
+        if isinstance(self.error, _LoadFailed):
+            raise UserError(f"{package.path.name}: {self.error}") from None
+        if self.error is not None:
+            raise self.error
+        return self.report
+
+
+def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
+    """Load the server in a fresh worker and ask it to discover. `zip_path` None: lay
+    the task root out from the layout (_NeedsZip if a source changed since it was
+    hashed); else unpack that zip."""
     # Imported only now: a cached or skipped check keeps the rebuild fast path light.
     from pmcp_build.layout.python import find_python
     from pmcp_build.local.runner import host_architecture
@@ -109,25 +210,20 @@ def check(package: Package) -> LoadReport | None:
     python = find_python(version)
     if python is None:
         return LoadReport("skipped", notes=(f"no python{version} on this machine",))
-    invoker = _start_worker(package, python)
+    invoker = _start_worker(layout, python, zip_path)
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
-            raise UserError(
-                f"{package.path.name}: the server failed to load:\n{last_lines(info['load_error'])}"
-            )
+            raise _LoadFailed(f"the server failed to load:\n{last_lines(info['load_error'])}")
         reply = invoker.invoke({"action": "discover"}, timeout=60)
     finally:
         invoker.close()
     if not isinstance(reply, dict) or not reply.get("success"):
         error = (reply or {}).get("error") if isinstance(reply, dict) else reply
         message = error.get("message", error) if isinstance(error, dict) else error
-        raise UserError(
-            f"{package.path.name}: the server loaded but discover failed:\n"
-            f"{last_lines(str(message))}"
-        )
+        raise _LoadFailed(f"the server loaded but discover failed:\n{last_lines(str(message))}")
     discovery = reply["discovery"]
-    report = LoadReport(
+    return LoadReport(
         "ok",
         kind=str(info.get("label") or info.get("kind") or "server"),
         name=str(discovery.get("implementation", {}).get("name", "")),
@@ -137,29 +233,24 @@ def check(package: Package) -> LoadReport | None:
         prompts=len(discovery.get("prompts") or []),
         notes=tuple(info.get("notes") or ()),
     )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"format": FORMAT, "report": report.to_json()}))
-    os.replace(tmp, cached)
-    return report
 
 
-def _deps_folder(package: Package) -> Path | None:
+def _deps_folder(layout: Layout) -> Path | None:
     """The dependency set's cache folder (deps/<key>/, holding site/): the entries'
     sources are `site/<path>` in it (layout/python.py dependency_entries)."""
-    for entry in package.layout.entries:
+    for entry in layout.entries:
         if entry.origin == "dependency" and entry.src is not None:
             site = entry.src.parents[len(Path(entry.path).parts) - 1]
             return site.parent if site.name == "site" else None
     return None
 
 
-def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
+def _claim_root(layout: Layout) -> tuple[Path, IO[bytes] | None, Path | None]:
     """A task root at a fixed path (so bytecode kept under the prefix matches it, and
     the next check rewrites only what changed), one of SLOTS per dependency set, held
     with a lock while the worker runs; a temporary root, without a prefix, when all
     are taken or locks are not available here."""
-    folder = _deps_folder(package)
+    folder = _deps_folder(layout)
     if folder is not None:
         try:
             import fcntl
@@ -177,6 +268,8 @@ def _claim_root(package: Package) -> tuple[Path, IO[bytes] | None, Path | None]:
                 root = folder / "check" / str(slot)
                 root.mkdir(exist_ok=True)
                 return root, held, folder / "pycache"
+    import tempfile
+
     return Path(tempfile.mkdtemp(prefix="pmcp-task-")), None, None
 
 
@@ -198,24 +291,28 @@ def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
                         (folder / name).unlink(missing_ok=True)
 
 
-def _start_worker(package: Package, python: str) -> _Worker:
+def _start_worker(layout: Layout, python: str, zip_path: Path | None) -> _Worker:
     """The worker `serve` uses, on a task root holding exactly the zip's files."""
+    import shutil
+    import subprocess
+
     from pmcp_build.local.runner import PythonInvoker, extract, task_root_from_layout
 
-    layout = package.layout
-    root, held, prefix = _claim_root(package)
+    root, held, prefix = _claim_root(layout)
     record = root.with_suffix(".json")
     try:
         before = None
         if held is not None and record.exists():
             before = json.loads(record.read_text())
             record.unlink()  # written again once the root is whole
-        done = task_root_from_layout(layout, root, before)
+        done = None if zip_path is not None else task_root_from_layout(layout, root, before)
         if done is None:
+            if zip_path is None:
+                raise _NeedsZip()
             # A source changed after it was hashed: load what the zip holds.
             shutil.rmtree(root)
             root.mkdir()
-            extract(package.path, root)
+            extract(zip_path, root)
             prefix = None  # fresh mtimes everywhere: nothing to reuse or to keep
         elif held is not None and prefix is not None:
             _forget_bytecode(prefix, root, done[1])
