@@ -133,6 +133,33 @@ def test_url_source_may_not_redirect_the_installer(
 # -- only what belongs ships ------------------------------------------------------------------
 
 
+def test_an_unreadable_source_folder_is_one_line_not_a_silent_gap(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the walk (os.walk) skipped a folder it could not list and packaged the
+    rest: a server missing files, deployed. Permissions cannot deny root, so the
+    listing is made to fail as it does for another user."""
+    from pmcp_build.source import tree
+
+    project = python_project(tmp_path / "p")
+    (project / "private").mkdir()
+    (project / "private" / "tools.py").write_text("X = 1\n")
+    scandir = os.scandir
+
+    def denied(path: Any) -> Any:
+        if str(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(tree.os, "scandir", denied)
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        "error: private/: cannot be read (Permission denied); fix its permissions or add it "
+        "to [source].exclude"
+    )
+
+
 def test_gitignore_and_secret_files_are_left_out_and_said(cli: Any, tmp_path: Path) -> None:
     project = python_project(tmp_path / "p")
     (project / ".env").write_text(f"TOKEN={CANARY}\n")

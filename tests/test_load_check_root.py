@@ -112,9 +112,18 @@ def test_laying_out_again_rewrites_only_what_changed(example: Path, tmp_path: Pa
 
 
 def test_a_source_edited_after_hashing_is_not_laid_out(example: Path, tmp_path: Path) -> None:
+    """A small source's bytes are held by the layout (KeepBudget): the root gets them as
+    hashed, as the zip does. A file too big to hold and edited since is refused."""
+    (example / "big.bin").write_bytes(b"x" * (65 * 1024))
     package = build(load_manifest(example / "metorial.toml"))
+    original = (example / "server.py").read_bytes()
     (example / "server.py").write_text("# edited after the layout was made\n")
     root = tmp_path / "root"
+    root.mkdir()
+    assert task_root_from_layout(package.layout, root) is not None
+    assert (root / "server.py").read_bytes() == original
+    (example / "big.bin").write_bytes(b"y" * (65 * 1024))
+    shutil.rmtree(root)
     root.mkdir()
     assert task_root_from_layout(package.layout, root) is None  # the check extracts the zip
 
@@ -123,15 +132,21 @@ def test_the_check_of_a_source_edited_after_hashing_loads_the_zip(
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check starts before the zip exists (it runs beside the writing); when the
-    layout can no longer be laid out, it waits for the zip and loads what that holds:
-    here the server as hashed, not the broken edit on disk."""
+    layout can no longer be laid out (a file it does not hold changed), it waits for the
+    zip and loads what that holds."""
+    from pmcp_build.local import runner
     from pmcp_build.package import load_check
 
+    unpacked: list[Path] = []
+    extract = runner.extract
+    monkeypatch.setattr(runner, "extract", lambda z, d: (unpacked.append(z), extract(z, d)))
     monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
+    (example / "big.bin").write_bytes(b"x" * (65 * 1024))  # too big for the layout to hold
     package = build(load_manifest(example / "metorial.toml"))
-    (example / "server.py").write_text("raise SystemExit('edited after hashing')\n")
+    (example / "big.bin").write_bytes(b"y" * (65 * 1024))
     report = load_check.check(package)
     assert report is not None and report.status == "ok" and report.tools > 0
+    assert unpacked == [package.path]
 
 
 def _build_json(cli: Any, example: Path) -> dict[str, Any]:

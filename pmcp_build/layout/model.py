@@ -7,6 +7,7 @@ can show it and its identity is fixed by its entries alone.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,10 +103,19 @@ def entry_from_bytes(
 
 
 def entry_from_file(
-    path: str, src: Path, origin: Origin, mode: int | None = None, detail: str = ""
+    path: str,
+    src: Path,
+    origin: Origin,
+    mode: int | None = None,
+    detail: str = "",
+    keep: KeepBudget | None = None,
 ) -> Entry:
-    data = src.read_bytes()
-    st_mode = src.stat().st_mode
+    """An entry for a file on disk, read and hashed once. With `keep`, the bytes are
+    held while the budget lasts, so the zip writer and the load check do not open the
+    file again (small source files, where the open costs more than the bytes held)."""
+    with open(src, "rb") as fh:
+        data = fh.read()
+        st_mode = os.fstat(fh.fileno()).st_mode
     return Entry(
         path=path,
         origin=origin,
@@ -113,8 +123,27 @@ def entry_from_file(
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         src=src,
+        data=data if keep is not None and keep.take(len(data)) else None,
         detail=detail,
     )
+
+
+class KeepBudget:
+    """Which files' bytes a layout holds: files up to 64 KiB, 16 MiB in all. Bounded
+    whatever the package's size, so memory still follows the largest file; on a
+    10k-file source it saves the writer 10k opens."""
+
+    FILE = 64 * 1024
+    TOTAL = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.left = self.TOTAL
+
+    def take(self, size: int) -> bool:
+        if size > self.FILE or size > self.left:
+            return False
+        self.left -= size
+        return True
 
 
 class Layout(Frozen):

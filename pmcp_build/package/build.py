@@ -13,7 +13,7 @@ from pmcp_build.layout.binary import (
     raw_artifact_entries,
     zip_artifact_entries,
 )
-from pmcp_build.layout.model import Entry, Layout, entry_from_file, make_layout
+from pmcp_build.layout.model import Entry, KeepBudget, Layout, entry_from_file, make_layout
 from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, InstalledDeps, install
 from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
@@ -42,7 +42,8 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     entries: list[Entry] = []
     if isinstance(runtime, PythonRuntime):
         module = py.handler_module(tree)
-        entries += [entry_from_file(f.path, f.abspath, "source") for f in tree.files]
+        keep = KeepBudget()
+        entries += [entry_from_file(f.path, f.abspath, "source", keep=keep) for f in tree.files]
         entries += py.boot_entries()
         requirements = py.requirements_file(runtime, tree)
         policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}

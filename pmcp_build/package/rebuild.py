@@ -100,7 +100,9 @@ def record(
         src = str(e.src) if e.src is not None else None
         # Files in the cache are immutable (keyed by content); their sets are in `strict`.
         sig = None if src is None or src.startswith(inside) else _file_sig(src, now_ns)
-        inline = e.data.decode("latin-1") if e.data is not None else None
+        # Generated entries only: a file's bytes a layout holds (KeepBudget) are re-read
+        # from its src when its signature changes.
+        inline = e.data.decode("latin-1") if e.data is not None and src is None else None
         entries.append([e.path, e.origin, e.mode, e.size, e.sha256, src, e.detail, sig, inline])
     # Files at the source root that are not packaged still count, and so does every
     # .gitignore the walk reads (at any level): they decide which files are packaged.

@@ -8,6 +8,7 @@ Each rule set is compiled once; a path is checked against them in one pass, so a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pathspec
@@ -19,9 +20,11 @@ class IgnoreRules:
     def __init__(
         self, always: tuple[str, ...], excluded: tuple[str, ...], secret: tuple[str, ...]
     ) -> None:
-        self._always = [compile_glob(p) for p in always]
+        # One alternation per fixed list: one match call per path instead of one per
+        # pattern (14 + 8 regex calls a file made a 10k-file walk's largest cost).
+        self._always = _any_of(always)
         self._excluded = [(p, compile_glob(p)) for p in excluded]
-        self._secret = [compile_glob(p) for p in secret]
+        self._secret = _any_of(secret)
         self._gitignores: list[tuple[str, pathspec.GitIgnoreSpec]] = []
 
     def add_gitignore(self, rel_dir: str, path: Path) -> None:
@@ -33,13 +36,13 @@ class IgnoreRules:
 
     def why(self, rel: str, is_dir: bool) -> str | None:
         """None when the path is packaged; otherwise the reason it is left out."""
-        if any(r.match(rel) for r in self._always):
+        if self._always.match(rel):
             return "always excluded"
         for pattern, regex in self._excluded:
             if regex.match(rel):
                 return f"[source].exclude {pattern!r}"
         name = rel.rsplit("/", 1)[-1]
-        if not is_dir and any(r.match(name) for r in self._secret):
+        if not is_dir and self._secret.match(name):
             return "secret-like file: never packaged unless an [[assets]] entry names it"
         ignored = None
         for base, spec in self._gitignores:
@@ -52,3 +55,10 @@ class IgnoreRules:
         if ignored is not None and ignored[1]:
             return f"{ignored[0]}.gitignore"
         return None
+
+
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex matching what any of the globs matches (never matches when empty)."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in patterns))

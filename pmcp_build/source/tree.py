@@ -7,7 +7,6 @@ the URL road unpacks into a content-addressed cache after refusing anything host
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,49 +86,61 @@ def walk_tree(
     left_out: list[tuple[str, str]] = []
     rules = IgnoreRules(ALWAYS_EXCLUDED, exclude, SECRET_FILES)
     real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        if ".gitignore" in filenames:
-            rules.add_gitignore(rel_dir, Path(dirpath) / ".gitignore")
-        kept = []
-        for d in sorted(dirnames):
-            full = Path(dirpath) / d
-            rel = rel_dir + d
-            why = rules.why(rel, is_dir=True)
-            if why is None and (full / "pyvenv.cfg").exists():
-                why = "a virtualenv"
-            if why is not None:
-                if why not in ("always excluded",):
-                    left_out.append((rel + "/", why))
+    # Top-down and depth-first, as os.walk, so a folder's .gitignore is read before
+    # anything under it; but with scandir's entries, whose kind (file, folder, symlink)
+    # comes with the listing: no lstat per file on a 10k-file tree.
+    pending = [(str(root), "")]
+    while pending:
+        folder, rel_dir = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                found = sorted(listing, key=lambda d: d.name)
+        except OSError as exc:
+            where = rel_dir or "the source folder"
+            raise UserError(
+                f"{where}: cannot be read ({exc.strerror}); fix its permissions or add it "
+                "to [source].exclude"
+            ) from None
+        if any(d.name == ".gitignore" for d in found):
+            rules.add_gitignore(rel_dir, Path(folder) / ".gitignore")
+        subfolders = []
+        for d in found:
+            rel = rel_dir + d.name
+            is_link = d.is_symlink()
+            if d.is_dir(follow_symlinks=False) or (is_link and d.is_dir()):
+                why = rules.why(rel, is_dir=True)
+                if why is None and os.path.exists(os.path.join(d.path, "pyvenv.cfg")):
+                    why = "a virtualenv"
+                if why is not None:
+                    if why != "always excluded":
+                        left_out.append((rel + "/", why))
+                    continue
+                if is_link:
+                    raise UserError(
+                        f"{rel}: is a symlink to a folder, which is not followed; "
+                        "copy it in or add it to [source].exclude"
+                    )
+                subfolders.append((d.path, rel + "/"))
                 continue
-            if full.is_symlink():
-                raise UserError(
-                    f"{rel}: is a symlink to a folder, which is not followed; "
-                    "copy it in or add it to [source].exclude"
-                )
-            kept.append(d)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            rel = rel_dir + name
             if rel in (MANIFEST_NAME, "metorial.lock"):  # the build's inputs, not the server's
                 continue
             why = rules.why(rel, is_dir=False)
             if why is not None:
-                if why not in ("always excluded",):
+                if why != "always excluded":
                     left_out.append((rel, why))
                 continue
-            full = Path(dirpath) / name
-            if full.is_symlink():
+            full = Path(d.path)
+            if is_link:
                 target = full.resolve()
                 if not target.is_relative_to(real_root) or not target.is_file():
                     raise UserError(
                         f"{rel}: symlink points outside the source ({os.readlink(full)}); "
                         "copy the file in or add it to [source].exclude"
                     )
-            elif not stat.S_ISREG(full.lstat().st_mode):
+            elif not d.is_file(follow_symlinks=False):
                 continue  # sockets, fifos: nothing to package
             files.append(SourceFile(rel, full))
+        pending.extend(reversed(subfolders))  # popped in name order
     files.sort(key=lambda f: f.path)
     left_out.sort()
     return files, left_out
