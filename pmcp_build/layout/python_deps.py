@@ -279,11 +279,19 @@ def _scrub(site: Path) -> dict[str, str]:
     (site / ".lock").unlink(missing_ok=True)  # uv's install lock
     # Console scripts carry the build machine's interpreter path and are never run.
     shutil.rmtree(site / "bin", ignore_errors=True)
-    for cache in sorted(site.rglob("__pycache__"), reverse=True):
-        shutil.rmtree(cache, ignore_errors=True)
-    for pyc in site.rglob("*.pyc"):
-        pyc.unlink()
-    present = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+    # One walk drops bytecode and lists what is left (wheels hold no symlinks).
+    present: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(site):
+        if "__pycache__" in dirnames:
+            dirnames.remove("__pycache__")
+            shutil.rmtree(os.path.join(dirpath, "__pycache__"), ignore_errors=True)
+        rel = os.path.relpath(dirpath, site).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        for name in filenames:
+            if name.endswith(".pyc"):
+                os.unlink(os.path.join(dirpath, name))
+            else:
+                present.append(prefix + name)
     return {path: origins.get(path, "unknown") for path in sorted(present)}
 
 
