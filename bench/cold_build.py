@@ -84,11 +84,16 @@ def main() -> None:
                 times[side].append(run(*commands[side]))
             for side in sides[:2]:
                 ratios[side].append(times[side][-1] / times["bare"][-1])
-    print(f"{'cold build of examples/python-server':<52} {'median s':>9} {'ratio':>7}")
+    print(f"{'cold build of examples/python-server':<52} {'median s':>9} {'ratio':>7}  range")
     for side in sides[:2]:
         label = f"pmcp-build build, {side}"
-        print(f"{label:<52} {median(times[side]):>9.2f} {median(ratios[side]):>6.2f}x")
-    print(f"{'bare uv pip install, same requirements':<52} {median(times['bare']):>9.2f}")
+        spread = f"{min(ratios[side]):.2f}-{max(ratios[side]):.2f}x"
+        print(f"{label:<52} {median(times[side]):>9.2f} {median(ratios[side]):>6.2f}x  {spread}")
+    bare = times["bare"]
+    print(
+        f"{'bare uv pip install, same requirements':<52} {median(bare):>9.2f}"
+        f"           {min(bare):.2f}-{max(bare):.2f} s"
+    )
     print("ratios: per run, median (goal <= 1.5x)")
     print(f"after: {load()}")
 

@@ -24,7 +24,7 @@ from zip_throughput import make_tree
 CHILD = r"""
 import sys
 from pathlib import Path
-from pmcp_build.layout.model import entry_from_file, make_layout
+from pmcp_build.layout.model import KeepBudget, entry_from_file, make_layout
 from pmcp_build.package.zipwriter import write_zip
 
 def hwm():
@@ -32,7 +32,8 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 root, dest = Path(sys.argv[1]), Path(sys.argv[2])
-entries = [entry_from_file(p.relative_to(root).as_posix(), p, "source")
+keep = KeepBudget()  # as the build reads sources: small files' bytes held, 16 MiB at most
+entries = [entry_from_file(p.relative_to(root).as_posix(), p, "source", keep=keep)
            for p in sorted(root.rglob("*")) if p.is_file()]
 layout = make_layout(entries, "python3.12", "index.handler", "x86_64")
 layout_peak = hwm()
