@@ -67,7 +67,8 @@ proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, tex
 def send(m):
     proc.stdin.write(json.dumps(m) + "\n"); proc.stdin.flush()
 send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}})
+    "protocolVersion": "2025-11-25", "capabilities": {},
+    "clientInfo": {"name": "b", "version": "1"}}})
 proc.stdout.readline()
 send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
@@ -90,8 +91,9 @@ def build(example: str) -> Path:
         "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
         "PMCP_BUILD_LOAD_CHECK": "0",
     }
+    project = str(ROOT / "examples" / example)
     out = subprocess.run(
-        [sys.executable, "-m", "pmcp_build", "-C", str(ROOT / "examples" / example), "build", "--json"],
+        [sys.executable, "-m", "pmcp_build", "-C", project, "build", "--json"],
         capture_output=True,
         text=True,
         env=env,

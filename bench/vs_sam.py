@@ -93,7 +93,7 @@ def main() -> None:
             ("pmcp-build build, warm", warm_ours),
             ("sam build --cached, warm", cached_sam),
         ]
-        print(f"{'build (median of %d)' % runs:<42} {'s':>7}")
+        print(f"{f'build (median of {runs})':<42} {'s':>7}")
         for name, values in rows:
             print(f"{name:<42} {statistics.median(values):>7.2f}")
         ratio = statistics.median(o / s for o, s in zip(cold_ours, cold_sam, strict=True))
