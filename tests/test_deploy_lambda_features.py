@@ -193,6 +193,110 @@ def test_publish_alias_url_and_rollback(cli, project: Path) -> None:
     assert none_left.exit_code == 1 and "no earlier published version" in none_left.stderr
 
 
+def test_removing_the_alias_removes_it_and_its_url(cli, project: Path) -> None:
+    """Before, dropping `alias` from the manifest left the alias (and the URL on it)
+    in place, unseen by every later plan. The alias we made is named in a tag, so the
+    plan finds it. (moto ignores Qualifier on URL configs: the alias's URL is read back
+    as the function's, so this end-to-end test sees the alias go; the URL's removal is
+    held on plain data and under Stubber below.)"""
+    toml = project / "metorial.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace("memory = 256\n", 'memory = 256\nalias = "live"\n'))
+    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
+    assert _fn_tags()["pmcp-build:alias"] == "live"
+
+    toml.write_text(text)  # no alias any more
+    plan = cli("-C", str(project), "plan", "-t", "prod")
+    assert "- alias tiny-prod:live lambda.delete_alias  # alias no longer declared" in plan.stdout
+    applied = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert applied.exit_code == 0, applied.output
+    with pytest.raises(botocore.exceptions.ClientError):
+        boto3.client("lambda").get_alias(FunctionName="tiny-prod", Name="live")
+    assert "pmcp-build:alias" not in _fn_tags()
+    again = cli("-C", str(project), "plan", "-t", "prod", "--detailed-exitcode")
+    assert again.exit_code == 0, again.output
+
+
+def _fn_tags() -> dict[str, str]:
+    lam = boto3.client("lambda")
+    return dict(lam.get_function(FunctionName="tiny-prod").get("Tags") or {})
+
+
+def test_a_url_left_behind_is_removed_on_plain_data() -> None:
+    """An alias added to a function that had a public URL: the unqualified URL would go
+    on serving $LATEST to anyone. An alias removed: its URL and grants, then the alias."""
+    from pmcp_build.deploy.targets.lambda_ import _leftover_actions, public_grants
+
+    grants = {sid: {"Effect": "Allow", "Action": g["Action"], "Principal": "*"}
+              for sid, g in public_grants("f").items()}  # fmt: skip
+    url = {"AuthType": "NONE", "FunctionUrl": "https://old.lambda-url.eu-west-1.on.aws/"}
+    moved = _leftover_actions(
+        "f", "live", {"elsewhere": [{"qualifier": None, "url": url, "permissions": grants}]}
+    )
+    assert [(a.op, a.symbol) for a in moved] == [
+        ("lambda.delete_function_url_config", "-"),
+        ("lambda.remove_permission", "-"),
+        ("lambda.remove_permission", "-"),
+    ]
+    assert all("Qualifier" not in c.params for a in moved for c in a.calls)
+    assert {a.reason for a in moved} == {"the url is served by alias live now"}
+
+    dropped = _leftover_actions(
+        "f",
+        None,
+        {
+            "elsewhere": [{"qualifier": "live", "url": url, "permissions": grants}],
+            "stale_alias": "live",
+        },
+    )
+    assert [a.op for a in dropped] == [
+        "lambda.delete_function_url_config",
+        "lambda.remove_permission",
+        "lambda.remove_permission",
+        "lambda.delete_alias",  # last: its URL and grants go first
+    ]
+    assert all(c.params.get("Qualifier") == "live" for a in dropped[:3] for c in a.calls)
+    assert dropped[-1].calls[0].params == {"FunctionName": "f", "Name": "live"}
+    assert _leftover_actions("f", "live", {}) == []
+
+
+def test_urls_left_behind_are_read_with_their_qualifier() -> None:
+    """Stubber, as moto ignores Qualifier: each read names where it looks."""
+    from botocore.stub import Stubber
+
+    from pmcp_build.deploy.targets.lambda_ import PUBLIC_URL_SID, _read_elsewhere
+
+    lam = boto3.client("lambda", region_name="eu-west-1")
+    statement = {"Sid": PUBLIC_URL_SID, "Effect": "Allow", "Principal": "*"}
+    policy = json.dumps({"Statement": [{**statement, "Action": "lambda:InvokeFunctionUrl"}]})
+    fn_arn = "arn:aws:lambda:eu-west-1:123456789012:function:f"
+    old = {"FunctionUrl": "https://old.lambda-url.eu-west-1.on.aws/", "FunctionArn": fn_arn,
+           "AuthType": "NONE", "CreationTime": "t", "LastModifiedTime": "t"}  # fmt: skip
+    with Stubber(lam) as stub:
+        # An alias now declared: the unqualified URL is looked up, and found.
+        stub.add_response("get_function_url_config", old, {"FunctionName": "f"})
+        stub.add_response("get_policy", {"Policy": policy}, {"FunctionName": "f"})
+        found, stale = _read_elsewhere(lam, "f", "live", {}, "https://new.on.aws/")
+        assert stale is None and found[0]["qualifier"] is None
+        assert found[0]["url"]["AuthType"] == "NONE" and PUBLIC_URL_SID in found[0]["permissions"]
+
+        # The alias we made (its tag) is no longer declared: it, and its URL, are read.
+        alias = {"AliasArn": f"{fn_arn}:live", "Name": "live", "FunctionVersion": "3"}
+        stub.add_response("get_alias", alias, {"FunctionName": "f", "Name": "live"})
+        where = {"FunctionName": "f", "Qualifier": "live"}
+        stub.add_response("get_function_url_config", old, where)
+        stub.add_response("get_policy", {"Policy": policy}, where)
+        found, stale = _read_elsewhere(lam, "f", None, {"pmcp-build:alias": "live"}, None)
+        assert stale == "live" and found[0]["qualifier"] == "live"
+
+        # The declared URL read back at another qualifier is the same config: not left over.
+        stub.add_response("get_function_url_config", old, {"FunctionName": "f"})
+        assert _read_elsewhere(lam, "f", "live", {}, old["FunctionUrl"]) == ([], None)
+        stub.assert_no_pending_responses()
+    # A target that never had an alias reads nothing more.
+    assert _read_elsewhere(object(), "f", None, {}, None) == ([], None)
+
+
 def test_rollback_needs_an_alias(cli, project: Path) -> None:
     result = cli("-C", str(project), "rollback", "-t", "prod", "--auto-approve")
     assert result.exit_code == 1 and 'alias = "live"' in result.stderr

@@ -10,6 +10,7 @@ says "No changes".
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -56,13 +57,21 @@ def auto_role_name(function: str) -> str:
     return f"{function}-pmcp-exec"[:64]
 
 
-def managed_tags(server: str, sha256: str, user: dict[str, str]) -> dict[str, str]:
-    """The function's tags: the manifest's, then pmcp-build's own (which win)."""
+ALIAS_TAG = f"{TAG_PREFIX}alias"
+
+
+def managed_tags(
+    server: str, sha256: str, user: dict[str, str], alias: str | None = None
+) -> dict[str, str]:
+    """The function's tags: the manifest's, then pmcp-build's own (which win). The
+    alias we manage is named in one, so that removing `alias` from the manifest finds
+    the alias (and its URL) to remove."""
     return {
         **user,
         f"{TAG_PREFIX}managed": "true",
         f"{TAG_PREFIX}server": server,
         f"{TAG_PREFIX}package": sha256,
+        **({ALIAS_TAG: alias} if alias else {}),
     }
 
 
@@ -132,6 +141,17 @@ def read(given: TargetInput) -> dict[str, Any]:
                     "ResourceNotFoundException",
                 )
                 permissions = _our_statements(policy)
+        elsewhere, stale_alias = (
+            _read_elsewhere(
+                c.lam,
+                t.function,
+                t.alias,
+                dict(found.get("Tags") or {}),
+                url.get("FunctionUrl") if url else None,
+            )
+            if found is not None
+            else ([], None)
+        )
         role = None
         if t.role == "auto":
             role = _read_auto_role(c.iam, t.function, function)
@@ -152,7 +172,53 @@ def read(given: TargetInput) -> dict[str, Any]:
         else (found.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
         "alias": alias,
         "published": published,
+        # URLs (with our grants) where the manifest no longer puts one, and a managed
+        # alias it no longer declares: both removed by the plan.
+        "elsewhere": elsewhere,
+        "stale_alias": stale_alias,
     }
+
+
+def _read_elsewhere(
+    lam: Any, function: str, alias: str | None, tags: dict[str, str], declared: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A URL left where the manifest no longer puts it: on the unqualified function
+    when an alias now serves it (it would go on serving $LATEST, public if it was), or
+    on the alias we made (named by our tag) that the manifest no longer declares. One
+    read for a target with an alias, none for one that never had one."""
+    places: list[str | None] = []
+    stale = tags.get(ALIAS_TAG)
+    if alias:
+        places.append(None)
+    stale_alias = None
+    if stale and stale != alias:
+        exists = aws.absent_as_none(
+            lambda: lam.get_alias(FunctionName=function, Name=stale), "ResourceNotFoundException"
+        )
+        if exists is not None:
+            stale_alias = stale
+            places.append(stale)
+    found = []
+    for qualifier in places:
+        where = {"FunctionName": function, **({"Qualifier": qualifier} if qualifier else {})}
+        url = aws.absent_as_none(
+            functools.partial(lam.get_function_url_config, **where), "ResourceNotFoundException"
+        )
+        if url is None or url.get("FunctionUrl") == declared:
+            # The declared URL itself: each config has its own address, so one read
+            # back at another qualifier is the same config (moto ignores Qualifier).
+            continue
+        policy = aws.absent_as_none(
+            functools.partial(lam.get_policy, **where), "ResourceNotFoundException"
+        )
+        found.append(
+            {
+                "qualifier": qualifier,
+                "url": {"AuthType": url.get("AuthType"), "FunctionUrl": url.get("FunctionUrl")},
+                "permissions": _our_statements(policy),
+            }
+        )
+    return found, stale_alias
 
 
 def _read_published(
@@ -457,6 +523,42 @@ def diff(
     actions += _url_actions(
         function, url_auth, state.get("url"), state.get("permissions") or {}, alias
     )
+    actions += _leftover_actions(function, alias, state)
+    return actions
+
+
+def _leftover_actions(function: str, alias: str | None, state: dict[str, Any]) -> list[Action]:
+    """Remove a URL (and our grants on it) the manifest no longer puts there, then a
+    managed alias it no longer declares: what `read` found as `elsewhere`."""
+    actions: list[Action] = []
+    for place in state.get("elsewhere") or []:
+        qualifier = place.get("qualifier")
+        why = (
+            f"the url is served by alias {alias} now"
+            if qualifier is None
+            else f"alias {qualifier} is no longer declared"
+        )
+        actions += _url_actions(
+            function, None, place.get("url"), place.get("permissions") or {}, qualifier, why
+        )
+    stale = state.get("stale_alias")
+    if stale:
+        actions.append(
+            Action(
+                "lambda.delete_alias",
+                "-",
+                f"alias {function}:{stale}",
+                "alias no longer declared (its versions stay)",
+                calls=(
+                    Call(
+                        "lambda",
+                        "delete_alias",
+                        {"FunctionName": function, "Name": stale},
+                        tolerate=("ResourceNotFoundException",),
+                    ),
+                ),
+            )
+        )
     return actions
 
 
@@ -754,6 +856,7 @@ def _url_actions(
     url: dict[str, Any] | None,
     permissions: dict[str, Any],
     alias: str | None = None,
+    gone: str | None = None,  # why a URL left elsewhere and its grants are removed
 ) -> list[Action]:
     actions: list[Action] = []
     where: dict[str, Any] = {"FunctionName": function}
@@ -803,7 +906,7 @@ def _url_actions(
                 "lambda.delete_function_url_config",
                 "-",
                 resource,
-                "url no longer declared",
+                gone or "url no longer declared",
                 calls=(
                     Call(
                         "lambda",
@@ -842,8 +945,8 @@ def _url_actions(
                 Action(
                     "lambda.remove_permission",
                     "-",
-                    f"url permission {function}/{sid}",
-                    "url is no longer public",
+                    f"url permission {function}" + (f":{alias}" if alias else "") + f"/{sid}",
+                    gone or "url is no longer public",
                     calls=(_remove(function, sid, alias),),
                 )
             )
@@ -892,7 +995,7 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
         url_auth=t.url.auth if t.url else None,
         server=given.server,
         state=state,
-        tags=managed_tags(given.server, pkg.sha256, t.tags),
+        tags=managed_tags(given.server, pkg.sha256, t.tags, t.alias),
         user_tags=t.tags,
         publish=t.publishes,
         alias=t.alias,
