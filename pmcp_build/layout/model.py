@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pmcp_build.errors import UserError
 from pmcp_build.frozen import Frozen
@@ -42,6 +42,7 @@ class Entry(Frozen):
     are read from (`src`, `data`)."""
 
     __slots__ = ("data", "detail", "mode", "origin", "path", "sha256", "size", "src")
+    _compared = ("path", "origin", "mode", "size", "sha256", "detail")
     path: str
     origin: Origin
     mode: int
@@ -62,18 +63,10 @@ class Entry(Frozen):
         data: bytes | None = None,
         detail: str = "",
     ) -> None:
-        init = object.__setattr__
-        init(self, "path", path)
-        init(self, "origin", origin)
-        init(self, "mode", mode)
-        init(self, "size", size)
-        init(self, "sha256", sha256)
-        init(self, "src", src)
-        init(self, "data", data)
-        init(self, "detail", detail)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.path, self.origin, self.mode, self.size, self.sha256, self.detail)
+        self._init(
+            path=path, origin=origin, mode=mode, size=size, sha256=sha256, src=src, data=data,
+            detail=detail,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -178,25 +171,10 @@ class Layout(Frozen):
         lock_lines: tuple[str, ...] = (),
         lock_changed: bool = False,
     ) -> None:
-        init = object.__setattr__
-        init(self, "entries", entries)
-        init(self, "runtime", runtime)
-        init(self, "handler", handler)
-        init(self, "architecture", architecture)
-        init(self, "left_out", left_out)
-        init(self, "lock_lines", lock_lines)
-        init(self, "lock_changed", lock_changed)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (
-            self.entries,
-            self.runtime,
-            self.handler,
-            self.architecture,
-            self.left_out,
-            self.lock_lines,
-            self.lock_changed,
-        )
+        self._init(
+            entries=entries, runtime=runtime, handler=handler, architecture=architecture,
+            left_out=left_out, lock_lines=lock_lines, lock_changed=lock_changed,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (

@@ -70,18 +70,10 @@ class LoadReport(Frozen):
         prompts: int = 0,
         notes: tuple[str, ...] = (),
     ) -> None:
-        init = object.__setattr__
-        init(self, "status", status)
-        init(self, "kind", kind)
-        init(self, "name", name)
-        init(self, "tools", tools)
-        init(self, "resources", resources)
-        init(self, "prompts", prompts)
-        init(self, "notes", notes)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.status, self.kind, self.name, self.tools, self.resources, self.prompts,
-                self.notes)  # fmt: skip
+        self._init(
+            status=status, kind=kind, name=name, tools=tools, resources=resources,
+            prompts=prompts, notes=notes,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"LoadReport({self.to_json()!r})"
