@@ -28,9 +28,10 @@ from .helpers import (
 OTHER_ARCH = "x86_64" if HOST_ARCH == "arm64" else "arm64"
 
 
-def elf_needing(machine: int, *versions: str) -> bytes:
+def elf_needing(machine: int, *versions: str, weak: tuple[str, ...] = ()) -> bytes:
     """A minimal ELF64 shared object whose .gnu.version_r needs `versions` of libc.so.6:
-    what the dynamic linker checks at load time (crafted here, no compiler needed)."""
+    what the dynamic linker checks at load time (crafted here, no compiler needed).
+    Those also in `weak` are marked VER_FLG_WEAK."""
     names = b"\0libc.so.6\0" + b"".join(v.encode() + b"\0" for v in versions)
     offsets, at = [], len(b"\0libc.so.6\0")
     for v in versions:
@@ -41,7 +42,8 @@ def elf_needing(machine: int, *versions: str) -> bytes:
     verneed = struct.pack("<HHIII", 1, len(versions), 1, 16, 0)
     for i, name in enumerate(offsets):
         last = i == len(offsets) - 1
-        verneed += struct.pack("<IHHII", 0, 0, 2 + i, name, 0 if last else 16)
+        flags = 0x2 if versions[i] in weak else 0
+        verneed += struct.pack("<IHHII", 0, flags, 2 + i, name, 0 if last else 16)
     shoff = (verneed_off + len(verneed) + 7) // 8 * 8
     header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     header += struct.pack("<HHIQQQIHHHHHH", 3, machine, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 0)
@@ -71,6 +73,9 @@ def test_elf_reader_finds_the_newest_glibc_and_the_machine() -> None:
     assert facts is not None
     assert facts.glibc == (2, 38) and facts.architecture == HOST_ARCH
     assert read_elf(b"\x7fELF" + bytes(10)) is None  # truncated: not judged, no crash
+    # A weak version need does not stop the loader: not a requirement.
+    weak = read_elf(elf_needing(HOST_EM, "GLIBC_2.17", "GLIBC_2.38", weak=("GLIBC_2.38",)))
+    assert weak is not None and weak.glibc == (2, 17)
     assert lambda_glibc("python3.11") == (2, 26)
     assert lambda_glibc("python3.12") == (2, 34)
     assert lambda_glibc("provided.al2023") == (2, 34)

@@ -83,8 +83,13 @@ def _read(data: bytes) -> ElfFacts | None:
     return ElfFacts(MACHINES.get(machine), machine, glibc)
 
 
+_VER_FLG_WEAK = 0x2  # Vernaux.vna_flags (elf.h)
+
+
 def _needed_names(data: bytes, end: str, offset: int, size: int, strtab: int) -> list[bytes]:
-    """The version names of every Vernaux record under every Verneed record."""
+    """The version names of every Vernaux record under every Verneed record, but weak
+    ones (VER_FLG_WEAK): the dynamic linker loads an object whose weak version is
+    missing, so those are no requirement of the OS."""
     names: list[bytes] = []
     need, stop = offset, offset + size
     for _ in range(1024):
@@ -93,9 +98,10 @@ def _needed_names(data: bytes, end: str, offset: int, size: int, strtab: int) ->
         _, count, _, aux, following = struct.unpack_from(end + "HHIII", data, need)
         entry = need + aux
         for _ in range(min(count, 1024)):
-            _, _, _, name, nxt = struct.unpack_from(end + "IHHII", data, entry)
-            start = strtab + name
-            names.append(data[start : data.index(b"\0", start)])
+            _, flags, _, name, nxt = struct.unpack_from(end + "IHHII", data, entry)
+            if not flags & _VER_FLG_WEAK:
+                start = strtab + name
+                names.append(data[start : data.index(b"\0", start)])
             if not nxt:
                 break
             entry += nxt
