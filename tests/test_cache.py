@@ -84,6 +84,22 @@ def test_cache_shows_and_prunes_by_age_and_size_keeping_the_last_build(
     assert _build(cli, old)["package"]["sha256"] == first["package"]["sha256"]
 
 
+def test_load_check_results_are_listed_and_kept_with_their_package(tmp_path: Path) -> None:
+    """The load check's results (loadcheck/<layout fingerprint>.json) were invisible to
+    `cache` and never pruned; one is needed while its package entry is."""
+    from pmcp_build.package.cache import LAST_BUILD, inventory
+
+    (tmp_path / "packages").mkdir()
+    (tmp_path / "packages" / "aaa").write_text("sha 1 2\n")
+    (tmp_path / "loadcheck").mkdir()
+    (tmp_path / "loadcheck" / "aaa.json").write_text("{}")
+    (tmp_path / "loadcheck" / "bbb.json").write_text("{}")
+    (tmp_path / LAST_BUILD).parent.mkdir()
+    (tmp_path / LAST_BUILD).write_text(json.dumps({"started": 0, "items": ["packages/aaa"]}))
+    checks = {i.path: i.needed for i in inventory(tmp_path) if i.kind == "load check"}
+    assert checks == {"loadcheck/aaa.json": True, "loadcheck/bbb.json": False}
+
+
 def test_prune_usage_errors_exit_2(cli) -> None:
     assert cli("cache", "prune").exit_code == 2
     bad = cli("cache", "prune", "--max-size", "lots")

@@ -13,6 +13,9 @@ Items, by kind:
   download        sources/<sha>/       an unpacked source zip ([source].url)
   bytecode        pyc/<tag>/<xx>/*     a compiled .pyc
   handler         index/*.py           a rendered handler module
+  load check      loadcheck/<print>.json  what loading a layout's server found
+                                       (package/load_check.py; kept while its
+                                       package entry is needed)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler")
+KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler", "load check")
 LAST_BUILD = Path("uses") / "last-build.json"
 
 
@@ -72,7 +75,8 @@ def _item_of(root: Path, path: Path) -> str | None:
         return None
     if not parts:
         return None
-    depth = {"deps": 2, "sources": 2, "packages": 2, "index": 2, "blobs": 3, "pyc": 4}
+    depth = {"deps": 2, "sources": 2, "packages": 2, "index": 2, "blobs": 3, "pyc": 4,
+             "loadcheck": 2}  # fmt: skip
     n = depth.get(parts[0])
     if n is None or len(parts) < n:
         return None
@@ -126,9 +130,9 @@ def inventory(root: Path) -> list[Item]:
     needed, _ = last_build(root)
     items: list[Item] = []
 
-    def add(kind: str, path: Path, last_use: float) -> None:
+    def add(kind: str, path: Path, last_use: float, needed_as: str | None = None) -> None:
         rel = path.relative_to(root).as_posix()
-        items.append(Item(kind, rel, _size(path), last_use, rel in needed))
+        items.append(Item(kind, rel, _size(path), last_use, (needed_as or rel) in needed))
 
     def children(path: Path) -> list[Path]:
         try:
@@ -144,6 +148,9 @@ def inventory(root: Path) -> list[Item]:
         add("package", f, f.stat().st_mtime)
     for f in children(root / "index"):
         add("handler", f, f.stat().st_mtime)
+    for f in children(root / "loadcheck"):
+        # Keyed by the layout's fingerprint, as packages/ is: needed with its package.
+        add("load check", f, f.stat().st_mtime, f"packages/{f.stem}")
     for shard in children(root / "blobs"):
         for f in children(shard):
             add("blob", f, f.stat().st_mtime)

@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pmcp_build.errors import UserError
 from pmcp_build.frozen import Frozen
+from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.write import layout_fingerprint
 
@@ -148,6 +149,7 @@ class PendingCheck:
         if self.cached.exists():
             data = json.loads(self.cached.read_text())
             if data.get("format") == FORMAT:
+                cache_store.touch(self.cached)  # a use, for `cache prune`'s least recently used
                 found = data["report"]
                 self.report = LoadReport(**{**found, "notes": tuple(found["notes"])})
                 return
