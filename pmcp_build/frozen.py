@@ -17,8 +17,9 @@ class Frozen:
     _compared: tuple[str, ...] | None = None
 
     def _init(self, **fields: Any) -> None:
+        put = object.__setattr__
         for name, value in fields.items():
-            object.__setattr__(self, name, value)
+            put(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")

