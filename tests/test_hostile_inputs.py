@@ -160,6 +160,24 @@ def test_an_unreadable_source_folder_is_one_line_not_a_silent_gap(
     )
 
 
+def test_a_symlink_loop_in_the_source_is_one_line(cli: Any, tmp_path: Path) -> None:
+    """Before: `internal error: RuntimeError: Symlink loop` (and OSError ELOOP from the
+    scandir walk). Excluded, it is simply left out."""
+    project = python_project(tmp_path / "p")
+    (project / "a").symlink_to("b")
+    (project / "b").symlink_to("a")
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        "error: a: symlink cannot be resolved (a loop); remove it or add it to [source].exclude"
+    )
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace("[runtime]", '[source]\nexclude = ["a", "b"]\n\n[runtime]')
+    )
+    assert cli("-C", str(project), "build").exit_code == 0
+
+
 def test_gitignore_and_secret_files_are_left_out_and_said(cli: Any, tmp_path: Path) -> None:
     project = python_project(tmp_path / "p")
     (project / ".env").write_text(f"TOKEN={CANARY}\n")

@@ -68,6 +68,15 @@ def _dirs(root: Path) -> dict[str, list[str]]:
     return found
 
 
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """A file, or a symlink to one; False for a broken link or a loop (excluded ones
+    reach here: the walk refuses the others)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _tool_stamp() -> str:
     """The tool's own code: a rebuild must not replay a layout made by other code (the
     version alone does not change while someone works on pmcp-build itself)."""
@@ -109,7 +118,7 @@ def record(
     dirs = _dirs(source_root)
     sources = {row[5] for row in entries}
     with os.scandir(source_root) as it:
-        strict = [*strict, *(Path(f.path) for f in it if f.is_file() and f.path not in sources)]
+        strict = [*strict, *(Path(f.path) for f in it if _is_file(f) and f.path not in sources)]
     strict += [Path(d) / ".gitignore" for d, names in dirs.items() if ".gitignore" in names]
     strict_sigs = {str(p): _file_sig(p, now_ns) for p in strict}
     data = {

@@ -107,7 +107,7 @@ def walk_tree(
         for d in found:
             rel = rel_dir + d.name
             is_link = d.is_symlink()
-            if d.is_dir(follow_symlinks=False) or (is_link and d.is_dir()):
+            if d.is_dir(follow_symlinks=False) or (is_link and _points_to_folder(d)):
                 why = rules.why(rel, is_dir=True)
                 if why is None and os.path.exists(os.path.join(d.path, "pyvenv.cfg")):
                     why = "a virtualenv"
@@ -131,7 +131,13 @@ def walk_tree(
                 continue
             full = Path(d.path)
             if is_link:
-                target = full.resolve()
+                try:
+                    target = full.resolve()
+                except (OSError, RuntimeError):  # a loop (3.11 raises RuntimeError)
+                    raise UserError(
+                        f"{rel}: symlink cannot be resolved (a loop); remove it or add it "
+                        "to [source].exclude"
+                    ) from None
                 if not target.is_relative_to(real_root) or not target.is_file():
                     raise UserError(
                         f"{rel}: symlink points outside the source ({os.readlink(full)}); "
@@ -144,6 +150,15 @@ def walk_tree(
     files.sort(key=lambda f: f.path)
     left_out.sort()
     return files, left_out
+
+
+def _points_to_folder(entry: os.DirEntry[str]) -> bool:
+    """A symlink's target is a folder; False for a broken link or a loop (the file
+    branch then reports it)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def check_declared_paths(
