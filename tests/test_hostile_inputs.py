@@ -178,6 +178,43 @@ def test_a_symlink_loop_in_the_source_is_one_line(cli: Any, tmp_path: Path) -> N
     assert cli("-C", str(project), "build").exit_code == 0
 
 
+SPOOF = "x\n  = lambda tiny-prod  # up to date\n\u202eevil"
+
+
+def test_a_file_name_cannot_add_lines_to_the_plan(cli: Any, tmp_path: Path) -> None:
+    """Before, a source file named with a newline printed as lines of its own in the
+    build and plan output a person reviews. Packaged, it is refused; left out, it is
+    shown escaped; and a name that is not UTF-8 is one line, not an internal error."""
+    project = python_project(tmp_path / "p")
+    (project / SPOOF).write_text("spoof")
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "holds a control or bidirectional-override character" in result.stderr
+
+    (project / ".gitignore").write_text("x*\n")
+    built = cli("-C", str(project), "build")
+    assert built.exit_code == 0, built.output
+    assert "= lambda" not in "".join(
+        line for line in built.stdout.splitlines() if not line.startswith("├─ left out: x")
+    )
+    assert "left out: x\\n  = lambda tiny-prod  # up to date\\n\\u202eevil" in built.stdout
+
+    (project / ".gitignore").unlink()
+    (project / SPOOF).unlink()
+    (project / os.fsdecode(b"bad\xffname.txt")).write_text("x")
+    bad = cli("-C", str(project), "build")
+    assert bad.exit_code == 1 and "internal error" not in bad.stderr
+    assert "bad\\xffname.txt: the file name is not valid UTF-8" in bad.stderr
+
+
+def test_one_line_escapes_what_could_drive_a_terminal() -> None:
+    from pmcp_build.text import one_line
+
+    assert one_line("a\nb\x1b[2J\u202ec\u2028d\te") == "a\\nb\\x1b[2J\\u202ec\\u2028d\\te"
+    assert one_line("plain ü 名前") == "plain ü 名前"
+
+
 def test_gitignore_and_secret_files_are_left_out_and_said(cli: Any, tmp_path: Path) -> None:
     project = python_project(tmp_path / "p")
     (project / ".env").write_text(f"TOKEN={CANARY}\n")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pmcp_build.errors import UserError
 from pmcp_build.frozen import Frozen
+from pmcp_build.text import UNSAFE, one_line
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -215,6 +216,12 @@ def _check_path(entry: Entry) -> None:
             f"package path {path[:200]!r} ({_describe(entry)}) is not a normalised relative "
             "path inside the package; fix the asset's 'to' or rename the file"
         )
+    if UNSAFE.search(path):
+        # Printed in every plan: a newline in a name would add a line of its own.
+        raise UserError(
+            f"package path {path[:200]!r} ({_describe(entry)}) holds a control or "
+            "bidirectional-override character; rename the file or exclude it"
+        )
 
 
 def make_layout(
@@ -285,5 +292,5 @@ def _describe(entry: Entry) -> str:
         "generated": "generated file",
         "artifact": "artifact file",
     }[entry.origin]
-    detail = f" from {entry.detail}" if entry.detail else ""
+    detail = f" from {one_line(entry.detail)}" if entry.detail else ""
     return f"{label} {entry.path!r}{detail}"

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from pmcp_build.layout.model import DIRECT_UPLOAD_LIMIT, Entry, Layout
+from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
     from pmcp_build.package.load_check import LoadReport
@@ -49,7 +50,7 @@ def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
         if origin == "dependency":
             by_dist: dict[str, list[Entry]] = defaultdict(list)
             for e in members:
-                by_dist[e.detail or "unknown"].append(e)
+                by_dist[one_line(e.detail) or "unknown"].append(e)
             for dist in sorted(by_dist, key=str.lower):
                 files = by_dist[dist]
                 size = sum(e.size for e in files)
@@ -59,10 +60,12 @@ def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
         else:
             for e in members:
                 mode = "x" if e.mode & 0o111 else " "
-                note = f"  ← {e.detail}" if e.detail and origin in ("asset", "generated") else ""
-                lines.append(f"│   {e.path:<48} {oct(e.mode)[2:]}{mode} {human(e.size):>10}{note}")
+                shown = one_line(e.detail)
+                note = f"  ← {shown}" if shown and origin in ("asset", "generated") else ""
+                path = one_line(e.path)
+                lines.append(f"│   {path:<48} {oct(e.mode)[2:]}{mode} {human(e.size):>10}{note}")
     for path, why in layout.left_out[:_LEFT_OUT_SHOWN]:
-        lines.append(f"├─ left out: {path}  ({why})")
+        lines.append(f"├─ left out: {one_line(path)}  ({one_line(why)})")
     if len(layout.left_out) > _LEFT_OUT_SHOWN:
         lines.append(f"├─ left out: {len(layout.left_out) - _LEFT_OUT_SHOWN} more")
     summary = f"└─ total: {len(layout.entries)} files, {human(layout.unzipped_size)} unzipped"

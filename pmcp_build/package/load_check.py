@@ -39,6 +39,7 @@ from pmcp_build.frozen import Frozen
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.write import layout_fingerprint
+from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
     from pmcp_build.layout.model import Layout
@@ -219,13 +220,14 @@ def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
     discovery = reply["discovery"]
     return LoadReport(
         "ok",
-        kind=str(info.get("label") or info.get("kind") or "server"),
+        # The server's own code names its kind and notes: shown on one line each.
+        kind=one_line(str(info.get("label") or info.get("kind") or "server")),
         name=str(discovery.get("implementation", {}).get("name", "")),
         tools=len(discovery.get("tools") or []),
         resources=len(discovery.get("resources") or [])
         + len(discovery.get("resourceTemplates") or []),
         prompts=len(discovery.get("prompts") or []),
-        notes=tuple(info.get("notes") or ()),
+        notes=tuple(one_line(str(n)) for n in info.get("notes") or ()),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME, Source
+from pmcp_build.text import one_line
 
 # Never packaged, whatever `exclude` says: VCS data, our own state, virtualenvs, caches.
 ALWAYS_EXCLUDED = (
@@ -96,7 +97,7 @@ def walk_tree(
             with os.scandir(folder) as listing:
                 found = sorted(listing, key=lambda d: d.name)
         except OSError as exc:
-            where = rel_dir or "the source folder"
+            where = one_line(rel_dir) or "the source folder"
             raise UserError(
                 f"{where}: cannot be read ({exc.strerror}); fix its permissions or add it "
                 "to [source].exclude"
@@ -117,7 +118,7 @@ def walk_tree(
                     continue
                 if is_link:
                     raise UserError(
-                        f"{rel}: is a symlink to a folder, which is not followed; "
+                        f"{one_line(rel)}: is a symlink to a folder, which is not followed; "
                         "copy it in or add it to [source].exclude"
                     )
                 subfolders.append((d.path, rel + "/"))
@@ -135,16 +136,27 @@ def walk_tree(
                     target = full.resolve()
                 except (OSError, RuntimeError):  # a loop (3.11 raises RuntimeError)
                     raise UserError(
-                        f"{rel}: symlink cannot be resolved (a loop); remove it or add it "
-                        "to [source].exclude"
+                        f"{one_line(rel)}: symlink cannot be resolved (a loop); remove it or "
+                        "add it to [source].exclude"
                     ) from None
                 if not target.is_relative_to(real_root) or not target.is_file():
                     raise UserError(
-                        f"{rel}: symlink points outside the source ({os.readlink(full)}); "
-                        "copy the file in or add it to [source].exclude"
+                        f"{one_line(rel)}: symlink points outside the source "
+                        f"({one_line(os.readlink(full))}); copy the file in or add it to "
+                        "[source].exclude"
                     )
             elif not d.is_file(follow_symlinks=False):
                 continue  # sockets, fifos: nothing to package
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes, kept as surrogates by os
+                shown = one_line(
+                    rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                )
+                raise UserError(
+                    f"{shown}: the file name is not valid UTF-8, which a zip's names must be; "
+                    "rename it or add it to [source].exclude"
+                ) from None
             files.append(SourceFile(rel, full))
         pending.extend(reversed(subfolders))  # popped in name order
     files.sort(key=lambda f: f.path)
