@@ -208,6 +208,28 @@ def test_a_file_name_cannot_add_lines_to_the_plan(cli: Any, tmp_path: Path) -> N
     assert "bad\\xffname.txt: the file name is not valid UTF-8" in bad.stderr
 
 
+def test_a_lock_cannot_add_options_to_what_uv_reads(cli: Any, tmp_path: Path) -> None:
+    """metorial.lock's names and versions become the requirements file uv installs; a
+    downloaded source brings its own. Before, a name holding a newline added any option
+    it liked (`--index-url`, `-r /etc/...`) past the requirements policy whenever the
+    lock's inputs digest matched, which the attacker can compute."""
+    import re
+
+    project = python_project(tmp_path / "p")
+    assert cli("-C", str(project), "build").exit_code == 0
+    lock = project / "metorial.lock"
+    text = lock.read_text()
+    name = re.search(r'name = "([^"]+)"', text)
+    assert name is not None
+    injected = f'name = "{name.group(1)}==0 \\n--index-url http://127.0.0.1:9/simple\\n#"'
+    lock.write_text(text.replace(name.group(0), injected, 1))
+    result = cli("-C", str(project), "build")
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "unreadable lock (name" in result.stderr and "is not a valid name" in result.stderr
+    assert "\\n--index-url" in result.stderr  # shown escaped, on one line
+
+
 def test_one_line_escapes_what_could_drive_a_terminal() -> None:
     from pmcp_build.text import one_line
 

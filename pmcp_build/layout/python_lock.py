@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import tomllib
@@ -24,6 +25,7 @@ from typing import Literal
 
 from pmcp_build.errors import UserError
 from pmcp_build.layout.python_sources import DependencySource, Requirements, _normal, read
+from pmcp_build.text import one_line
 
 LOCK_NAME = "metorial.lock"
 LOCK_VERSION = 1
@@ -128,19 +130,42 @@ def read_lock(path: Path) -> Lock | None:
             raise ValueError(f"version {data.get('version')!r}, expected {LOCK_VERSION}")
         packages = tuple(
             Locked(
-                str(p["name"]),
-                str(p["version"]),
-                str(p["wheel"]),
-                str(p["sha256"]),
+                _checked("name", p["name"], _NAME),
+                _checked("version", p["version"], _VERSION),
+                _checked("wheel", p["wheel"], _WHEEL),
+                _checked("sha256", p["sha256"], _SHA256),
                 bool(p.get("boot", False)),
             )
             for p in data.get("package", [])
         )
-        return Lock(str(data["python"]), str(data["platform"]), str(data["inputs"]), packages)
+        return Lock(
+            _checked("python", data["python"], _PYTHON),
+            _checked("platform", data["platform"], _PLATFORM),
+            _checked("inputs", data["inputs"], _INPUTS),
+            packages,
+        )
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(
             f"{path}: unreadable lock ({e}); delete it and run `pmcp-build lock`"
         ) from None
+
+
+# Each value of a lock ends up in the requirements file uv reads (install_text): a
+# lock in a downloaded source is the attacker's, and a name holding a newline would add
+# options of its own (`--index-url`, `-r /etc/...`) past the requirements policy.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # PEP 508
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 public and local parts
+_WHEEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_INPUTS = re.compile(r"sha256:[0-9a-f]{64}")
+_PYTHON = re.compile(r"3\.[0-9]{1,2}")
+_PLATFORM = re.compile(r"[a-z0-9_.-]+")  # x86_64-manylinux2014
+
+
+def _checked(key: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > 200:
+        raise ValueError(f"{key} {one_line(str(value))[:80]!r} is not a valid {key}")
+    return value
 
 
 def write_lock(path: Path, lock: Lock) -> None:
