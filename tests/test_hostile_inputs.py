@@ -408,3 +408,123 @@ def test_validate_checks_named_paths(cli: Any, tmp_path: Path) -> None:
     _one_line(
         cli("-C", str(project), "validate"), "[runtime].requirements: 'reqs.txt' does not exist"
     )
+
+
+# -- found by an audit of the dependency sources and `inspect` (each failed before) -------
+
+
+def _one_error_line(result: Any, says: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert says in result.stderr, result.stderr
+
+
+PYLOCK_WHEEL = '{ name = "humanize-4.17.0-py3-none-any.whl", hashes = { sha256 = "aa" } }'
+
+
+@pytest.mark.parametrize(
+    ("package", "says"),
+    [
+        # a newline added `-r /etc/passwd` (read by uv) or `--find-links` lines
+        (f'name = "humanize\\n-r /etc/passwd\\n#"\nversion = "4.17.0"\nwheels = [{PYLOCK_WHEEL}]',
+         "is not a package name"),
+        (f'name = "humanize"\nversion = "9\\n--find-links /tmp\\n#"\nwheels = [{PYLOCK_WHEEL}]',
+         "is not an exact version"),
+        (f'name = "humanize"\nversion = "4.17.0"\nmarker = "x\\n-r /etc/passwd"\n'
+         f"wheels = [{PYLOCK_WHEEL}]", "marker must be one line"),
+        # internal error: AttributeError
+        ('name = "humanize"\nversion = "4.17.0"\nwheels = [{ name = "h.whl", hashes = "x" }]',
+         "wheels must be tables with a hashes table"),
+    ],
+)  # fmt: skip
+def test_pylock_values_cannot_add_lines_for_uv(
+    cli: Any, tmp_path: Path, package: str, says: str
+) -> None:
+    project = python_project(tmp_path / "p")
+    (project / "pylock.toml").write_text(f'lock-version = "1.0"\n[[packages]]\n{package}\n')
+    _one_error_line(cli("-C", str(project), "build"), says)
+
+
+@pytest.mark.parametrize(
+    "project_table",
+    [
+        "dependencies = 7",
+        'dependencies = ["humanize"]\ndynamic = 5',
+        'dependencies = []\noptional-dependencies = ["a"]',
+        'dependencies = ["humanize @@\\nbuild: ok \\u001b[32mPASS"]',
+    ],
+)
+def test_pyproject_of_the_wrong_shape_is_one_line(
+    cli: Any, tmp_path: Path, project_table: str
+) -> None:
+    project = python_project(tmp_path / "p", extra='extras = ["a"]\n')
+    (project / "pyproject.toml").write_text(f'[project]\nname = "x"\n{project_table}\n')
+    result = cli("-C", str(project), "build")
+    _one_error_line(result, "pyproject.toml")
+    assert "\x1b" not in result.stderr
+
+
+def test_requirements_policy_sees_what_uv_sees(tmp_path: Path) -> None:
+    from pmcp_build.errors import UserError
+    from pmcp_build.layout.requirements_policy import checked_text
+
+    root = tmp_path / "src"
+    root.mkdir()
+    req = root / "requirements.txt"
+    # `name@url` without spaces is a direct reference too (it reached uv before).
+    for line in ("humanize@https://evil.example/x.whl", "humanize@ https:evil.example/x?y"):
+        req.write_text(line + "\n")
+        with pytest.raises(UserError, match="direct references"):
+            checked_text(req, root, remote_source=True)
+    # A form feed ends a line for Python, not for uv.
+    req.write_text("humanize\f--index-url https://evil.example/\n")
+    with pytest.raises(UserError, match="control character"):
+        checked_text(req, root, remote_source=True)
+    # A marker keeps its quotes (shlex's tokens dropped them: uv then refused the line).
+    req.write_text('humanize ; python_version >= "3.8"  # why\n')
+    assert checked_text(req, root, False).splitlines()[1] == 'humanize ; python_version >= "3.8"'
+    # An include is inlined (uv reads a copy elsewhere, where `-r other.txt` pointed at
+    # nothing); a constraints file is refused in one line instead of failing in uv.
+    (root / "other.txt").write_text("anyio\n")
+    req.write_text("-r other.txt\nhumanize\n")
+    assert checked_text(req, root, False).splitlines() == [
+        "# requirements.txt", "# -r other.txt", "# other.txt", "anyio", "humanize"
+    ]  # fmt: skip
+    req.write_text("-c other.txt\n")
+    with pytest.raises(UserError, match="constraints files"):
+        checked_text(req, root, False)
+    # The file's own name heads the text: a newline in it must not start a line for uv.
+    named = root / "r\n--index-url http:evil.example\n#.txt"
+    named.write_text("humanize\n")
+    text = checked_text(named, root, remote_source=True)
+    assert not any(line.startswith("--index-url") for line in text.splitlines())
+
+
+def test_inspect_reads_a_hostile_zip_without_crashing(cli: Any, tmp_path: Path) -> None:
+    handler = "def handler(event, context):\n    return {}\n"
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:  # stored: the bytes are there to alter
+        zf.writestr("index.py", handler)
+        zf.writestr("m.py", "X = 1\n")
+    data = bytearray(good.read_bytes())
+    at = data.index(b"X = 1")
+    data[at] = ord("Y")  # the CRC no longer matches: `BadZipFile` escaped before
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(bytes(data))
+    _one_error_line(cli("inspect", str(bad)), "cannot be read")
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("index.py", handler)
+        zf.writestr("zeros.bin", bytes(8 * 2**20))  # 8 MB of zeros: ~1000:1
+    _one_error_line(cli("inspect", str(bomb)), "inflates 200:1 or more")
+
+    spoof = tmp_path / "spoof.zip"
+    with zipfile.ZipFile(spoof, "w") as zf:
+        zf.writestr("index.py", handler)
+        zf.writestr("pkg\nok: no problems found\x1b[31m/__pycache__/m.cpython-311.pyc", bytes(16))
+    result = cli("inspect", str(spoof))
+    lines = result.output.splitlines()
+    assert sum(line.startswith("ok: no problems") for line in lines) == 1  # inspect's own
+    assert "\x1b" not in result.output

@@ -103,8 +103,11 @@ MAX_LINE = 400
 
 
 def shorten(text: str, limit: int = MAX_LINE) -> str:
-    """One line of bounded length: a 10 MB key must not come back as a 10 MB error."""
-    text = " ".join(text.split("\n"))
+    """One line of bounded length: a 10 MB key must not come back as a 10 MB error, and
+    a terminal escape or carriage return in quoted input is shown, not obeyed."""
+    from pmcp_build.text import one_line
+
+    text = one_line(" ".join(text.split("\n")))
     return text if len(text) <= limit else text[: limit - 15] + f"… ({len(text)} chars)"
 
 

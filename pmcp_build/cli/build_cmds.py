@@ -26,6 +26,7 @@ from pmcp_build.cli.app import (
 )
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
+from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
     from pmcp_build.package.load_check import LoadReport
@@ -99,7 +100,8 @@ def inspect_cmd(
             out.print(line, markup=False)
         for finding in result.findings:
             stream = err if finding.level == "error" else out
-            stream.print(f"{finding.level}: {finding.message}", markup=False)
+            # Findings quote the zip's names and its handler's text: one line each.
+            stream.print(f"{finding.level}: {one_line(finding.message)}", markup=False)
         if result.ok:
             out.print("ok: no problems found", markup=False)
     if not result.ok:

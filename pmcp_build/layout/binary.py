@@ -6,12 +6,19 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from pmcp_build.layout.elf import MACHINES, glibc_problem
-from pmcp_build.layout.model import MODE_EXEC, Entry, entry_from_bytes, normal_mode
+from pmcp_build.layout.model import (
+    MODE_EXEC,
+    UNZIPPED_LIMIT,
+    Entry,
+    entry_from_bytes,
+    normal_mode,
+)
 
 ArtifactKind = Literal["zip", "elf", "script"]
 
@@ -86,6 +93,10 @@ def raw_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entr
     return [entry_from_bytes("bootstrap", data, "artifact", MODE_EXEC, detail=what)]
 
 
+_MEMBER_LIMIT = 100 * 2**20
+_RATIO = 200
+
+
 def zip_members(
     source: Path | IO[bytes], what: str, detail: str = ""
 ) -> tuple[list[Entry], list[str]]:
@@ -98,18 +109,37 @@ def zip_members(
     entries: list[Entry] = []
     problems: list[str] = []
     seen: set[str] = set()
+    total = 0
     with zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
             name = info.filename
+            # Read whole into memory: bounded as a downloaded source is (source/fetch.py),
+            # by the sizes the archive declares (zipfile never inflates past them).
+            total += info.file_size
+            if info.file_size > _MEMBER_LIMIT or total > UNZIPPED_LIMIT:
+                raise ArtifactError(
+                    f"{what}: {name!r} makes the archive too large unpacked (Lambda allows "
+                    f"{UNZIPPED_LIMIT // 2**20} MB in all); it is not a package"
+                )
+            if info.file_size > 2**20 and info.file_size > _RATIO * max(info.compress_size, 1):
+                raise ArtifactError(
+                    f"{what}: {name!r} inflates {_RATIO}:1 or more (a zip bomb?); refused"
+                )
             if name in seen:
                 problems.append(f"{what}: entry {name!r} appears twice in the archive")
             seen.add(name)
             if name.startswith("/") or ".." in name.split("/"):
                 problems.append(f"{what}: entry {name!r} escapes the package root")
             mode = normal_mode((info.external_attr >> 16) & 0o777)
-            entries.append(entry_from_bytes(name, zf.read(info), "artifact", mode, detail=detail))
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
+                    zlib.error) as exc:  # fmt: skip
+                # Bad CRC, unknown compression, encryption, truncation.
+                raise ArtifactError(f"{what}: {name!r} cannot be read ({exc})") from None
+            entries.append(entry_from_bytes(name, data, "artifact", mode, detail=detail))
     return entries, problems
 
 

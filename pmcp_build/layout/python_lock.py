@@ -253,7 +253,7 @@ def _why_stale(current: Lock, requirements: Requirements, python: str, platform:
         return f"python {current.python} -> {python}"
     if current.platform != platform:
         return f"platform {current.platform} -> {platform}"
-    label = requirements.source.label if requirements.source else "the boot runtime"
+    label = one_line(requirements.source.label) if requirements.source else "the boot runtime"
     return f"{label} changed"
 
 

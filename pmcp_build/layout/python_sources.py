@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from pmcp_build.errors import UserError
+from pmcp_build.text import UNSAFE, one_line
 
 Kind = Literal["uv.lock", "pylock", "requirements", "pyproject"]
 
@@ -129,14 +130,24 @@ def _pyproject_lines(source: DependencySource) -> str:
     project = data.get("project")
     if not isinstance(project, dict):
         raise UserError(f"{source.path}: no [project] table; add [project] dependencies")
-    if "dependencies" in (project.get("dynamic") or []):
+    dynamic = project.get("dynamic") or []
+    if not _strings(dynamic) or not _strings(project.get("dependencies") or []):
+        raise UserError(
+            f"{source.path}: [project].dependencies and dynamic must be lists of strings"
+        )
+    optional = project.get("optional-dependencies") or {}
+    if not isinstance(optional, dict) or not all(_strings(v) for v in optional.values()):
+        raise UserError(
+            f"{source.path}: [project.optional-dependencies] must map each extra to a list "
+            "of strings"
+        )
+    if "dependencies" in dynamic:
         raise UserError(
             f"{source.path}: [project].dependencies is dynamic (computed by the build "
             "backend); list them statically, or point [runtime].requirements at a "
             "requirements.txt or uv.lock"
         )
     lines = list(project.get("dependencies") or [])
-    optional = project.get("optional-dependencies") or {}
     for extra in source.extras:
         if extra not in optional:
             known = ", ".join(sorted(optional)) or "none are declared"
@@ -148,8 +159,13 @@ def _pyproject_lines(source: DependencySource) -> str:
     for index, line in enumerate(lines):
         try:
             req = Requirement(str(line))
-        except InvalidRequirement as exc:
-            raise UserError(f"{source.path}: dependency {line!r}: {exc}") from None
+        except InvalidRequirement:
+            # Not the parser's message: it quotes the text and draws a caret under it,
+            # several lines of the attacker's choosing.
+            raise UserError(
+                f"{source.path}: dependency {one_line(str(line))[:120]!r} is not a valid "
+                "requirement (PEP 508)"
+            ) from None
         if req.url:
             raise UserError(
                 f"{source.path}: dependency {line!r} is a direct reference; only "
@@ -157,6 +173,14 @@ def _pyproject_lines(source: DependencySource) -> str:
             )
         lines[index] = str(req)
     return "".join(f"{line}\n" for line in lines)
+
+
+_PYLOCK_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_PYLOCK_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _pylock(source: DependencySource) -> Requirements:
@@ -169,14 +193,27 @@ def _pylock(source: DependencySource) -> Requirements:
         where = f"{source.path}: packages[{index}]"
         if not isinstance(package, dict) or "name" not in package or "version" not in package:
             raise UserError(f"{where}: needs name and version (exact pins are locked)")
-        name, version = str(package["name"]), str(package["version"])
+        name, version, marker = package["name"], package["version"], package.get("marker")
+        # Each becomes a line of the requirements uv resolves: a newline would add
+        # options of its own (`-r /etc/passwd`, `--find-links`).
+        if not isinstance(name, str) or not _PYLOCK_NAME.fullmatch(name):
+            raise UserError(f"{where}: name {one_line(str(name))[:80]!r} is not a package name")
+        if not isinstance(version, str) or not _PYLOCK_VERSION.fullmatch(version):
+            raise UserError(
+                f"{where} ({name}): version {one_line(str(version))[:80]!r} is not an exact version"
+            )
+        if marker is not None and (not isinstance(marker, str) or UNSAFE.search(marker)):
+            raise UserError(f"{where} ({name}): marker must be one line of text")
         wheels = package.get("wheels") or []
+        if not isinstance(wheels, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("hashes", {}), dict) for w in wheels
+        ):
+            raise UserError(f"{where} ({name}): wheels must be tables with a hashes table")
         if not wheels:
             raise UserError(
                 f"{where} ({name}): has no wheels; Lambda packages install wheels only "
                 "(a vcs, directory or sdist-only package cannot ship)"
             )
-        marker = package.get("marker")
         lines.append(f"{name}=={version}" + (f" ; {marker}" if marker else ""))
         hashes[_normal(name)] = frozenset(
             str(w.get("hashes", {}).get("sha256")) for w in wheels if isinstance(w, dict)

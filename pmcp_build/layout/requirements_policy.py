@@ -24,6 +24,7 @@ import shlex
 from pathlib import Path
 
 from pmcp_build.errors import UserError
+from pmcp_build.text import one_line
 
 ALLOW_ENV = "PMCP_ALLOW_REMOTE_REQUIREMENTS"
 _INCLUDE = {
@@ -45,6 +46,11 @@ _REMOTE_OPTIONS = {
 }
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*\+)?(?:https?|ftp|file|git|ssh|svn|hg|bzr)://", re.I)
 _MAX_DEPTH = 8
+# Any scheme (`https:`, `git+ssh:`, `s3:`…), with or without `//`: a direct reference
+# is remote unless it is a file.
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]")  # not \t \n \r
+_COMMENT = re.compile(r"(?:^|\s)#.*$")  # pip's rule: `#` at the start or after a space
 
 
 def remote_allowed() -> bool:
@@ -67,9 +73,15 @@ def _check(path: Path, root: Path, allow_remote: bool, depth: int, shown: str) -
         raise UserError(
             f"{shown}: cannot read it as UTF-8 text ({exc.__class__.__name__})"
         ) from None
-    out = [f"# {shown}"]
+    control = _CONTROL.search(text)
+    if control:
+        # A form feed or vertical tab ends a line for Python, not for uv: the two would
+        # read different requirements. Nothing legitimate needs them.
+        number = text.count("\n", 0, control.start()) + 1
+        raise UserError(f"{one_line(shown)}:{number}: holds a control character; remove it")
+    out = [f"# {one_line(shown)}"]  # a name with a newline must not add a line for uv
     for number, line in _logical_lines(text):
-        where = f"{shown}:{number}"
+        where = f"{one_line(shown)}:{number}"
         if "${" in line:
             raise UserError(
                 f"{where}: environment variable references (${{…}}) are not allowed: they "
@@ -86,7 +98,14 @@ def _check(path: Path, root: Path, allow_remote: bool, depth: int, shown: str) -
             if not value:
                 raise UserError(f"{where}: {option} needs a file name")
             target = _inside(path.parent, value, root, where)
-            out.append(f"{option} {value}")
+            if _INCLUDE[option] == "constrain":
+                raise UserError(
+                    f"{where}: constraints files ({option}) are not supported yet; pin the "
+                    "versions in the requirements (metorial.lock pins every version anyway)"
+                )
+            # Inlined: uv reads a copy of this text from another folder, where a
+            # relative include would not point at the file.
+            out.append(f"# {option} {one_line(value)}")
             out.append(_check(target, root, allow_remote, depth + 1, value))
             continue
         if option in _EDITABLE:
@@ -104,7 +123,10 @@ def _check(path: Path, root: Path, allow_remote: bool, depth: int, shown: str) -
             continue
         if option is not None:
             raise UserError(f"{where}: option {option} is not supported in requirements here")
-        out.append(_requirement(tokens, line, path, root, allow_remote, where))
+        _requirement(tokens, path, root, allow_remote, where)
+        # The line as written, comment dropped: shlex's tokens lose a marker's quotes
+        # (`; python_version >= "3.8"`), which uv needs.
+        out.append(_COMMENT.sub("", line).strip())
     return "\n".join(out)
 
 
@@ -152,13 +174,14 @@ def _inside(base: Path, value: str, root: Path, where: str) -> Path:
     return target
 
 
-def _requirement(
-    tokens: list[str], line: str, path: Path, root: Path, allow_remote: bool, where: str
-) -> str:
+def _requirement(tokens: list[str], path: Path, root: Path, allow_remote: bool, where: str) -> None:
+    """Refuse what a requirement may not reference: any `@` before the marker makes it
+    a direct reference (`name@https://…` as well as `name @ https://…`)."""
     spec = " ".join(tokens)
     reference = None
-    if " @ " in f" {spec} ":
-        reference = spec.split("@", 1)[1].strip().split(";")[0].strip()
+    head = spec.split(";", 1)[0]
+    if "@" in head:
+        reference = head.split("@", 1)[1].strip()
     elif (
         _URL.match(tokens[0])
         or tokens[0].startswith((".", "/"))
@@ -166,18 +189,17 @@ def _requirement(
     ):
         reference = tokens[0]
     if reference is None:
-        return spec
-    if _URL.match(reference) and not reference.lower().startswith("file:"):
+        return
+    if _SCHEME.match(reference) and not reference.lower().startswith("file:"):
         if not allow_remote:
             raise UserError(
-                f"{where}: direct references ({reference.split('?')[0][:80]}) are refused for "
-                f"a source fetched from a URL; pin a version from the index, or set "
-                f"{ALLOW_ENV}=1"
+                f"{where}: direct references ({one_line(reference.split('?')[0][:80])}) are "
+                f"refused for a source fetched from a URL; pin a version from the index, or "
+                f"set {ALLOW_ENV}=1"
             )
-        return spec
+        return
     local = reference[len("file://") :] if reference.lower().startswith("file://") else reference
     _inside(path.parent, local, root, where)
-    return spec
 
 
 def included_files(path: Path) -> list[Path]:
