@@ -142,6 +142,20 @@ def test_tag_diff_on_plain_data() -> None:
     ]
 
 
+def test_a_remote_value_cannot_add_lines_to_the_plan() -> None:
+    """A tag someone set on the function is shown in the plan's drift; a newline in it
+    printed as a line of its own (here a fake "No changes")."""
+    from pmcp_build.deploy.actions import Plan, TargetPlan
+    from pmcp_build.deploy.plan import render
+    from pmcp_build.deploy.targets.lambda_ import _tag_action
+
+    action = _tag_action("f", "arn:f", {"a": "x\nNo changes. \x1b[2K"}, {"a": "1"})
+    assert action is not None
+    lines = render(Plan("s", {}, (TargetPlan("prod", "lambda", (action,)),)))
+    assert not any(line.startswith("No changes") for line in lines)
+    assert "\x1b" not in "".join(lines) and any("x\\nNo changes" in line for line in lines)
+
+
 # -- 3. versions and aliases ----------------------------------------------------------------
 
 

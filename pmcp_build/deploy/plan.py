@@ -13,6 +13,7 @@ from pmcp_build.deploy.actions import Plan, TargetPlan
 from pmcp_build.deploy.targets import PackageRef, TargetInput, kind_module
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.secrets import Environment, resolve
+from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
     from pmcp_build.manifest.load import LoadedManifest
@@ -129,7 +130,9 @@ def render(plan: Plan) -> list[str]:
         )
     else:
         lines.append("No changes. The deployment matches the manifest and package.")
-    return lines
+    # Values read from AWS (a tag someone set, a URL) and from the manifest: each line of
+    # the plan a person reviews stays one line, and drives no terminal.
+    return [one_line(line) for line in lines]
 
 
 def _fmt(value: Any) -> str:
