@@ -473,7 +473,12 @@ def test_requirements_policy_sees_what_uv_sees(tmp_path: Path) -> None:
     root.mkdir()
     req = root / "requirements.txt"
     # `name@url` without spaces is a direct reference too (it reached uv before).
-    for line in ("humanize@https://evil.example/x.whl", "humanize@ https:evil.example/x?y"):
+    # And as written: shlex reads `#` in a word as a comment, uv does not.
+    for line in (
+        "humanize@https://evil.example/x.whl",
+        "humanize@ https:evil.example/x?y",
+        "humanize#@https://evil.example/x.whl",
+    ):
         req.write_text(line + "\n")
         with pytest.raises(UserError, match="direct references"):
             checked_text(req, root, remote_source=True)

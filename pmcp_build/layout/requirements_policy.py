@@ -123,10 +123,14 @@ def _check(path: Path, root: Path, allow_remote: bool, depth: int, shown: str) -
             continue
         if option is not None:
             raise UserError(f"{where}: option {option} is not supported in requirements here")
-        _requirement(tokens, path, root, allow_remote, where)
         # The line as written, comment dropped: shlex's tokens lose a marker's quotes
-        # (`; python_version >= "3.8"`), which uv needs.
-        out.append(_COMMENT.sub("", line).strip())
+        # (`; python_version >= "3.8"`), which uv needs. Checked as tokens and as
+        # written, since that is what uv reads.
+        raw = _COMMENT.sub("", line).strip()
+        _requirement(tokens, path, root, allow_remote, where)
+        if raw:
+            _requirement(raw.split(), path, root, allow_remote, where)
+        out.append(raw)
     return "\n".join(out)
 
 
