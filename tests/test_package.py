@@ -386,3 +386,22 @@ def test_requirement_conflicting_with_the_boot_runtime_names_both(cli, tmp_path:
     result = cli("-C", str(project), "build")
     assert result.exit_code == 1, result.output
     assert "conflicting requirements: mcp>=2.3,<3 and mcp<2" in result.stderr
+
+
+def test_the_dependency_set_is_the_runtimes_not_a_commands(tmp_path: Path) -> None:
+    """A stdio command's own set is packaged under __command__/ and its entries sort
+    first: taken for the runtime's set, the member pack and the load check's root went
+    to deps/ itself (deps/members.pack, listed by `cache` as a dependency set)."""
+    from pmcp_build.layout.model import Entry, make_layout
+    from pmcp_build.package.write import dependency_set
+
+    command_site = tmp_path / "deps" / "c" / "site"
+    runtime_site = tmp_path / "deps" / "r" / "site"
+    entries = [
+        Entry("__command__/pkg/a.py", "dependency", 0o644, 1, "a" * 64, command_site / "pkg/a.py"),
+        Entry("anyio/b.py", "dependency", 0o644, 1, "b" * 64, runtime_site / "anyio/b.py"),
+    ]
+    layout = make_layout(entries, "python3.11", "index.handler", "x86_64")
+    assert dependency_set(layout) == tmp_path / "deps" / "r"
+    only_command = make_layout(entries[:1], "python3.11", "index.handler", "x86_64")
+    assert dependency_set(only_command) is None

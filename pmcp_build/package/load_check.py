@@ -38,7 +38,7 @@ from pmcp_build.errors import UserError
 from pmcp_build.frozen import Frozen
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.write import layout_fingerprint
+from pmcp_build.package.write import dependency_set, layout_fingerprint
 from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
@@ -231,22 +231,12 @@ def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
     )
 
 
-def _deps_folder(layout: Layout) -> Path | None:
-    """The dependency set's cache folder (deps/<key>/, holding site/): the entries'
-    sources are `site/<path>` in it (layout/python.py dependency_entries)."""
-    for entry in layout.entries:
-        if entry.origin == "dependency" and entry.src is not None:
-            site = entry.src.parents[len(Path(entry.path).parts) - 1]
-            return site.parent if site.name == "site" else None
-    return None
-
-
 def _claim_root(layout: Layout) -> tuple[Path, IO[bytes] | None, Path | None]:
     """A task root at a fixed path (so bytecode kept under the prefix matches it, and
     the next check rewrites only what changed), one of SLOTS per dependency set, held
     with a lock while the worker runs; a temporary root, without a prefix, when all
     are taken or locks are not available here."""
-    folder = _deps_folder(layout)
+    folder = dependency_set(layout)
     if folder is not None:
         try:
             import fcntl

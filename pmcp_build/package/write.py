@@ -60,11 +60,15 @@ def layout_fingerprint(layout: Layout) -> str:
 
 
 def dependency_set(layout: Layout) -> Path | None:
-    """The cached dependency set (deps/<key>/) the layout's dependency files come from."""
+    """The runtime's cached dependency set (deps/<key>/) the layout's dependency files
+    come from: the one whose `site/<path>` is an entry's source. A stdio command's own
+    set is packaged under `__command__/`, so its entries (which sort first) do not
+    match and are passed over."""
     for e in layout.entries:
         if e.origin == "dependency" and e.src is not None:
             site = e.src.parents[e.path.count("/")]  # src is <set>/site/<path>
-            return site.parent
+            if site.name == "site" and site / e.path == e.src:
+                return site.parent
     return None
 
 
