@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 from pmcp_build.errors import UserError
-from pmcp_build.layout.python_sources import DependencySource, Requirements, _normal, read
+from pmcp_build.layout.python_sources import (
+    EXACT_VERSION,
+    PACKAGE_NAME,
+    DependencySource,
+    Requirements,
+    _normal,
+    read,
+)
 from pmcp_build.text import one_line
 
 LOCK_NAME = "metorial.lock"
@@ -130,8 +137,8 @@ def read_lock(path: Path) -> Lock | None:
             raise ValueError(f"version {data.get('version')!r}, expected {LOCK_VERSION}")
         packages = tuple(
             Locked(
-                _checked("name", p["name"], _NAME),
-                _checked("version", p["version"], _VERSION),
+                _checked("name", p["name"], PACKAGE_NAME),
+                _checked("version", p["version"], EXACT_VERSION),
                 _checked("wheel", p["wheel"], _WHEEL),
                 _checked("sha256", p["sha256"], _SHA256),
                 bool(p.get("boot", False)),
@@ -153,8 +160,6 @@ def read_lock(path: Path) -> Lock | None:
 # Each value of a lock ends up in the requirements file uv reads (install_text): a
 # lock in a downloaded source is the attacker's, and a name holding a newline would add
 # options of its own (`--index-url`, `-r /etc/...`) past the requirements policy.
-_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # PEP 508
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 public and local parts
 _WHEEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _INPUTS = re.compile(r"sha256:[0-9a-f]{64}")

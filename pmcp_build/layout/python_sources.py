@@ -175,8 +175,11 @@ def _pyproject_lines(source: DependencySource) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-_PYLOCK_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
-_PYLOCK_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
+# What a pinned distribution's name and version may hold once it becomes a requirement
+# line (pylock.toml here, metorial.lock in python_lock.py): nothing that could end the
+# line or start an option.
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # PEP 508
+EXACT_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")  # PEP 440 public and local
 
 
 def _strings(value: object) -> bool:
@@ -196,9 +199,9 @@ def _pylock(source: DependencySource) -> Requirements:
         name, version, marker = package["name"], package["version"], package.get("marker")
         # Each becomes a line of the requirements uv resolves: a newline would add
         # options of its own (`-r /etc/passwd`, `--find-links`).
-        if not isinstance(name, str) or not _PYLOCK_NAME.fullmatch(name):
+        if not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name):
             raise UserError(f"{where}: name {one_line(str(name))[:80]!r} is not a package name")
-        if not isinstance(version, str) or not _PYLOCK_VERSION.fullmatch(version):
+        if not isinstance(version, str) or not EXACT_VERSION.fullmatch(version):
             raise UserError(
                 f"{where} ({name}): version {one_line(str(version))[:80]!r} is not an exact version"
             )
@@ -215,9 +218,7 @@ def _pylock(source: DependencySource) -> Requirements:
                 "(a vcs, directory or sdist-only package cannot ship)"
             )
         lines.append(f"{name}=={version}" + (f" ; {marker}" if marker else ""))
-        hashes[_normal(name)] = frozenset(
-            str(w.get("hashes", {}).get("sha256")) for w in wheels if isinstance(w, dict)
-        )
+        hashes[_normal(name)] = frozenset(str(w.get("hashes", {}).get("sha256")) for w in wheels)
     return Requirements(source, "".join(f"{x}\n" for x in lines), hashes, (source.path,))
 
 
