@@ -12,13 +12,8 @@ from pathlib import Path
 from typing import IO, Literal
 
 from pmcp_build.layout.elf import MACHINES, glibc_problem
-from pmcp_build.layout.model import (
-    MODE_EXEC,
-    UNZIPPED_LIMIT,
-    Entry,
-    entry_from_bytes,
-    normal_mode,
-)
+from pmcp_build.layout.model import MODE_EXEC, Entry, entry_from_bytes, normal_mode
+from pmcp_build.source.fetch import EXTRACT_LIMIT, MEMBER_LIMIT, RATIO_LIMIT
 
 ArtifactKind = Literal["zip", "elf", "script"]
 
@@ -93,10 +88,6 @@ def raw_artifact_entries(data: bytes, architecture: str, what: str) -> list[Entr
     return [entry_from_bytes("bootstrap", data, "artifact", MODE_EXEC, detail=what)]
 
 
-_MEMBER_LIMIT = 100 * 2**20
-_RATIO = 200
-
-
 def zip_members(
     source: Path | IO[bytes], what: str, detail: str = ""
 ) -> tuple[list[Entry], list[str]]:
@@ -115,17 +106,17 @@ def zip_members(
             if info.is_dir():
                 continue
             name = info.filename
-            # Read whole into memory: bounded as a downloaded source is (source/fetch.py),
-            # by the sizes the archive declares (zipfile never inflates past them).
+            # Read whole into memory: bounded by a downloaded source's caps (source/fetch.py),
+            # on the sizes the archive declares (zipfile never inflates past them).
             total += info.file_size
-            if info.file_size > _MEMBER_LIMIT or total > UNZIPPED_LIMIT:
+            if info.file_size > MEMBER_LIMIT or total > EXTRACT_LIMIT:
                 raise ArtifactError(
                     f"{what}: {name!r} makes the archive too large unpacked (Lambda allows "
-                    f"{UNZIPPED_LIMIT // 2**20} MB in all); it is not a package"
+                    f"{EXTRACT_LIMIT // 2**20} MB in all); it is not a package"
                 )
-            if info.file_size > 2**20 and info.file_size > _RATIO * max(info.compress_size, 1):
+            if info.file_size > 2**20 and info.file_size > RATIO_LIMIT * max(info.compress_size, 1):
                 raise ArtifactError(
-                    f"{what}: {name!r} inflates {_RATIO}:1 or more (a zip bomb?); refused"
+                    f"{what}: {name!r} inflates {RATIO_LIMIT}:1 or more (a zip bomb?); refused"
                 )
             if name in seen:
                 problems.append(f"{what}: entry {name!r} appears twice in the archive")
