@@ -20,6 +20,14 @@ def one_line(text: str) -> str:
     return UNSAFE.sub(_escape, text)
 
 
+def escaped(text: str, keep: str) -> str:
+    """`text` with every unsafe character but those in `keep` escaped: a log message
+    keeps its own newlines and tabs, and still drives no terminal."""
+    return UNSAFE.sub(
+        lambda found: found.group() if found.group() in keep else _escape(found), text
+    )
+
+
 def _escape(found: re.Match[str]) -> str:
     char = found.group()
     return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (

@@ -18,6 +18,7 @@ from typing import Any
 import botocore.exceptions
 
 from pmcp_build.errors import UserError
+from pmcp_build.text import escaped
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
@@ -64,9 +65,6 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def format_event(event: dict[str, Any]) -> str:
     """One line: time, the version that logged it, the message (Lambda's own trailing
     newline dropped; a message's inner newlines and tabs kept, as the function wrote
@@ -75,7 +73,7 @@ def format_event(event: dict[str, Any]) -> str:
     version = stream_version(str(event.get("logStreamName", "")))
     where = f" [{version}]" if version else ""
     message = str(event.get("message", "")).rstrip("\r\n")
-    message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
+    message = escaped(message, keep="\n\t")
     return f"{iso(int(event.get('timestamp', 0)))}{where} {message}"
 
 
