@@ -6,6 +6,7 @@ import base64
 import hashlib
 import platform
 import struct
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -121,3 +122,26 @@ def zip_with(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return path
+
+
+def start_serve(project: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    """`pmcp-build serve` on a free port, as a user runs it (read its URL with served_url)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), "serve", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def served_url(proc: subprocess.Popen[str], label: str = "serve") -> str:
+    """The URL `serve` prints once listening; the test fails with its stderr if it exits."""
+    import pytest
+
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(5)
+        pytest.fail(f"{label} did not start: {proc.stderr.read() if proc.stderr else ''}")
+    return line.split(" at ")[1].split(" ")[0]

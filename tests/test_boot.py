@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 
 from .conftest import EXAMPLES
-from .helpers import python_project
+from .helpers import python_project, served_url, start_serve
 
 FULL_SERVER = """from boot import metorial
 
@@ -315,28 +315,8 @@ def served_example(tmp_path_factory: pytest.TempPathFactory):
         "UV_FIND_LINKS": str(Path(__file__).resolve().parent.parent / ".wheelhouse"),
         "PMCP_BUILD_CACHE_DIR": str(tmp_path_factory.mktemp("serve-cache")),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pmcp_build",
-            "-C",
-            str(EXAMPLES / "python-server"),
-            "serve",
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(5)
-        pytest.fail(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
-    url = line.split(" at ")[1].split(" ")[0]
+    proc = start_serve(EXAMPLES / "python-server", env)
+    url = served_url(proc)
     yield url
     proc.terminate()
     proc.wait(30)

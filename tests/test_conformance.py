@@ -32,7 +32,7 @@ from mcp.types import PromptReference, ResourceTemplateReference
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from .conftest import ROOT
-from .helpers import HOST_ARCH, HOST_PY
+from .helpers import HOST_ARCH, HOST_PY, served_url, start_serve
 
 SERVER = """'''A feature-complete server on the mcp SDK's MCPServer, for the conformance test.'''
 
@@ -206,21 +206,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
         "PMCP_BUILD_CACHE_DIR": str(tmp_path_factory.mktemp("conformance-cache")),
     }
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "pmcp_build", "-C", str(project), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    ours = start_serve(project, env)
     native: subprocess.Popen[bytes] | None = None
     try:
-        assert ours.stdout is not None
-        line = ours.stdout.readline()
-        if not line:
-            ours.wait(5)
-            pytest.fail(f"serve did not start: {ours.stderr.read() if ours.stderr else ''}")
-        our_url = line.split(" at ")[1].split(" ")[0]
+        our_url = served_url(ours)
         # The native server runs from the package's own files: the same SDK, byte for byte.
         (package,) = (project / ".pmcp" / "dist").glob("*.zip")
         task_root = tmp_path_factory.mktemp("native-task")

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import python_project
+from .helpers import python_project, served_url, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,19 +55,8 @@ def _env(tmp: Path) -> dict[str, str]:
 
 def _start(project: Path, tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     (tmp / "tmp").mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pmcp_build", "-C", str(project), "serve", "--port", "0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(tmp),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(5)
-        pytest.fail(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
-    return proc, line.split(" at ")[1].split(" ")[0]
+    proc = start_serve(project, _env(tmp), *extra)
+    return proc, served_url(proc)
 
 
 def _rpc(url: str, method: str, params: dict[str, Any], id_: int = 1) -> httpx.Response:

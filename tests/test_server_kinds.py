@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 
 from .conftest import EXAMPLES, ROOT
-from .helpers import python_project
+from .helpers import python_project, served_url, start_serve
 
 
 @pytest.fixture(autouse=True)
@@ -62,36 +62,11 @@ def served(shared_cache: Path) -> Iterator[dict[str, str]]:
     """`pmcp-build serve` for each example, started side by side (the session's cache,
     so the invoke tests reuse these builds)."""
     cache = shared_cache
-    procs = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pmcp_build",
-                "-C",
-                str(EXAMPLES / name),
-                "serve",
-                "--port",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(cache),
-        )
-        for name in SCENARIOS
-    }
+    procs = {name: start_serve(EXAMPLES / name, _env(cache)) for name in SCENARIOS}
     urls = {}
     try:
         for name, proc in procs.items():
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait(5)
-                pytest.fail(
-                    f"serve {name} did not start: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            urls[name] = line.split(" at ")[1].split(" ")[0]
+            urls[name] = served_url(proc, f"serve {name}")
         yield urls
     finally:
         for proc in procs.values():
