@@ -370,11 +370,11 @@ def check_mcp_pin(requirements: Path) -> None:
     from packaging.requirements import InvalidRequirement, Requirement
 
     for number, line in enumerate(text.splitlines(), 1):
-        text = line.split("#", 1)[0].strip()
-        if not text or text.startswith("-"):
+        spec = line.split("#", 1)[0].strip()
+        if not spec or spec.startswith("-"):
             continue
         try:
-            requirement = Requirement(text)
+            requirement = Requirement(spec)
         except InvalidRequirement:
             continue  # uv reports it
         if requirement.name.lower() != "mcp" or not requirement.specifier:
@@ -382,7 +382,7 @@ def check_mcp_pin(requirements: Path) -> None:
         if not any(requirement.specifier.contains(v, prereleases=True) for v in _MCP_2):
             raise UserError(
                 f"{requirements.name}:{number}: conflicting requirements: mcp>=2.3,<3 and "
-                f"{text} cannot both hold: the bundled runtime needs mcp 2.x. Port the "
+                f"{spec} cannot both hold: the bundled runtime needs mcp 2.x. Port the "
                 "server to mcp 2 (FastMCP is "
                 "now mcp.server.mcpserver.MCPServer; see the SDK's v2 migration guide), or run "
                 'it unchanged as a stdio command: [runtime] command = ["python", "server.py"] '
