@@ -15,17 +15,6 @@ from . import config
 
 Handler = Callable[..., Any]
 
-HANDLER_KINDS = (
-    "list_tools",
-    "call_tool",
-    "list_resources",
-    "read_resource",
-    "list_resource_templates",
-    "list_prompts",
-    "get_prompt",
-)
-
-
 @dataclass
 class MetorialServer:
     """What an author's module declares: a name and the handlers it registered."""

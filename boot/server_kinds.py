@@ -50,7 +50,6 @@ class Found:
     server: Any = None  # the low-level mcp Server (None for the metorial kind)
     attr: str | None = None
     notes: list[str] = field(default_factory=list)
-    bridge: Any = None  # the stdio_bridge.StdioServer of a command
 
 
 def classify(obj: Any) -> tuple[str, Any] | None:

@@ -107,7 +107,6 @@ class StdioServer:
         self.lock = threading.Lock()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.init_result: dict[str, Any] = {}
-        self.exit_note: str | None = None
         self.stderr_reader: threading.Thread | None = None
 
     # -- process -------------------------------------------------------------------
@@ -232,7 +231,6 @@ class StdioServer:
         if self.stderr_reader is not None:
             self.stderr_reader.join(1)  # its last words belong in the error
         note = self._exited(proc)
-        self.exit_note = note
         with self.lock:
             pending, self.pending = self.pending, {}
         for future in pending.values():
@@ -383,6 +381,4 @@ def start(root: str, command: dict[str, Any]) -> Found:
         stdio.stop()
         raise
     server = proxy_server(stdio)
-    return Found(
-        "stdio", server.name, server.version, server=server, attr=stdio.label, bridge=stdio
-    )
+    return Found("stdio", server.name, server.version, server=server, attr=stdio.label)

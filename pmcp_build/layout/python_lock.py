@@ -54,9 +54,6 @@ class Lock:
     inputs: str  # digest of what was resolved; a change means the lock is stale
     packages: tuple[Locked, ...]
 
-    def by_name(self) -> dict[str, Locked]:
-        return {p.name: p for p in self.packages}
-
 
 @dataclass(frozen=True)
 class Change:

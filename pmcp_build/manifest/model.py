@@ -662,7 +662,3 @@ class Manifest(_Model):
                     f"assets[{index}] writes 'bootstrap', which the binary runtime owns"
                 )
         return value
-
-    @property
-    def source_is_url(self) -> bool:
-        return self.source.url is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,13 +22,6 @@ class Environment:
 
     def shown(self) -> dict[str, str]:
         return {k: (MASK if k in self.secret_keys else v) for k, v in self.values.items()}
-
-    def fingerprint(self) -> str:
-        """Changes when any value changes, reveals none (salted by the key names)."""
-        h = hashlib.sha256()
-        for key in sorted(self.values):
-            h.update(f"{key}\0{self.values[key]}\0".encode())
-        return h.hexdigest()
 
     def scrub(self, text: str) -> str:
         for key in self.secret_keys:

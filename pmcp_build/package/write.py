@@ -46,10 +46,6 @@ class Package:
         """What Lambda reports as CodeSha256: base64 of the zip's sha256 digest."""
         return base64.b64encode(bytes.fromhex(self.sha256)).decode()
 
-    @property
-    def sha12(self) -> str:
-        return self.sha256[:12]
-
 
 def layout_fingerprint(layout: Layout) -> str:
     """The zip is a pure function of this (and of the writer's format)."""
