@@ -15,6 +15,7 @@ from . import config
 
 Handler = Callable[..., Any]
 
+
 @dataclass
 class MetorialServer:
     """What an author's module declares: a name and the handlers it registered."""
