@@ -45,16 +45,29 @@ class _LazyConsole:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def _made(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
-            # markup=False: what we print is text. A server name "[/red]", a key "[/]" or
-            # our own "[runtime].architecture" must come out as written, never styled
-            # or raise a markup error.
+            # What we print is text. markup=False: a server name "[/red]", a key "[/]"
+            # or our own "[runtime].architecture" comes out as written, never styled or
+            # a markup error; emoji=False: a tag "pmcp-build:package:" or "team:smile:x"
+            # is not an emoji code; highlight=False: nothing is recoloured by pattern.
             self._console = Console(
-                stderr=self._stderr, highlight=False, soft_wrap=True, markup=False
+                stderr=self._stderr, highlight=False, soft_wrap=True, markup=False, emoji=False
             )
-        return getattr(self._console, name)
+        return self._console
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Console.print, with every `${env:}` secret masked in any string printed and
+        the text rules enforced whatever a caller passes."""
+        from pmcp_build.text import mask_known
+
+        shown = [mask_known(o) if isinstance(o, str) else o for o in objects]
+        kwargs.update(markup=False, emoji=False, highlight=False)
+        self._made().print(*shown, **kwargs)
 
 
 out: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
@@ -71,32 +84,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 def guard(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pmcp_build.text import forget, mask_known
+
         try:
             return func(*args, **kwargs)
         except UserError as exc:
             if _State.debug:
-                raise
-            for line in str(exc).splitlines() or [""]:
+                _traceback_and_exit(exc.exit_code)
+            for line in mask_known(str(exc)).splitlines() or [""]:
                 err.print(styled("error:", "red"), shorten(line))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _State.debug:
-                raise
+                _traceback_and_exit(130)
             err.print("interrupted")  # Ctrl-C is an answer, not a crash: no traceback
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, TyperException):
             raise  # usage errors keep click's exit code 2
         except Exception as exc:
             if _State.debug:
-                raise
+                _traceback_and_exit(1)
             err.print(
                 styled("internal error:", "red"),
-                shorten(f"{type(exc).__name__}: {exc}"),
+                shorten(mask_known(f"{type(exc).__name__}: {exc}")),
                 "(rerun with --debug for the traceback)",
             )
             raise typer.Exit(1) from None
+        finally:
+            forget()  # the next command (a test's, in one process) resolves its own
 
     return wrapper  # type: ignore[return-value]
+
+
+def _traceback_and_exit(code: int) -> None:
+    """--debug: the traceback of the exception being handled, with every secret masked
+    (an AWS error can quote the request it was sent), written as plain text."""
+    import sys
+    import traceback
+
+    from pmcp_build.text import mask_known
+
+    sys.stderr.write(mask_known(traceback.format_exc()))
+    sys.stderr.flush()
+    raise typer.Exit(code) from None
 
 
 MAX_LINE = 400

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import ENV_REF, LAMBDA_ENV_LIMIT
-
-MASK = "(sensitive)"
+from pmcp_build.text import MASK as MASK  # re-exported: the targets mask with it
+from pmcp_build.text import masked, remember
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,11 @@ class Environment:
     def shown(self) -> dict[str, str]:
         return {k: (MASK if k in self.secret_keys else v) for k, v in self.values.items()}
 
+    def secrets(self) -> list[str]:
+        return [v for k, v in self.values.items() if k in self.secret_keys and v]
+
     def scrub(self, text: str) -> str:
-        for key in self.secret_keys:
-            value = self.values.get(key)
-            if value:
-                text = text.replace(value, MASK)
-        return text
+        return masked(text, self.secrets())
 
 
 def resolve(raw: dict[str, str], where: str) -> Environment:
@@ -56,4 +55,6 @@ def resolve(raw: dict[str, str], where: str) -> Environment:
             f"{where}.environment is {size} bytes once resolved; Lambda allows "
             f"{LAMBDA_ENV_LIMIT}. Shorten the values or move them to SSM / Secrets Manager"
         )
-    return Environment(values, frozenset(secret))
+    env = Environment(values, frozenset(secret))
+    remember(env.secrets())
+    return env
