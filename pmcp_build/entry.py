@@ -101,13 +101,14 @@ def fast_build(argv: list[str]) -> bool:
         return True
     from rich.console import Console
 
-    out = Console(highlight=False, soft_wrap=True)
+    # Text, as the CLI's consoles print it: no markup, no emoji codes, no highlighting.
+    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
     for line in layout_lines(package.layout, zipped=package.size):
         out.print(line, markup=False)
     if report is not None:
         out.print(report.line(), markup=False)
         for note in report.notes:
-            Console(stderr=True, highlight=False, soft_wrap=True).print(
+            Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False).print(
                 f"note: {note}", markup=False
             )
     out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)

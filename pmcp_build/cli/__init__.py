@@ -14,6 +14,7 @@ from pmcp_build.cli import (  # noqa: F401  (imported to register the commands)
     lock_cmd,
     logs_cmd,
     manifest_cmds,
+    outputs_cmd,
 )
 from pmcp_build.cli.app import app, main
 

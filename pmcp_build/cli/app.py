@@ -236,6 +236,26 @@ def load_with_text(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def emit_json(data: Any, indent: int | None = 2) -> None:
+    """`data` as JSON on stdout, every `${env:}` value masked: in each string before
+    encoding (so a secret holding '"' is not split by its escaping), and in the text."""
+    import json
+    import sys
+
+    from pmcp_build.text import mask_known
+
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_known(value)
+        if isinstance(value, dict):
+            return {masked(k): masked(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [masked(v) for v in value]
+        return value
+
+    sys.stdout.write(mask_known(json.dumps(masked(data), indent=indent)) + "\n")
+
+
 def quiet(json_mode: bool) -> bool:
     """Progress output only for a person at a terminal, never in CI or --json."""
     return json_mode or not err.is_terminal or bool(os.environ.get("CI"))
@@ -287,6 +307,22 @@ def check_targets(loaded: LoadedManifest, targets: list[str] | None) -> list[str
             known = ", ".join(names) or "none are declared"
             raise UserError(f"{loaded.path}: no target {name!r}; targets: {known}")
     return list(targets) if targets else names
+
+
+def check_layer_regions(loaded: LoadedManifest, names: list[str]) -> None:
+    """A lambda target without its own region deploys to AWS_REGION: its layers must be
+    there too (the model checks the targets that name a region)."""
+    from pmcp_build.manifest.model import LambdaTarget
+    from pmcp_build.manifest.model import check_layer_regions as check
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    for name in names:
+        target = loaded.manifest.targets[name]
+        if isinstance(target, LambdaTarget) and target.region is None and region:
+            try:
+                check(target.layers, region, "AWS_REGION, as the target names no region")
+            except ValueError as exc:
+                raise UserError(f"{loaded.path}: targets.{name}: {exc}") from None
 
 
 TargetsOption = Annotated[

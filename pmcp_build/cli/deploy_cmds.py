@@ -25,7 +25,9 @@ from pmcp_build.cli.app import (
     TargetsOption,
     app,
     build_and_check,
+    check_layer_regions,
     check_targets,
+    emit_json,
     err,
     guard,
     load,
@@ -37,7 +39,7 @@ from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from pmcp_build.deploy.actions import Plan
+    from pmcp_build.deploy.actions import Action, Plan
     from pmcp_build.deploy.executor import TargetResult
     from pmcp_build.manifest.secrets import Environment
     from pmcp_build.package.build import Package
@@ -142,6 +144,7 @@ def plan_cmd(
         sys.stdout.write(text)
         return
     names = check_targets(loaded, target)
+    check_layer_regions(loaded, names)
     from pmcp_build.cli.build_cmds import print_load_report
 
     package, report = build_and_check(loaded, json_out)  # a server that cannot load stops here
@@ -151,7 +154,7 @@ def plan_cmd(
         saved.save(plan, envs, loaded.path, text, out_file)
         _refuse_packaged_plan(loaded, out_file)
     if json_out:
-        sys.stdout.write(_scrub(json.dumps(plan.to_json(), indent=2), envs) + "\n")
+        emit_json(plan.to_json())
     else:
         print_load_report(report)
         _print_plan(plan, package, envs)
@@ -218,6 +221,7 @@ def apply(
     if data is None and not target and not all_targets:
         _refuse_several_lambdas(loaded)
     names = check_targets(loaded, target)
+    check_layer_regions(loaded, names)
     # As plan does: a server that cannot load is never deployed (a UserError here); the
     # result is cached by layout, so after `plan` this costs nothing.
     package, _ = build_and_check(loaded, json_out)
@@ -249,7 +253,7 @@ def apply(
             "applied": {r.name: r.steps for r in results},
             "outputs": outputs,
         }
-        sys.stdout.write(_scrub(json.dumps(data_out, indent=2), envs) + "\n")
+        emit_json(data_out)
         return
     _print_results(results, envs)
     if plan.has_changes:
@@ -285,7 +289,11 @@ def _upload_progress(total: int) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        console=err,
+        transient=True,
     )
 
     def for_target(name: str, _: int) -> Any:
@@ -305,6 +313,7 @@ def destroy(
     target: Annotated[str, typer.Option("--target", "-t", help="The target to destroy.")],
     file: ManifestOption = Path(MANIFEST_NAME),
     auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Remove a target's function, URL and auto role (never a bucket)."""
     from pmcp_build.deploy.executor import execute
@@ -314,12 +323,12 @@ def destroy(
     check_targets(loaded, [target])
     plan = destroy_plan(loaded, target)
     actions = plan.targets[0].actions
+    if not json_out:
+        _print_destroy(target, actions)
     if not actions:
-        out.print(f"target {target}: nothing to destroy.", markup=False)
+        if json_out:
+            emit_json({"target": target, "changes": False, "destroyed": []})
         return
-    for action in actions:
-        out.print(f"  - {action.resource} {action.op}  # {action.reason}", markup=False)
-    out.print(f"Plan: 0 to add, 0 to change, {len(actions)} to destroy.", markup=False)
     if not auto_approve:
         if not sys.stdin.isatty():
             raise UserError(
@@ -327,8 +336,22 @@ def destroy(
             )
         if not typer.confirm(f"Destroy target {target}?"):
             raise UserError("destroy cancelled; nothing was changed")
-    execute(plan, None, environments(loaded, [target]))
+    results = execute(plan, None, environments(loaded, [target]))
+    if json_out:
+        done = [{"resource": a.resource, "op": a.op, "reason": a.reason} for a in actions]
+        steps = {r.name: r.steps for r in results}
+        emit_json({"target": target, "changes": True, "destroyed": done, "applied": steps})
+        return
     out.print(f"Destroy complete: {len(actions)} destroyed.", markup=False)
+
+
+def _print_destroy(target: str, actions: tuple[Action, ...]) -> None:
+    if not actions:
+        out.print(f"target {target}: nothing to destroy.", markup=False)
+        return
+    for action in actions:
+        out.print(f"  - {action.resource} {action.op}  # {action.reason}", markup=False)
+    out.print(f"Plan: 0 to add, 0 to change, {len(actions)} to destroy.", markup=False)
 
 
 @app.command()

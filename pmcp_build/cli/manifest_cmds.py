@@ -9,24 +9,46 @@ from typing import Annotated
 import typer
 
 from pmcp_build.cli.app import (
+    JsonOption,
     ManifestOption,
     app,
+    check_layer_regions,
+    emit_json,
     guard,
     load,
     out,
+    shorten,
 )
+from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
 
 @app.command()
 @guard
-def validate(file: ManifestOption = Path(MANIFEST_NAME)) -> None:
+def validate(file: ManifestOption = Path(MANIFEST_NAME), json_out: JsonOption = False) -> None:
     """Check metorial.toml without building or calling AWS."""
     from pmcp_build.source.tree import check_declared_paths
 
-    loaded = load(file)
-    m = loaded.manifest
-    check_declared_paths(m.source, loaded.root, m.runtime, loaded.path.name)
+    try:
+        loaded = load(file)
+        m = loaded.manifest
+        check_declared_paths(m.source, loaded.root, m.runtime, loaded.path.name)
+        check_layer_regions(loaded, list(m.targets))
+    except UserError as exc:
+        if json_out:  # the verdict on stdout too; the line on stderr as always
+            emit_json({"valid": False, "path": str(file), "error": shorten(str(exc))})
+        raise
+    if json_out:
+        emit_json(
+            {
+                "valid": True,
+                "path": str(loaded.path),
+                "server": m.server.name,
+                "runtime": m.runtime.kind,
+                "targets": {n: t.kind for n, t in m.targets.items()},
+            }
+        )
+        return
     targets = ", ".join(f"{n} ({t.kind})" for n, t in m.targets.items()) or "none"
     out.print(
         f"{loaded.path}: ok — server '{m.server.name}', {m.runtime.kind} runtime, "

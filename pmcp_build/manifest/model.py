@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pmcp_build.text import UNSAFE, one_line
+
 MANIFEST_NAME = "metorial.toml"
 
 # Lambda's runtimes: python3.11 and older run on Amazon Linux 2, newer on AL2023.
@@ -67,6 +69,11 @@ def _relative_path(value: str, what: str) -> str:
     """A path inside the source or package: relative, no `..`, POSIX separators."""
     if not value or not value.strip():
         raise ValueError(f"{what} must not be empty")
+    if UNSAFE.search(value):
+        raise ValueError(
+            f"{what} '{one_line(value)[:160]}' holds a control or bidirectional character; "
+            "a path in the package must be plain text"
+        )
     if "\\" in value:
         raise ValueError(f"{what} must use '/' separators, got {value!r}")
     path = PurePosixPath(value)
@@ -280,6 +287,14 @@ def _check_environment(env: dict[str, str]) -> dict[str, str]:
                     f"environment.{key}: '${{{ref}}}' is not a reference pmcp-build knows; "
                     "write '${env:NAME}' to read the variable NAME at plan time"
                 )
+        rest = _ANY_REF.sub("", value)
+        if "${" in rest:
+            # It would ship to Lambda as written, the secret's name in place of its value.
+            opened = rest[rest.index("${") :][:40]
+            raise ValueError(
+                f"environment.{key}: '{one_line(opened)}' is not closed; write "
+                "'${env:NAME}' (with the closing '}') to read the variable NAME at plan time"
+            )
     # Lambda counts the JSON of the whole map; references are counted as written
     # here and checked again once resolved.
     size = len(json.dumps(env, separators=(",", ":")).encode())
@@ -369,6 +384,52 @@ class Vpc(_Model):
     @classmethod
     def _groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_ids(value, _SECURITY_GROUP, "security group", "sg-0123abcd", 5)
+
+
+# IAM's rules for a role (CreateRole): a name of 1-64 letters, digits and _+=,.@-; a
+# path "/" or "/.../" of printable ASCII ('!' to '~'), at most 512 characters.
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
+_ROLE_PATH = re.compile(r"/([!-~]*/)?")
+
+
+def check_role_arn(arn: str) -> str:
+    if arn == "auto":
+        return arn
+    path, _, name = ("/" + arn.split(":role/", 1)[1]).rpartition("/")
+    path += "/"
+    if len(name) > 64:
+        raise ValueError(
+            f"the role name in {one_line(arn)[:160]!r} is {len(name)} characters; IAM role "
+            "names are at most 64"
+        )
+    bad = next((c for c in name if not _ROLE_NAME.fullmatch(c)), None)
+    if not name or bad is not None:
+        shown = "nothing" if bad is None else f"'{one_line(bad)}'"
+        raise ValueError(
+            f"the role name in '{one_line(arn)[:160]}' holds {shown}; IAM role names are "
+            "1-64 letters, digits and _+=,.@- (no spaces)"
+        )
+    if len(path) > 512 or not _ROLE_PATH.fullmatch(path):
+        raise ValueError(
+            f"the role path in '{one_line(arn)[:160]}' is not one IAM accepts (printable "
+            "ASCII, no spaces, at most 512 characters)"
+        )
+    return arn
+
+
+def layer_region(arn: str) -> str:
+    return arn.split(":")[3]
+
+
+def check_layer_regions(layers: tuple[str, ...], region: str, source: str) -> None:
+    """Lambda attaches only layers of the function's own region."""
+    for index, arn in enumerate(layers):
+        if layer_region(arn) != region:
+            raise ValueError(
+                f"layers[{index}] {arn!r} is in {layer_region(arn)}, but the function is "
+                f"deployed to {region} ({source}); Lambda only uses layers of the "
+                "function's region: publish the layer there"
+            )
 
 
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -507,6 +568,17 @@ class LambdaTarget(_AwsTarget):
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_environment(value)
 
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        return check_role_arn(value)
+
+    @model_validator(mode="after")
+    def _layers_here(self) -> LambdaTarget:
+        if self.region is not None:
+            check_layer_regions(self.layers, self.region, "the target's region")
+        return self
+
     @field_validator("alias")
     @classmethod
     def _alias(cls, value: str | None) -> str | None:
@@ -620,6 +692,25 @@ class Manifest(_Model):
                 raise ValueError(
                     f"target name {name!r} must be lowercase letters, digits, '-' or '_' (max 32)"
                 )
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _one_target_a_function(cls, value: dict[str, Target]) -> dict[str, Target]:
+        # Two targets on one function would overwrite each other's code and settings on
+        # every apply, and destroying one would delete the other.
+        seen: dict[tuple[str | None, ...], str] = {}
+        for name, target in value.items():
+            if not isinstance(target, LambdaTarget):
+                continue
+            where = (target.function, target.region, target.profile, target.endpoint_url)
+            if where in seen:
+                raise ValueError(
+                    f"targets {seen[where]!r} and {name!r} both deploy function "
+                    f"{target.function!r} (same region and account settings); give each "
+                    "lambda target its own function"
+                )
+            seen[where] = name
         return value
 
     @field_validator("targets")
