@@ -114,3 +114,54 @@ def test_example_declares_the_schema_directive() -> None:
         match = re.match(r"#:schema (.+)", first)
         assert match, path
         assert (path.parent / match.group(1)).resolve() == ROOT / "schemas/metorial.schema.json"
+
+
+# -- validate --json, and rules that need the environment -------------------------------
+
+_LAYERED = (
+    '[server]\nname = "demo"\n[runtime]\nkind = "python"\n[targets.prod]\nkind = "lambda"\n'
+    'function = "f"\nbucket = "my-bucket"\n'
+    'layers = ["arn:aws:lambda:us-east-1:123456789012:layer:deps:3"]\n'
+)
+
+
+def test_validate_json_says_valid_and_what_it_read(cli, tmp_path: Path) -> None:
+    (tmp_path / "metorial.toml").write_text(_LAYERED)
+    (tmp_path / "server.py").write_text("")
+    result = cli("-C", str(tmp_path), "validate", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "valid": True,
+        "path": "metorial.toml",
+        "server": "demo",
+        "runtime": "python",
+        "targets": {"prod": "lambda"},
+    }
+
+
+def test_validate_json_reports_the_error_on_stdout_and_stderr(cli, tmp_path: Path) -> None:
+    (tmp_path / "metorial.toml").write_text(_LAYERED.replace('"f"', '"bad name"'))
+    result = cli("-C", str(tmp_path), "validate", "--json")
+    assert result.exit_code == 1
+    verdict = json.loads(result.stdout)
+    assert verdict["valid"] is False
+    assert verdict["error"].startswith("metorial.toml:7: targets.prod.function:")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: {verdict['error']}"
+
+
+def test_a_layer_outside_aws_region_is_refused_when_the_target_names_none(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "metorial.toml").write_text(_LAYERED)
+    (tmp_path / "server.py").write_text("")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    for command in ("validate", "plan"):
+        result = cli("-C", str(tmp_path), command)
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: metorial.toml: targets.prod: layers[0]"), lines[0]
+        assert "is in us-east-1, but the function is deployed to eu-west-1 (AWS_REGION" in lines[0]
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    assert cli("-C", str(tmp_path), "validate").exit_code == 0

@@ -56,9 +56,7 @@ def test_an_emoji_code_in_a_tag_is_printed_as_written(cli: Any, project: Path) -
 def test_validate_and_errors_print_emoji_codes_as_written(cli: Any, tmp_path: Path) -> None:
     folder = tmp_path / "x:smile:y"
     folder.mkdir()
-    (folder / "metorial.toml").write_text(
-        '[server]\nname = "demo"\n[runtime]\nkind = "python"\n'
-    )
+    (folder / "metorial.toml").write_text('[server]\nname = "demo"\n[runtime]\nkind = "python"\n')
     (folder / "server.py").write_text("")
     ok = cli("-C", str(folder), "validate", "-f", str(folder / "metorial.toml"))
     assert ok.exit_code == 0, ok.output
