@@ -4,11 +4,15 @@ A file name, a dependency's metadata or a server's class name can hold a newline
 terminal escape or a bidirectional override: printed as is, it could add a line to a
 plan that a person reviews ("+ lambda ...  # up to date") or rewrite what the terminal
 shows. Everything of that kind is shown escaped instead.
+
+And a secret resolved from `${env:}` must never be printed, in whatever spelling a
+string carries it (`masked`, `mask_known`).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import re
@@ -46,7 +50,8 @@ def _escape(found: re.Match[str]) -> str:
 # -- secrets ---------------------------------------------------------------------------
 
 
-def spellings(value: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def spellings(value: str) -> frozenset[str]:
     """Every form a secret can take in text we print: as is, JSON-escaped (once, and
     twice: an AWS error quoting the JSON it was sent, printed inside our own JSON),
     `repr`, our one-line escaping, URL-encoded, HTML-escaped and base64."""
@@ -59,7 +64,7 @@ def spellings(value: str) -> set[str]:
     raw = value.encode()
     forms |= {base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode()}
     forms |= {f.rstrip("=") for f in forms}
-    return {f for f in forms if f}
+    return frozenset(f for f in forms if f)
 
 
 def masked(text: str, secrets: Iterable[str]) -> str:
@@ -88,6 +93,7 @@ def remember(secrets: Iterable[str]) -> None:
 def forget() -> None:
     with _KNOWN_LOCK:
         _KNOWN.clear()
+    spellings.cache_clear()
 
 
 def mask_known(text: str) -> str:

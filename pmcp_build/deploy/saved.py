@@ -263,8 +263,9 @@ def _check_bound(path: Path, saved: Plan, fresh: Plan, recorded: Any) -> None:
                     f"{path}: target {target.name!r}'s connection.{field} is {before!r} "
                     f"in the plan and {after!r} in the manifest; run plan again"
                 )
+    planned = {t.name for t in saved.targets}
     for target in fresh.targets:
-        if not target.connection:
+        if not target.connection or target.name not in planned:
             continue
         before = (recorded or {}).get(target.name) if isinstance(recorded, dict) else None
         if not isinstance(before, dict):
