@@ -165,3 +165,31 @@ def test_a_layer_outside_aws_region_is_refused_when_the_target_names_none(
         assert "is in us-east-1, but the function is deployed to eu-west-1 (AWS_REGION" in lines[0]
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     assert cli("-C", str(tmp_path), "validate").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        "arn:aws:iam::123456789012:role/" + "r" * 64,
+        "arn:aws:iam::123456789012:role/service-role/my+role=,.@_-x",
+        "arn:aws-cn:iam::123456789012:role/a/b/c/deployer",
+    ],
+)
+def test_role_arns_iam_accepts_are_accepted(role: str) -> None:
+    m = parse_manifest(
+        '[server]\nname = "demo"\n[runtime]\nkind = "python"\n'
+        f'[targets.prod]\nkind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\nrole = "{role}"\n'
+    )
+    target = m.targets["prod"]
+    assert isinstance(target, LambdaTarget) and target.role == role
+
+
+def test_the_same_function_in_two_regions_is_two_functions() -> None:
+    m = parse_manifest(
+        '[server]\nname = "demo"\n[runtime]\nkind = "python"\n'
+        '[targets.eu]\nkind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\n'
+        'region = "eu-west-1"\n'
+        '[targets.us]\nkind = "lambda"\nfunction = "f"\nbucket = "my-bucket"\n'
+        'region = "us-east-1"\n'
+    )
+    assert set(m.targets) == {"eu", "us"}

@@ -509,7 +509,8 @@ class LambdaTarget(_AwsTarget):
     role: str = Field(
         default="auto",
         pattern=r"^(auto|arn:aws[a-z-]*:iam::\d{12}:role/.+)$",
-        description="'auto' (a basic execution role is created) or an IAM role ARN",
+        description="'auto' (a basic execution role is created) or an IAM role ARN (the "
+        "role name 1-64 letters, digits and _+=,.@-; an optional /path/)",
     )
     memory: int = Field(default=512, strict=True, ge=128, le=10240, description="MB, 128-10240")
     timeout: int = Field(default=30, strict=True, ge=1, le=900, description="seconds, 1-900")
