@@ -48,20 +48,20 @@ def _want(**over: Any) -> DesiredFunction:
         settings["vpc"] = Vpc()
     settings["layers"] = tuple(settings.get("layers", ()))
     config = Config("python3.12", "index.handler", over.pop("role", ROLE), 512, 30)
-    return DesiredFunction(
-        target="prod",
-        function="f",
-        server="s",
-        bucket="b",
-        key="k.zip",
-        config=config,
-        env=ENV,
-        sha256=SHA,
-        code_sha256=CODE,
-        architecture="arm64",
-        settings=Settings(**settings),
-        **over,
-    )
+    fields: dict[str, Any] = {
+        "target": "prod",
+        "function": "f",
+        "server": "s",
+        "bucket": "b",
+        "key": "k.zip",
+        "config": config,
+        "env": ENV,
+        "sha256": SHA,
+        "code_sha256": CODE,
+        "architecture": "arm64",
+        "settings": Settings(**settings),
+    }
+    return DesiredFunction(**{**fields, **over})
 
 
 def _lambda(state: LambdaState, **over: Any) -> list[Action]:
