@@ -16,8 +16,7 @@ from typing import Any
 from pmcp_build.deploy import aws
 from pmcp_build.deploy.actions import Action, TargetPlan, unread
 from pmcp_build.deploy.targets.common import TargetInput
-from pmcp_build.deploy.targets.lambda_ import destroy as teardown
-from pmcp_build.deploy.targets.lambda_ import function, role, tags, url, versions
+from pmcp_build.deploy.targets.lambda_ import function, role, tags, teardown, url, versions
 from pmcp_build.deploy.targets.lambda_.model import (
     DesiredFunction,
     LambdaState,
