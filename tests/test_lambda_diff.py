@@ -22,6 +22,7 @@ from pmcp_build.deploy.targets.lambda_.model import (
     PublicGrant,
     RoleState,
     Settings,
+    Statement,
     Url,
     Vpc,
 )
@@ -258,7 +259,7 @@ def test_public_grants_are_warned_and_observed() -> None:
 
 def test_url_auth_change_removes_our_grants() -> None:
     grants = {
-        sid: url.Statement(sid, "Allow", p["Action"], "*")
+        sid: Statement(sid, "Allow", p["Action"], "*")
         for sid, p in url.public_grants("f").items()
     }
     state = deployed(url=Url("NONE", "https://x"), grants=grants)
