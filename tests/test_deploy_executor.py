@@ -47,9 +47,14 @@ def test_on_call_raising_stops_the_apply() -> None:
         raise UserError(f"stopped after {call.operation}")
 
     done: list[str] = []
+
+    def a(client: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        done.append("a")
+        return {}
+
     wiring = executor.Wiring(
         clients=lambda conn, service: None,
-        helpers={("fake", "a"): lambda c, p, g: done.append("a") or {}},
+        helpers={("fake", "a"): a},
         on_call=crash,
     )
     action = Action("fake.a", "+", "x", "test", calls=(Call("fake", "a"), Call("fake", "a")))
