@@ -308,8 +308,9 @@ def test_the_plan_after_a_rollback_says_what_it_is(cli: Any, project: Path) -> N
         "version 2 is what $LATEST is: the alias moves forward to it"
     ) in plan.stdout
     assert "FunctionVersion: 1 -> 2" in plan.stdout
-    _apply(cli, project)
+    applied = _apply(cli, project)
     assert _alias() == "2" and _versions() == ["1", "2"]  # nothing new published
+    assert "prod.version = 2" in applied.stdout
     assert cli("-C", str(project), "plan", "-t", "prod", "--detailed-exitcode").exit_code == 0
 
 

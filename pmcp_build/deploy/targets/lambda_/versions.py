@@ -9,6 +9,8 @@ from pmcp_build.deploy.actions import Action, Call, Change
 from pmcp_build.deploy.targets.lambda_.model import DesiredFunction, LambdaState
 from pmcp_build.errors import UserError
 
+_ALIAS_OUTPUTS = {"alias_arn": "AliasArn", "version": "FunctionVersion"}
+
 
 def diff(want: DesiredFunction, state: LambdaState, changed: bool) -> list[Action]:
     """`changed`: the plan creates the function or changes its code or configuration."""
@@ -74,7 +76,7 @@ def _alias(want: DesiredFunction, current: str | None, version: Any, why: str) -
             "create_alias",
             params,
             tolerate=("ResourceConflictException",),
-            outputs={"alias_arn": "AliasArn"},
+            outputs=_ALIAS_OUTPUTS,
         )
         return [
             Action(
@@ -88,7 +90,9 @@ def _alias(want: DesiredFunction, current: str | None, version: Any, why: str) -
         ]
     if not isinstance(version, dict) and current == version:
         return []
-    update = Call("lambda", "update_alias", params, outputs={"alias_arn": "AliasArn"})
+    # The version in service is the alias's now (moved forward, it is not one this
+    # apply publishes): the output follows the response.
+    update = Call("lambda", "update_alias", params, outputs=_ALIAS_OUTPUTS)
     return [
         Action(
             "lambda.update_alias",
