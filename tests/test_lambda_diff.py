@@ -259,8 +259,7 @@ def test_public_grants_are_warned_and_observed() -> None:
 
 def test_url_auth_change_removes_our_grants() -> None:
     grants = {
-        sid: Statement(sid, "Allow", p["Action"], "*")
-        for sid, p in url.public_grants("f").items()
+        sid: Statement(sid, "Allow", p["Action"], "*") for sid, p in url.public_grants("f").items()
     }
     state = deployed(url=Url("NONE", "https://x"), grants=grants)
     assert ops(url.diff(want(url_auth="NONE"), state)) == []
