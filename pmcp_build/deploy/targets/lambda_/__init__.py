@@ -84,14 +84,14 @@ def _lambda_calls(action: Action, function: str) -> Action:
     return dataclasses.replace(action, calls=tuple(calls))
 
 
-def _warnings(want: DesiredFunction, t: LambdaTarget, state: LambdaState) -> list[str]:
+def _warnings(want: DesiredFunction, state: LambdaState) -> list[str]:
     warnings = []
     if want.url_auth == "NONE":
         warnings.append(
             f"lambda {want.function}: url auth is NONE: the MCP endpoint is public, anyone "
             "who has the URL can call its tools"
         )
-    if t.snapstart and want.alias is None:
+    if want.settings.snapstart and want.alias is None:
         warnings.append(
             f"lambda {want.function}: snapstart applies to published versions only; invoking "
             "the function unqualified runs $LATEST without it: invoke the version in the "
@@ -128,7 +128,7 @@ def plan(given: TargetInput[LambdaTarget], refresh: bool) -> TargetPlan:
         connection=aws.connection(given.target),
         observed=state.observed() if refresh else {},
         outputs=_outputs(want, state),
-        warnings=tuple(_warnings(want, given.target, state)),
+        warnings=tuple(_warnings(want, state)),
         refreshed=refresh,
         private={"remote_environment": state.remote_environment()} if refresh else {},
     )

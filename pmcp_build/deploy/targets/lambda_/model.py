@@ -4,7 +4,7 @@ Every sub-diff is a pure function of the two; tests build both by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ class Vpc:
     security_groups: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, subnets: Any, security_groups: Any) -> Vpc:
+    def of(cls, subnets: Iterable[str] | None, security_groups: Iterable[str] | None) -> Vpc:
         return cls(tuple(sorted(subnets or ())), tuple(sorted(security_groups or ())))
 
     @property
