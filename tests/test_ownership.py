@@ -331,3 +331,34 @@ def test_rollback_to_a_version(cli: Any, project: Path) -> None:
         lines = _error_lines(result)
         assert len(lines) == 1 and says in lines[0], result.stderr
     assert _alias() == "1"
+
+
+def test_a_role_made_by_someone_else_between_plan_and_apply_is_refused() -> None:
+    """Stubber (a race moto cannot stage): CreateRole answers EntityAlreadyExists and
+    the role found has no pmcp-build tag; before, its ARN was taken as ours."""
+    from botocore.stub import Stubber
+
+    from pmcp_build.deploy import aws
+    from pmcp_build.errors import UserError
+
+    iam = boto3.client(
+        "iam", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    role = {
+        "Path": "/",
+        "RoleName": "f-pmcp-exec",
+        "RoleId": "AROAEXAMPLEEXAMPLE1",
+        "Arn": "arn:aws:iam::123456789012:role/f-pmcp-exec",
+        "CreateDate": "2026-01-01T00:00:00Z",
+        "Tags": [{"Key": "team", "Value": "other"}],
+    }
+    params = {"RoleName": "f-pmcp-exec", "AssumeRolePolicyDocument": "{}"}
+    with Stubber(iam) as stub:
+        stub.add_client_error("create_role", "EntityAlreadyExists", expected_params=params)
+        stub.add_response("get_role", {"Role": role}, {"RoleName": "f-pmcp-exec"})
+        with pytest.raises(UserError, match="created by someone else since the plan"):
+            aws.ensure_role(iam, params, None)
+        ours = {**role, "Tags": [{"Key": "pmcp-build:managed", "Value": "true"}]}
+        stub.add_client_error("create_role", "EntityAlreadyExists", expected_params=params)
+        stub.add_response("get_role", {"Role": ours}, {"RoleName": "f-pmcp-exec"})
+        assert aws.ensure_role(iam, params, None)["Role"]["Arn"] == role["Arn"]
