@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pmcp_build.deploy.executor import execute
+from pmcp_build.deploy.apply import execute
 from pmcp_build.deploy.plan import make_plan
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.manifestless import IMAGE_TARGET, SynthInputs, image_target

@@ -13,6 +13,7 @@ import botocore.exceptions
 import pytest
 
 from pmcp_build.deploy.targets import lambda_
+from pmcp_build.deploy.targets.lambda_.role import TRUST_POLICY
 
 from .conftest import BUCKET, SECRET, Recorder, _fn
 from .helpers import python_project
@@ -191,7 +192,7 @@ def test_local_target_round_trip(cli, tmp_path: Path) -> None:
 
 def test_switching_an_existing_function_to_the_auto_role_creates_it(cli, project: Path) -> None:
     arn = boto3.client("iam").create_role(
-        RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(lambda_.TRUST_POLICY)
+        RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(TRUST_POLICY)
     )["Role"]["Arn"]
     toml = project / "metorial.toml"
     toml.write_text(toml.read_text().replace("memory = 256", f'memory = 256\nrole = "{arn}"'))
@@ -211,7 +212,7 @@ def test_targets_sharing_an_artifact_upload_it_once(
 ) -> None:
     """Two functions, one bucket and prefix: one content-addressed key. Uploading it
     from both targets at once made them abort each other's multipart upload."""
-    from pmcp_build.deploy import executor
+    from pmcp_build.deploy import apply
 
     toml = project / "metorial.toml"
     toml.write_text(
@@ -219,14 +220,14 @@ def test_targets_sharing_an_artifact_upload_it_once(
         + f'\n[targets.prod2]\nkind = "lambda"\nfunction = "tiny-prod2"\nbucket = "{BUCKET}"\n'
         'prefix = "builds/tiny"\n'
     )
-    real = executor.HELPERS[("s3", "upload_artifact")]
+    real = apply.HELPERS[("s3", "upload_artifact")]
     uploads: list[str] = []
 
     def counted(client, params, progress):  # type: ignore[no-untyped-def]
         uploads.append(params["Key"])
         return real(client, params, progress)
 
-    monkeypatch.setitem(executor.HELPERS, ("s3", "upload_artifact"), counted)
+    monkeypatch.setitem(apply.HELPERS, ("s3", "upload_artifact"), counted)
     result = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod", "-t", "prod2")
     assert result.exit_code == 0, result.output
     assert len(uploads) == 1, uploads

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pmcp_build.deploy import executor
+from pmcp_build.deploy import apply
 from pmcp_build.deploy.actions import Call
 from pmcp_build.errors import UserError
 
@@ -19,6 +19,14 @@ from .conftest import Recorder, _fn
 
 class Killed(UserError):
     pass
+
+
+def _crash_with(monkeypatch: pytest.MonkeyPatch, on_call: Any) -> None:
+    """Hand the executor an `on_call` hook for the CLI's next apply."""
+    real = apply.execute
+    monkeypatch.setattr(
+        apply, "execute", lambda *args, **kw: real(*args, **{**kw, "on_call": on_call})
+    )
 
 
 def _writes_of_a_fresh_apply(cli: Any, project: Path) -> list[str]:
@@ -67,10 +75,10 @@ def test_apply_killed_after_every_write_converges(
             if len(seen) > kill_after:
                 raise Killed(f"simulated crash after {call.service}.{call.operation}")
 
-        monkeypatch.setattr(executor, "AFTER_CALL", crash)
-        failed = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+        with monkeypatch.context() as patched:
+            _crash_with(patched, crash)
+            failed = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
         assert failed.exit_code == 1 and "simulated crash" in failed.stderr, failed.output
-        monkeypatch.setattr(executor, "AFTER_CALL", None)
 
         resumed = cli("-C", str(project), "plan", "-t", "prod")
         unfinished = kill_after < len(writes) - 1  # killed after the last write: all done
@@ -100,9 +108,9 @@ def test_update_killed_between_code_and_configuration_converges(
         if call.operation == "update_function_code":
             raise Killed("simulated crash after the code update")
 
-    monkeypatch.setattr(executor, "AFTER_CALL", crash)
-    assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 1
-    monkeypatch.setattr(executor, "AFTER_CALL", None)
+    with monkeypatch.context() as patched:
+        _crash_with(patched, crash)
+        assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 1
     plan = json.loads(cli("-C", str(project), "plan", "--json", "-t", "prod").stdout)
     ops = [a["op"] for a in plan["targets"][0]["actions"] if a["symbol"] != "="]
     assert ops == ["lambda.update_function_configuration", "lambda.tag_resource"]  # code done

@@ -99,12 +99,14 @@ def test_tags_created_merged_and_drift_fixed(cli, project: Path) -> None:
     lam = boto3.client("lambda")
     arn = _fn()["FunctionArn"]
     lam.tag_resource(Resource=arn, Tags={"team": "other", "stray": "x"})
-    lam.untag_resource(Resource=arn, TagKeys=["pmcp-build:managed"])
+    # (Not pmcp-build:managed: without it the function is no longer ours, and the plan
+    # refuses it; see test_ownership.py.)
+    lam.untag_resource(Resource=arn, TagKeys=["pmcp-build:server"])
     plan = cli("-C", str(project), "plan", "-t", "prod", "--detailed-exitcode")
     assert plan.exit_code == 2, plan.output
     assert "~ lambda tiny-prod tags lambda.tag_resource  # tags drifted" in plan.stdout
     assert "Tags.team: other -> mcp" in plan.stdout
-    assert "Tags.pmcp-build:managed: (none) -> true" in plan.stdout
+    assert "Tags.pmcp-build:server: (none) -> tiny" in plan.stdout
     assert "Tags.stray: x -> (none)" in plan.stdout
     assert cli("-C", str(project), "apply", "--auto-approve", "-t", "prod").exit_code == 0
     assert _tags() == {**tags, "pmcp-build:package": sha}
@@ -131,7 +133,7 @@ def test_bad_tags_are_one_line(cli, project: Path, tags: str, says: str) -> None
 
 
 def test_tag_diff_on_plain_data() -> None:
-    from pmcp_build.deploy.targets.lambda_ import _tag_action
+    from pmcp_build.deploy.targets.lambda_.tags import tag_action as _tag_action
 
     assert _tag_action("f", "arn:f", {"a": "1"}, {"a": "1"}) is None
     action = _tag_action("f", "arn:f", {"a": "1", "b": "2", "aws:c": "3"}, {"a": "9", "d": "4"})
@@ -147,7 +149,7 @@ def test_a_remote_value_cannot_add_lines_to_the_plan() -> None:
     printed as a line of its own (here a fake "No changes")."""
     from pmcp_build.deploy.actions import Plan, TargetPlan
     from pmcp_build.deploy.plan import render
-    from pmcp_build.deploy.targets.lambda_ import _tag_action
+    from pmcp_build.deploy.targets.lambda_.tags import tag_action as _tag_action
 
     action = _tag_action("f", "arn:f", {"a": "x\nNo changes. \x1b[2K"}, {"a": "1"})
     assert action is not None
@@ -239,14 +241,15 @@ def _fn_tags() -> dict[str, str]:
 def test_a_url_left_behind_is_removed_on_plain_data() -> None:
     """An alias added to a function that had a public URL: the unqualified URL would go
     on serving $LATEST to anyone. An alias removed: its URL and grants, then the alias."""
-    from pmcp_build.deploy.targets.lambda_ import _leftover_actions, public_grants
+    from pmcp_build.deploy.targets.lambda_.model import LambdaState, Statement, Url, UrlPlace
+    from pmcp_build.deploy.targets.lambda_.url import leftovers, public_grants
 
-    grants = {sid: {"Effect": "Allow", "Action": g["Action"], "Principal": "*"}
+    from .test_deploy_units import _want
+
+    grants = {sid: Statement(sid, "Allow", g["Action"], "*")
               for sid, g in public_grants("f").items()}  # fmt: skip
-    url = {"AuthType": "NONE", "FunctionUrl": "https://old.lambda-url.eu-west-1.on.aws/"}
-    moved = _leftover_actions(
-        "f", "live", {"elsewhere": [{"qualifier": None, "url": url, "permissions": grants}]}
-    )
+    url = Url("NONE", "https://old.lambda-url.eu-west-1.on.aws/")
+    moved = leftovers(_want(alias="live"), LambdaState(elsewhere=(UrlPlace(None, url, grants),)))
     assert [(a.op, a.symbol) for a in moved] == [
         ("lambda.delete_function_url_config", "-"),
         ("lambda.remove_permission", "-"),
@@ -255,13 +258,9 @@ def test_a_url_left_behind_is_removed_on_plain_data() -> None:
     assert all("Qualifier" not in c.params for a in moved for c in a.calls)
     assert {a.reason for a in moved} == {"the url is served by alias live now"}
 
-    dropped = _leftover_actions(
-        "f",
-        None,
-        {
-            "elsewhere": [{"qualifier": "live", "url": url, "permissions": grants}],
-            "stale_alias": "live",
-        },
+    dropped = leftovers(
+        _want(),
+        LambdaState(elsewhere=(UrlPlace("live", url, grants),), stale_alias="live"),
     )
     assert [a.op for a in dropped] == [
         "lambda.delete_function_url_config",
@@ -271,14 +270,15 @@ def test_a_url_left_behind_is_removed_on_plain_data() -> None:
     ]
     assert all(c.params.get("Qualifier") == "live" for a in dropped[:3] for c in a.calls)
     assert dropped[-1].calls[0].params == {"FunctionName": "f", "Name": "live"}
-    assert _leftover_actions("f", "live", {}) == []
+    assert leftovers(_want(alias="live"), LambdaState()) == []
 
 
 def test_urls_left_behind_are_read_with_their_qualifier() -> None:
     """Stubber, as moto ignores Qualifier: each read names where it looks."""
     from botocore.stub import Stubber
 
-    from pmcp_build.deploy.targets.lambda_ import PUBLIC_URL_SID, _read_elsewhere
+    from pmcp_build.deploy.targets.lambda_.read import _read_elsewhere
+    from pmcp_build.deploy.targets.lambda_.url import PUBLIC_URL_SID
 
     lam = boto3.client("lambda", region_name="eu-west-1")
     statement = {"Sid": PUBLIC_URL_SID, "Effect": "Allow", "Principal": "*"}
@@ -291,8 +291,8 @@ def test_urls_left_behind_are_read_with_their_qualifier() -> None:
         stub.add_response("get_function_url_config", old, {"FunctionName": "f"})
         stub.add_response("get_policy", {"Policy": policy}, {"FunctionName": "f"})
         found, stale = _read_elsewhere(lam, "f", "live", {}, "https://new.on.aws/")
-        assert stale is None and found[0]["qualifier"] is None
-        assert found[0]["url"]["AuthType"] == "NONE" and PUBLIC_URL_SID in found[0]["permissions"]
+        assert stale is None and found[0].qualifier is None
+        assert found[0].url.auth == "NONE" and PUBLIC_URL_SID in found[0].grants
 
         # The alias we made (its tag) is no longer declared: it, and its URL, are read.
         alias = {"AliasArn": f"{fn_arn}:live", "Name": "live", "FunctionVersion": "3"}
@@ -301,14 +301,14 @@ def test_urls_left_behind_are_read_with_their_qualifier() -> None:
         stub.add_response("get_function_url_config", old, where)
         stub.add_response("get_policy", {"Policy": policy}, where)
         found, stale = _read_elsewhere(lam, "f", None, {"pmcp-build:alias": "live"}, None)
-        assert stale == "live" and found[0]["qualifier"] == "live"
+        assert stale == "live" and found[0].qualifier == "live"
 
         # The declared URL read back at another qualifier is the same config: not left over.
         stub.add_response("get_function_url_config", old, {"FunctionName": "f"})
-        assert _read_elsewhere(lam, "f", "live", {}, old["FunctionUrl"]) == ([], None)
+        assert _read_elsewhere(lam, "f", "live", {}, old["FunctionUrl"]) == ((), None)
         stub.assert_no_pending_responses()
     # A target that never had an alias reads nothing more.
-    assert _read_elsewhere(object(), "f", None, {}, None) == ([], None)
+    assert _read_elsewhere(object(), "f", None, {}, None) == ((), None)
 
 
 def test_rollback_needs_an_alias(cli, project: Path) -> None:
@@ -317,21 +317,27 @@ def test_rollback_needs_an_alias(cli, project: Path) -> None:
 
 
 def test_publish_diff_on_plain_data() -> None:
-    from pmcp_build.deploy.targets.lambda_ import _publish_actions, rollback_action
+    from dataclasses import replace
 
-    fn = {"CodeSha256": "c", "MemorySize": 512, "Architectures": ["arm64"]}
-    same = {"Version": "4", **fn}
-    state = {"function": fn, "published": same, "alias": {"FunctionVersion": "4"}}
-    assert _publish_actions("f", "c", "s" * 64, "s", "live", False, state) == []
-    moved = _publish_actions("f", "c", "s" * 64, "s", "live", True, state)
+    from pmcp_build.deploy.targets.lambda_.versions import diff, rollback_action
+
+    from .test_deploy_units import _deployed, _want
+
+    state = _deployed(CodeSha256="c")
+    fn = state.function
+    assert fn is not None
+    same = replace(fn, version="4")
+    state = replace(state, published=same, alias_version="4")
+    live = _want(alias="live", code_sha256="c")
+    assert diff(live, state, False) == []
+    moved = diff(live, state, True)
     assert [a.op for a in moved] == ["lambda.publish_version", "lambda.update_alias"]
     assert moved[0].calls[0].params["CodeSha256"] == "c"  # the guard
     assert moved[1].calls[0].params["FunctionVersion"] == {"$output": "version"}
     # killed before publishing: nothing changed, but $LATEST differs from version 4
-    stale = {**state, "published": {**same, "MemorySize": 256}}
-    assert [a.op for a in _publish_actions("f", "c", "s" * 64, "s", None, False, stale)] == [
-        "lambda.publish_version"
-    ]
+    older = replace(same, config=replace(same.config, memory=256))
+    stale = replace(state, published=older)
+    assert [a.op for a in diff(_want(publish=True), stale, False)] == ["lambda.publish_version"]
     action = rollback_action("f", "live", "7", ["$LATEST", "2", "5", "7", "9"])
     assert action.calls[0].params["FunctionVersion"] == "5"
 

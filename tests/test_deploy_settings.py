@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import pytest
 from botocore.stub import Stubber
 
 from pmcp_build.deploy.targets import lambda_
+from pmcp_build.deploy.targets.lambda_.model import LambdaState, RoleState
+from pmcp_build.deploy.targets.lambda_.read import function_state
 from pmcp_build.manifest.model import LambdaTarget
 
 from .conftest import Recorder, _fn
@@ -308,7 +311,7 @@ LAYER = "arn:aws:lambda:eu-west-1:123456789012:layer:deps:3"
 VPC = {"SubnetIds": ["subnet-0123abcd"], "SecurityGroupIds": ["sg-0123abcd"]}
 
 
-def _with_settings(**fn: Any) -> dict[str, Any]:
+def _with_settings(**fn: Any) -> LambdaState:
     settings: dict[str, Any] = {
         "Layers": [{"Arn": LAYER, "CodeSize": 1}],
         "VpcConfig": {**VPC, "VpcId": "vpc-1"},
@@ -316,8 +319,8 @@ def _with_settings(**fn: Any) -> dict[str, Any]:
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
     }
     state = _deployed(**{**settings, **fn})
-    state["concurrency"] = 3
-    return state
+    assert state.function is not None
+    return replace(state, function=replace(state.function, concurrency=3))
 
 
 def _settings(**over: Any) -> dict[str, Any]:
@@ -340,7 +343,7 @@ def test_settings_as_read_are_up_to_date() -> None:
 
 
 def test_defaults_send_nothing_for_a_plain_function() -> None:
-    actions = _lambda({})
+    actions = _lambda(LambdaState())
     params = actions[1].calls[0].params
     for key in ("Layers", "VpcConfig", "EphemeralStorage", "SnapStart"):
         assert key not in params, key
@@ -382,12 +385,30 @@ def test_snapstart_diff() -> None:
     assert update.calls[0].params["SnapStart"] == {"ApplyOn": "PublishedVersions"}
     assert "lambda.publish_version" in _ops(on)
     state = _deployed(SnapStart={"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"})
-    state["published"] = {
-        "Version": "2",
-        **state["function"],
-        "SnapStart": {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"},
-    }
+    assert state.function is not None
+    version = function_state(
+        {
+            "Version": "2",
+            **_config(state.function),
+            "SnapStart": {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"},
+        }
+    )
+    state = replace(state, published=version)
     assert _ops(_lambda(state, snapstart=True, publish=True)) == []
+
+
+def _config(fn: Any) -> dict[str, Any]:
+    """A FunctionState back in GetFunctionConfiguration's form (what a version reports)."""
+    return {
+        "CodeSha256": fn.code_sha256,
+        "Architectures": list(fn.architectures),
+        "Runtime": fn.config.runtime,
+        "Handler": fn.config.handler,
+        "Role": fn.config.role,
+        "MemorySize": fn.config.memory,
+        "Timeout": fn.config.timeout,
+        "Environment": {"Variables": dict(fn.environment)},
+    }
 
 
 def _stubbed_read(get_function: dict[str, Any]) -> dict[str, Any]:
@@ -405,6 +426,10 @@ def _stubbed_read(get_function: dict[str, Any]) -> dict[str, Any]:
         "ResourceNotFoundException",
         expected_params={"FunctionName": "f"},
     )
+    # Every plan reads the resource policy (a public grant by hand is a warning).
+    stub.add_client_error(
+        "get_policy", "ResourceNotFoundException", expected_params={"FunctionName": "f"}
+    )
     stub.activate()
 
     class Clients:
@@ -415,11 +440,11 @@ def _stubbed_read(get_function: dict[str, Any]) -> dict[str, Any]:
     return clients  # type: ignore[return-value]
 
 
-def test_reserved_concurrency_zero_is_read_as_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reserved_concurrency_zero_is_read_as_zero() -> None:
     """Stubber: AWS's GetFunction reports Concurrency 0 for a function stopped with
     reserved_concurrency = 0 (moto leaves it out), and a 0 wanted is then up to date."""
-    from pmcp_build.deploy import aws
     from pmcp_build.deploy.targets import TargetInput
+    from pmcp_build.deploy.targets.lambda_.tags import concurrency_actions
     from pmcp_build.manifest.load import parse_manifest
     from pmcp_build.manifest.secrets import Environment
 
@@ -427,18 +452,19 @@ def test_reserved_concurrency_zero_is_read_as_zero(monkeypatch: pytest.MonkeyPat
         "Configuration": {"FunctionName": "f", "Role": "arn:aws:iam::123456789012:role/r"},
         "Concurrency": {"ReservedConcurrentExecutions": 0},
     }
-    clients = _stubbed_read(answer)
-    monkeypatch.setattr(aws, "clients", lambda conn: clients)
+    clients = _stubbed_read(answer)  # handed to read: no module to patch
     m = parse_manifest(
         '[server]\nname = "d"\n[runtime]\nkind = "python"\n[targets.p]\nkind = "lambda"\n'
         'function = "f"\nbucket = "my-bucket"\nrole = "arn:aws:iam::123456789012:role/r"\n'
         "reserved_concurrency = 0\n"
     )
-    given = TargetInput("p", m.targets["p"], "d", None, Environment({}, frozenset()), Path("."))
-    state = lambda_.read(given)
-    assert state["concurrency"] == 0
-    assert lambda_._concurrency_actions("f", 0, state["concurrency"]) == []
-    assert [a.op for a in lambda_._concurrency_actions("f", None, 0)] == [
+    target = m.targets["p"]
+    assert isinstance(target, LambdaTarget)
+    given = TargetInput("p", target, "d", None, Environment({}, frozenset()), Path("."))
+    state = lambda_.read(lambda_.desired(given), clients)
+    assert state.function is not None and state.function.concurrency == 0
+    assert concurrency_actions("f", 0, state.function.concurrency) == []
+    assert [a.op for a in concurrency_actions("f", None, 0)] == [
         "lambda.delete_function_concurrency"
     ]
 
@@ -446,15 +472,15 @@ def test_reserved_concurrency_zero_is_read_as_zero(monkeypatch: pytest.MonkeyPat
 def test_leaving_the_vpc_narrows_the_auto_role_after_the_function() -> None:
     from pmcp_build.deploy import aws
 
-    inside = _deployed(VpcConfig={**VPC, "VpcId": "vpc-1"}, Role="arn:aws:iam::1:role/f-pmcp-exec")
+    arn = "arn:aws:iam::1:role/f-pmcp-exec"
+    inside = _deployed(VpcConfig={**VPC, "VpcId": "vpc-1"}, Role=arn)
     wide = aws.logs_policy("f")
     wide["Statement"].append({"Effect": "Allow", "Action": ["ec2:CreateNetworkInterface"]})
-    inside["role"] = {"arn": "arn:aws:iam::1:role/f-pmcp-exec", "policy": wide}
+    inside = replace(inside, role=RoleState(arn, wide))
     ops = _ops(_lambda(inside, role="auto", vpc=None))
     assert ops == ["lambda.update_function_configuration", "iam.put_role_policy"]
     # entering it: the grants first
-    outside = _deployed(Role="arn:aws:iam::1:role/f-pmcp-exec")
-    outside["role"] = {"arn": "arn:aws:iam::1:role/f-pmcp-exec", "policy": aws.logs_policy("f")}
+    outside = replace(_deployed(Role=arn), role=RoleState(arn, aws.logs_policy("f")))
     ops = _ops(_lambda(outside, role="auto", vpc=VPC))
     assert ops == ["iam.put_role_policy", "lambda.update_function_configuration"]
 

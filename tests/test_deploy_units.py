@@ -3,6 +3,7 @@ botocore's Stubber for what moto does not emulate."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,57 +14,74 @@ from botocore.stub import Stubber
 from pmcp_build.deploy import aws, executor
 from pmcp_build.deploy.actions import Action, Call, Plan, TargetPlan
 from pmcp_build.deploy.targets import lambda_, local, s3
+from pmcp_build.deploy.targets.lambda_.model import (
+    Config,
+    DesiredFunction,
+    LambdaState,
+    RoleState,
+    Settings,
+    Statement,
+    Url,
+    Vpc,
+)
+from pmcp_build.deploy.targets.lambda_.read import function_state
+from pmcp_build.deploy.targets.lambda_.url import public_grants
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.secrets import MASK, Environment
 
 SHA = "a" * 64
+ROLE = "arn:aws:iam::123456789012:role/r"
 CODE = "qqqq"
 ENV = Environment({"LOG": "info", "TOKEN": "s3cret"}, frozenset({"TOKEN"}))
 
 
-def _lambda(state: dict[str, Any], **over: Any) -> list[Action]:
-    args: dict[str, Any] = {
+_SETTINGS = ("snapstart", "layers", "vpc", "ephemeral_storage")
+
+
+def _want(**over: Any) -> DesiredFunction:
+    """The diff's input as the manifest would give it; `over` by manifest key."""
+    settings = {k: over.pop(k) for k in _SETTINGS if k in over}
+    if settings.get("vpc") is not None:
+        vpc = settings["vpc"]
+        settings["vpc"] = Vpc.of(vpc["SubnetIds"], vpc["SecurityGroupIds"])
+    elif "vpc" in settings:
+        settings["vpc"] = Vpc()
+    settings["layers"] = tuple(settings.get("layers", ()))
+    config = Config("python3.12", "index.handler", over.pop("role", ROLE), 512, 30)
+    fields: dict[str, Any] = {
+        "target": "prod",
         "function": "f",
+        "server": "s",
         "bucket": "b",
         "key": "k.zip",
+        "config": config,
+        "env": ENV,
         "sha256": SHA,
         "code_sha256": CODE,
         "architecture": "arm64",
-        "runtime": "python3.12",
-        "handler": "index.handler",
-        "role": "arn:aws:iam::123456789012:role/r",
-        "memory": 512,
-        "timeout": 30,
-        "env": ENV,
-        "url_auth": None,
-        "server": "s",
-        "state": state,
+        "settings": Settings(**settings),
     }
-    args.update(over)
-    return lambda_.diff(**args)
+    return DesiredFunction(**{**fields, **over})
 
 
-def _deployed(**fn: Any) -> dict[str, Any]:
+def _lambda(state: LambdaState, **over: Any) -> list[Action]:
+    return lambda_.diff(_want(**over), state)
+
+
+def _deployed(**fn: Any) -> LambdaState:
     function = {
         "CodeSha256": CODE,
         "RevisionId": "r1",
         "Architectures": ["arm64"],
         "Runtime": "python3.12",
         "Handler": "index.handler",
-        "Role": "arn:aws:iam::123456789012:role/r",
+        "Role": ROLE,
         "MemorySize": 512,
         "Timeout": 30,
         "Environment": {"Variables": {"LOG": "info", "TOKEN": "s3cret"}},
     }
     function.update(fn)
-    return {
-        "artifact": True,
-        "function": function,
-        "url": None,
-        "permissions": {},
-        "role": None,
-        "tags": lambda_.managed_tags("s", SHA, {}),
-    }
+    return LambdaState(artifact=True, function=function_state(function, _want().tags))
 
 
 def _ops(actions: list[Action]) -> list[str]:
@@ -75,7 +93,7 @@ def test_lambda_nothing_to_do() -> None:
 
 
 def test_lambda_new_function_secrets_by_reference() -> None:
-    actions = _lambda({})
+    actions = _lambda(LambdaState())
     assert _ops(actions) == ["s3.upload_artifact", "lambda.create_function"]
     create = actions[1].calls[0]
     assert create.params["Environment"]["Variables"] == {
@@ -105,15 +123,14 @@ def test_lambda_update_carries_revision_and_waits() -> None:
 
 
 def test_lambda_public_url_needs_two_grants_and_iam_removes_them() -> None:
-    state = _deployed()
-    state["url"] = {"AuthType": "NONE", "FunctionUrl": "https://x"}
+    state = replace(_deployed(), url=Url("NONE", "https://x"))
     actions = _lambda(state, url_auth="NONE")
     grants = [a.calls[-1].params["Action"] for a in actions if a.op == "lambda.add_permission"]
     assert grants == ["lambda:InvokeFunctionUrl", "lambda:InvokeFunction"]
-    state["permissions"] = {
-        sid: {"Effect": "Allow", "Action": p["Action"], "Principal": "*"}
-        for sid, p in lambda_.public_grants("f").items()
+    grants = {
+        sid: Statement(sid, "Allow", p["Action"], "*") for sid, p in public_grants("f").items()
     }
+    state = replace(state, grants=grants)
     assert _ops(_lambda(state, url_auth="NONE")) == []
     iam = _lambda(state, url_auth="AWS_IAM")
     assert _ops(iam) == [
@@ -125,11 +142,10 @@ def test_lambda_public_url_needs_two_grants_and_iam_removes_them() -> None:
 
 def test_lambda_auto_role_without_its_policy_gets_it() -> None:
     arn = "arn:aws:iam::123456789012:role/f-pmcp-exec"
-    state = _deployed(Role=arn)
-    state["role"] = {"arn": arn, "policy": None}
+    state = replace(_deployed(Role=arn), role=RoleState(arn, None))
     actions = _lambda(state, role="auto")
     assert _ops(actions) == ["iam.put_role_policy"]
-    state["role"]["policy"] = aws.logs_policy("f")
+    state = replace(state, role=RoleState(arn, aws.logs_policy("f")))
     assert _ops(_lambda(state, role="auto")) == []
 
 
@@ -148,30 +164,27 @@ def test_s3_and_local_diffs() -> None:
 # -- the executor against botocore's Stubber ---------------------------------------------
 
 
-class _Clients:
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def client(self, service: str) -> Any:
-        return self._client
-
-
 def _stubbed(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Stubber]:
-    client = boto3.client(
+    global _CLIENT
+    client = _CLIENT = boto3.client(
         "lambda",
         region_name="eu-west-1",
         aws_access_key_id="x",
         aws_secret_access_key="x",
         endpoint_url="http://127.0.0.1:9",
     )
-    monkeypatch.setattr(aws, "clients", lambda conn: _Clients(client))
     return client, Stubber(client)
+
+
+_CLIENT: Any = None
 
 
 def _run(*calls: Call) -> None:
     action = Action("lambda.update_function_code", "~", "lambda f", "test", calls=calls)
     plan = Plan("s", {}, (TargetPlan("prod", "lambda", (action,)),))
-    executor.execute(plan, Path("unused.zip"), {})
+    # The executor is handed its client factory: no module to patch.
+    wiring = executor.Wiring(clients=lambda conn, service: _CLIENT)
+    executor.execute(plan, Path("unused.zip"), {}, wiring)
 
 
 _UPDATE = Call(
@@ -185,6 +198,11 @@ _UPDATE = Call(
     },
     wait="function_updated_v2",
     wait_params={"FunctionName": "f"},
+    # What the lambda planner puts in each call on function f (see lambda_.diff).
+    revisions={"f": "RevisionId"},
+    wait_failure="lambda f: the update failed",
+    wait_reasons=lambda_.WAIT_REASONS,
+    wait_codes=lambda_.WAIT_CODES,
 )
 
 
@@ -244,7 +262,7 @@ def test_resource_conflict_says_to_rerun(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_revision_follows_the_responses(monkeypatch: pytest.MonkeyPatch) -> None:
     """The second update carries the RevisionId the first one returned, not the plan's."""
     _, stub = _stubbed(monkeypatch)
-    plain = Call("lambda", "update_function_code", _UPDATE.params)
+    plain = Call("lambda", "update_function_code", _UPDATE.params, revisions=_UPDATE.revisions)
     stub.add_response("update_function_code", {"RevisionId": "r2"}, {**_base(), "RevisionId": "r1"})
     stub.add_response("update_function_code", {"RevisionId": "r3"}, {**_base(), "RevisionId": "r2"})
     with stub:

@@ -208,7 +208,7 @@ def apply(
 ) -> None:
     """Carry out the plan (or a saved one, exactly): upload, create, update. Idempotent."""
     from pmcp_build.deploy import saved
-    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.apply import execute
     from pmcp_build.deploy.plan import make_plan
 
     data = saved.load(plan_file) if plan_file is not None else None
@@ -316,7 +316,7 @@ def destroy(
     json_out: JsonOption = False,
 ) -> None:
     """Remove a target's function, URL and auto role (never a bucket)."""
-    from pmcp_build.deploy.executor import execute
+    from pmcp_build.deploy.apply import execute
     from pmcp_build.deploy.plan import destroy_plan, environments
 
     loaded = load(file)
@@ -361,14 +361,19 @@ def rollback(
     file: ManifestOption = Path(MANIFEST_NAME),
     auto_approve: Annotated[bool, typer.Option("--auto-approve")] = False,
     json_out: JsonOption = False,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="VERSION", help="The published version to move the alias to."),
+    ] = None,
 ) -> None:
-    """Move the target's alias back to the previous published version (plan first)."""
-    from pmcp_build.deploy.executor import execute
+    """Move the target's alias back to the previous published version, or to --to
+    VERSION (plan first)."""
+    from pmcp_build.deploy.apply import execute
     from pmcp_build.deploy.plan import environments, render, rollback_plan
 
     loaded = load(file)
     check_targets(loaded, [target])
-    plan = rollback_plan(loaded, target)
+    plan = rollback_plan(loaded, target, to)
     if not json_out:
         for line in render(plan):
             out.print(line, markup=False)

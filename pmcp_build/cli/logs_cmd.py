@@ -54,17 +54,18 @@ def logs(
 
     client = aws.clients(aws.connection(t)).logs
     try:
-        if follow:
-            cwlogs.follow(
-                client,
-                group,
-                start,
-                emit,
-                waiting=lambda line: err.print(line, markup=False, highlight=False),
-            )
-        else:
-            for event in cwlogs.read_events(client, group, start):
-                emit(event)
+        with aws.translating(f"reading {group}"):
+            if follow:
+                cwlogs.follow(
+                    client,
+                    group,
+                    start,
+                    emit,
+                    waiting=lambda line: err.print(line, markup=False, highlight=False),
+                )
+            else:
+                for event in cwlogs.read_events(client, group, start):
+                    emit(event)
     except KeyboardInterrupt:
         if not follow:
             raise  # guard: "interrupted", exit 130
@@ -75,5 +76,3 @@ def logs(
         with contextlib.suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    except aws.READ_ERRORS as exc:
-        raise aws.user_error(exc, f"reading {group}") from exc

@@ -60,12 +60,10 @@ def read_outputs(loaded: LoadedManifest, name: str) -> dict[str, Any]:
     t = loaded.manifest.targets[name]
     if not isinstance(t, LambdaTarget | S3Target):
         return _local_outputs(loaded, name)
-    try:
+    with aws.translating(f"target {name!r}: reading its outputs"):
         if isinstance(t, S3Target):
             return _s3_outputs(name, t)
         return _lambda_outputs(name, t, loaded.manifest.server.name)
-    except aws.READ_ERRORS as exc:
-        raise aws.user_error(exc, f"target {name!r}: reading its outputs") from exc
 
 
 def _local_outputs(loaded: LoadedManifest, name: str) -> dict[str, Any]:
@@ -151,7 +149,7 @@ def _version(lam: Any, t: LambdaTarget) -> str | None:
 def _artifact(t: LambdaTarget, server: str, sha: str | None) -> dict[str, Any]:
     if sha is None:  # a function pmcp-build did not tag: its artifact is not known
         return {"bucket": None, "key": None}
-    from pmcp_build.deploy.targets.lambda_ import artifact_key
+    from pmcp_build.deploy.targets.lambda_.model import artifact_key
 
     return {"bucket": t.bucket, "key": artifact_key(t.prefix, server, sha)}
 

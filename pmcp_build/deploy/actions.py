@@ -10,9 +10,10 @@ exist once an earlier call has run, are references the executor resolves at call
 - `{"$package": "path"}`: the local path of the package zip being deployed.
 - `{"$output": NAME}`: a value an earlier call of the same target produced (its
   `outputs` map NAME to a dotted path in that call's response), e.g. a new role's ARN.
-- `{"$revision": FUNCTION}`: the function's latest RevisionId: the one the plan read,
-  then whatever each Lambda response reports, so an update never overwrites a change
-  made by someone else since the plan.
+- `{"$revision": NAME, "planned": VALUE}`: the latest revision recorded under NAME (a
+  call's `revisions` say which response field records it), else VALUE, the one the
+  plan read: for Lambda, each function's RevisionId, so an update never overwrites a
+  change made by someone else since the plan.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Change:
 
 @dataclass(frozen=True)
 class Call:
-    """One API call (or one named helper in aws.py / targets/local.py)."""
+    """One API call (or one named helper, see deploy/apply.py)."""
 
     service: str  # "s3" | "lambda" | "iam" | "local"
     operation: str  # boto3 client method name, e.g. "update_function_code"
@@ -57,6 +58,14 @@ class Call:
     wait_params: dict[str, Any] = field(default_factory=dict)
     # Names for values of the response, for later `{"$output": NAME}` references.
     outputs: dict[str, str] = field(default_factory=dict)
+    # Revision chains this call's response moves: NAME -> a dotted path in the response,
+    # for later `{"$revision": NAME}` references.
+    revisions: dict[str, str] = field(default_factory=dict)
+    # What a failed waiter says: this wording, then the first of `wait_reasons` (dotted
+    # paths in the waiter's last response) that is set, and of `wait_codes` in brackets.
+    wait_failure: str = ""
+    wait_reasons: tuple[str, ...] = ()
+    wait_codes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,6 +80,12 @@ class Call:
             data["wait_params"] = self.wait_params
         if self.outputs:
             data["outputs"] = self.outputs
+        if self.revisions:
+            data["revisions"] = self.revisions
+        if self.wait_failure:
+            data["wait_failure"] = self.wait_failure
+            data["wait_reasons"] = list(self.wait_reasons)
+            data["wait_codes"] = list(self.wait_codes)
         return data
 
     @classmethod
@@ -83,6 +98,10 @@ class Call:
             wait=data.get("wait"),
             wait_params=dict(data.get("wait_params") or {}),
             outputs=dict(data.get("outputs") or {}),
+            revisions=dict(data.get("revisions") or {}),
+            wait_failure=str(data.get("wait_failure") or ""),
+            wait_reasons=tuple(data.get("wait_reasons") or ()),
+            wait_codes=tuple(data.get("wait_codes") or ()),
         )
 
 

@@ -12,7 +12,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -21,22 +22,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import TAG_PREFIX
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-TRUST_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "lambda.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
-
-
-def auto_role_name(function: str) -> str:
-    return f"{function}-pmcp-exec"[:64]
+MANAGED_TAG = f"{TAG_PREFIX}managed"  # what marks a resource as pmcp-build's own
 
 
 class Clients:
@@ -192,6 +181,20 @@ def absent_as_none(call: Callable[[], Any], *missing: str) -> Any:
 READ_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
+@contextmanager
+def translating(doing: str) -> Iterator[None]:
+    """The one place a foreign error becomes the one-line user error: boto3's (no
+    credentials, access denied, an endpoint out of reach…) and the file system's (the
+    package zip, a local deployment folder), each prefixed with what was being done.
+    A UserError raised inside passes through as it is."""
+    try:
+        yield
+    except (UserError, BrokenPipeError):
+        raise  # a closed reader (`logs | head`) is the caller's to end quietly
+    except (*READ_ERRORS, OSError) as exc:
+        raise user_error(exc, doing) from exc
+
+
 def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     head = absent_as_none(
         lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound"
@@ -229,13 +232,21 @@ def upload_artifact(s3: Any, params: dict[str, Any], progress: Any) -> dict[str,
 
 
 def ensure_role(iam: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:
-    """CreateRole, or the existing role's ARN when a killed apply already created it."""
+    """CreateRole, or the existing role's ARN when a killed apply already created it;
+    a role of that name someone else made since the plan is refused, never taken."""
     try:
         return dict(iam.create_role(**params))
     except botocore.exceptions.ClientError as exc:
         if _code(exc) != "EntityAlreadyExists":
             raise
-        return dict(iam.get_role(RoleName=params["RoleName"]))
+    found = dict(iam.get_role(RoleName=params["RoleName"]))
+    tags = {t.get("Key"): t.get("Value") for t in found.get("Role", {}).get("Tags") or []}
+    if tags.get(MANAGED_TAG) == "true":
+        return found
+    raise UserError(
+        f"IAM role {params['RoleName']!r} was created by someone else since the plan "
+        "(no pmcp-build:managed tag); run plan again"
+    )
 
 
 def create_function(lam: Any, params: dict[str, Any], progress: Any) -> dict[str, Any]:

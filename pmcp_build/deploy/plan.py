@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pmcp_build.deploy.actions import Plan, TargetPlan
-from pmcp_build.deploy.targets import PackageRef, TargetInput, kind_module
+from pmcp_build.deploy.targets import KINDS, AnyTarget, PackageRef, TargetInput
 from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import LambdaTarget
 from pmcp_build.manifest.secrets import Environment, resolve
 from pmcp_build.text import one_line
 
@@ -58,11 +59,13 @@ def environments(loaded: LoadedManifest, names: list[str]) -> dict[str, Environm
     return out
 
 
-def target_inputs(loaded: LoadedManifest, package: Package, names: list[str]) -> list[TargetInput]:
+def target_inputs(
+    loaded: LoadedManifest, package: Package, names: list[str]
+) -> list[TargetInput[AnyTarget]]:
     envs = environments(loaded, names)
     ref = package_ref(package)
     return [
-        TargetInput(
+        TargetInput[AnyTarget](
             name=name,
             target=loaded.manifest.targets[name],
             server=loaded.manifest.server.name,
@@ -81,8 +84,8 @@ def make_plan(
         raise UserError(f"{loaded.path}: no targets declared; add a [targets.NAME] table")
     inputs = target_inputs(loaded, package, names)
 
-    def one(given: TargetInput) -> TargetPlan:
-        return kind_module(given.target.kind).plan(given, refresh)
+    def one(given: TargetInput[AnyTarget]) -> TargetPlan:
+        return KINDS[given.target.kind].plan(given, refresh)
 
     with ThreadPoolExecutor(max_workers=min(_READERS, len(inputs))) as pool:
         targets = tuple(pool.map(one, inputs))
@@ -95,11 +98,11 @@ def make_plan(
 def destroy_plan(loaded: LoadedManifest, name: str) -> Plan:
     target = loaded.manifest.targets[name]
     env = environments(loaded, [name])[name]
-    given = TargetInput(name, target, loaded.manifest.server.name, None, env, loaded.root)
+    given = TargetInput[AnyTarget](
+        name, target, loaded.manifest.server.name, None, env, loaded.root
+    )
     return Plan(
-        server=loaded.manifest.server.name,
-        package={},
-        targets=(kind_module(target.kind).destroy(given),),
+        server=loaded.manifest.server.name, package={}, targets=(KINDS[target.kind].destroy(given),)
     )
 
 
@@ -143,12 +146,14 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def rollback_plan(loaded: LoadedManifest, name: str) -> Plan:
+def rollback_plan(loaded: LoadedManifest, name: str, to: str | None = None) -> Plan:
     from pmcp_build.deploy.targets import lambda_
 
     target = loaded.manifest.targets[name]
-    if target.kind != "lambda":
+    if not isinstance(target, LambdaTarget):
         raise UserError(f"{loaded.path}: target {name!r} is {target.kind}; rollback is for lambda")
     env = environments(loaded, [name])[name]
     given = TargetInput(name, target, loaded.manifest.server.name, None, env, loaded.root)
-    return Plan(server=loaded.manifest.server.name, package={}, targets=(lambda_.rollback(given),))
+    return Plan(
+        server=loaded.manifest.server.name, package={}, targets=(lambda_.rollback(given, to),)
+    )

@@ -118,10 +118,8 @@ def binding(target: TargetPlan) -> dict[str, Any]:
     conn = target.connection
     clients = aws.clients(conn)
     sts = clients.client("sts")
-    try:
+    with aws.translating(f"target {target.name!r}: reading the AWS account"):
         account = sts.get_caller_identity()["Account"]
-    except aws.READ_ERRORS as exc:
-        raise aws.user_error(exc, f"target {target.name!r}: reading the AWS account") from exc
     profile = (
         conn.get("profile")
         or os.environ.get("AWS_PROFILE")

@@ -563,6 +563,12 @@ class LambdaTarget(_AwsTarget):
         f"('{TAG_PREFIX}managed', '{TAG_PREFIX}server', '{TAG_PREFIX}package'); "
         f"at most {MAX_USER_TAGS}",
     )
+    adopt: bool = Field(
+        default=False,
+        strict=True,
+        description=f"take over an existing function (and auto role) that pmcp-build did not "
+        f"create: the plan tags it '{TAG_PREFIX}managed'; without it such a target is refused",
+    )
 
     @field_validator("environment")
     @classmethod

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop, unread
-from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.deploy.targets.common import TargetInput
+from pmcp_build.manifest.model import LocalTarget
 
 
 def deployment_dir(root: Path, target: str) -> Path:
     return root / ".pmcp" / "deployments" / target
 
 
-def read(given: TargetInput) -> dict[str, Any]:
+def read(given: TargetInput[LocalTarget]) -> dict[str, Any]:
     state = deployment_dir(given.root, given.name) / "state.json"
     try:
         return {"sha256": json.loads(state.read_text()).get("sha256")}
@@ -45,7 +46,7 @@ def diff(*, path: str, sha256: str, state: dict[str, Any], record: dict[str, Any
     ]
 
 
-def plan(given: TargetInput, refresh: bool) -> TargetPlan:
+def plan(given: TargetInput[LocalTarget], refresh: bool) -> TargetPlan:
     pkg = given.package
     assert pkg is not None
     path = deployment_dir(given.root, given.name)
@@ -70,7 +71,7 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
     )
 
 
-def destroy(given: TargetInput) -> TargetPlan:
+def destroy(given: TargetInput[LocalTarget]) -> TargetPlan:
     path = deployment_dir(given.root, given.name)
     actions = []
     if path.exists():

@@ -8,16 +8,14 @@ from typing import Any
 
 from pmcp_build.deploy import aws
 from pmcp_build.deploy.actions import Action, Call, Change, TargetPlan, noop, unread
-from pmcp_build.deploy.targets import TargetInput
+from pmcp_build.deploy.targets.common import TargetInput
+from pmcp_build.manifest.model import S3Target
 
 
-def read(given: TargetInput) -> dict[str, Any]:
+def read(given: TargetInput[S3Target]) -> dict[str, Any]:
     t = given.target
-    c = aws.clients(aws.connection(t))
-    try:
-        head = aws.head_object(c.s3, t.bucket, t.key)
-    except aws.READ_ERRORS as exc:
-        raise aws.user_error(exc, f"reading s3://{t.bucket}/{t.key}") from exc
+    with aws.translating(f"reading s3://{t.bucket}/{t.key}"):
+        head = aws.head_object(aws.clients(aws.connection(t)).s3, t.bucket, t.key)
     if head is None:
         return {"exists": False, "sha256": None}
     return {"exists": True, "sha256": (head.get("Metadata") or {}).get("sha256")}
@@ -50,7 +48,7 @@ def diff(*, bucket: str, key: str, sha256: str, state: dict[str, Any]) -> list[A
     return [noop(resource, "same sha256")]
 
 
-def plan(given: TargetInput, refresh: bool) -> TargetPlan:
+def plan(given: TargetInput[S3Target], refresh: bool) -> TargetPlan:
     t = given.target
     state = read(given) if refresh else {}
     actions = diff(
@@ -72,7 +70,7 @@ def plan(given: TargetInput, refresh: bool) -> TargetPlan:
     )
 
 
-def destroy(given: TargetInput) -> TargetPlan:
+def destroy(given: TargetInput[S3Target]) -> TargetPlan:
     # An artifact in a bucket is never deleted by destroy: it may be what a function
     # elsewhere runs, and buckets are the user's.
     return TargetPlan(name=given.name, kind="s3", actions=())
