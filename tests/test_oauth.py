@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from .conftest import ROOT
 from .helpers import python_project, served_url, start_serve
 
 SCOPE = "mcp:tools"
+CALLBACK = "http://127.0.0.1:9/callback"  # never reached: the test's browser stops at it
 
 # -- a test authorization server ---------------------------------------------------------
 
@@ -84,6 +86,7 @@ class Issuer:
         # the client compares the two as strings.
         self.id = self.url + "/"
         self.server: Any = None
+        self.provider = _Provider(self)
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -101,9 +104,7 @@ class Issuer:
 
         issuer = AnyHttpUrl(self.url)
         registration = ClientRegistrationOptions(enabled=True, valid_scopes=[SCOPE])
-        routes = create_auth_routes(
-            _Provider(self), issuer, client_registration_options=registration
-        )
+        routes = create_auth_routes(self.provider, issuer, client_registration_options=registration)
         # RFC 8414 metadata as the SDK builds it, plus the jwks_uri its model leaves out.
         built = build_metadata(issuer, None, registration, RevocationOptions())
         metadata = {
@@ -147,11 +148,13 @@ class _Provider:
         self.issuer = issuer
         self.clients: dict[str, Any] = {}
         self.codes: dict[str, Any] = {}
+        self.registered = 0
 
     async def get_client(self, client_id: str) -> Any:
         return self.clients.get(client_id)
 
     async def register_client(self, client_info: Any) -> None:
+        self.registered += 1
         self.clients[client_info.client_id] = client_info
 
     async def authorize(self, client: Any, params: Any) -> str:
@@ -278,8 +281,9 @@ def _post(url: str, token: str | None = None, method: str = "tools/list") -> htt
     return httpx.post(url, json=body, headers=headers, timeout=60)
 
 
-async def _client_session(url: str) -> dict[str, Any]:
-    """What the official client does: OAuthClientProvider on the streamable HTTP client."""
+async def _client_session(url: str, client_info: Any = None) -> dict[str, Any]:
+    """What the official client does: OAuthClientProvider on the streamable HTTP client
+    (with `client_info`, a pre-registered client, as for an issuer without registration)."""
     import httpx2
     from mcp import Client
     from mcp.client.auth import OAuthClientProvider
@@ -319,11 +323,12 @@ async def _client_session(url: str) -> dict[str, Any]:
         return AuthorizationCodeResult(code=redirected["code"], state=redirected.get("state"))
 
     storage = Memory()
+    storage.client = client_info
     provider = OAuthClientProvider(
         server_url=url,
         client_metadata=OAuthClientMetadata(
             client_name="pmcp-build test",
-            redirect_uris=["http://127.0.0.1:9/callback"],
+            redirect_uris=[CALLBACK],
             grant_types=["authorization_code", "refresh_token"],
             response_types=["code"],
         ),
@@ -347,12 +352,33 @@ def test_official_client_discovers_authorizes_with_pkce_and_calls_tools(served: 
     seen = asyncio.run(_client_session(served.url))
     assert seen["tools"] == ["echo"]
     assert seen["result"] == {"echo": {"said": "hi"}}
+    assert served.issuer.provider.registered >= 1  # dynamic client registration (RFC 7591)
     authorize = seen["authorize"]
     assert authorize["code_challenge_method"] == ["S256"]  # PKCE
     assert authorize["resource"] == [served.url]  # RFC 8707: the PRM's resource
     assert authorize["scope"] == [SCOPE]  # from WWW-Authenticate's scope / scopes_supported
     assert served.issuer.resources[-1] == served.url
     assert jwt.decode(seen["token"], options={"verify_signature": False})["aud"] == served.url
+
+
+def test_a_pre_registered_client_needs_no_dynamic_registration(served: Served) -> None:
+    from mcp.shared.auth import OAuthClientInformationFull
+
+    # What a Cognito or Entra ID user gives the client: the ID of an app client made there.
+    static = OAuthClientInformationFull(
+        client_id="static-app-client",
+        redirect_uris=[CALLBACK],
+        token_endpoint_auth_method="none",
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        scope=SCOPE,
+    )
+    served.issuer.provider.clients[static.client_id] = static
+    before = served.issuer.provider.registered
+    seen = asyncio.run(_client_session(served.url, client_info=static))
+    assert seen["result"] == {"echo": {"said": "hi"}}
+    assert seen["authorize"]["client_id"] == ["static-app-client"]
+    assert served.issuer.provider.registered == before
 
 
 def test_no_token_is_401_naming_the_protected_resource_metadata(served: Served) -> None:
@@ -756,3 +782,15 @@ def test_auth_environment_type_mode_and_warning_follow_the_url() -> None:
     assert auth_env.served_url(manifest, None) == manifest.targets["dev"].url  # type: ignore[union-attr]
     assert auth_env.served_url(manifest, "prod") == url
     assert auth_env.served_url(public, None) is None
+
+
+def test_the_readme_recipes_are_valid_urls() -> None:
+    from pmcp_build.manifest.model import FunctionUrl
+
+    section = (ROOT / "README.md").read_text().split("## Who may call", 1)[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("url = {")]
+    assert len(lines) >= 5  # the example and the four recipes
+    for line in lines:
+        table = tomllib.loads(line)["url"]
+        url = FunctionUrl.model_validate(table)
+        assert url.auth == "oauth" and auth_env.auth_environment(url), line
