@@ -174,6 +174,7 @@ class KeySet:
         self.issuer, self.fetch, self.clock = issuer, fetch, clock
         self.jwks_uri: str | None = None
         self.keys: dict[str, jwt.PyJWK] = {}
+        self.algorithms: dict[str, str] = {}  # kid -> the alg its JWK declares, if any
         self.fetches = 0  # JWKS downloads so far (what the cache saves is visible in tests)
         self._expires = float("-inf")
         self._refreshed = float("-inf")  # the last refetch an unknown kid caused
@@ -204,7 +205,7 @@ class KeySet:
         if self._failed is not None and now - self._failed[0] < RETRY_AFTER:
             raise KeysUnavailable(self._failed[1])
         try:
-            self.keys, ttl = self._download()
+            self.keys, self.algorithms, ttl = self._download()
         except KeysUnavailable as exc:
             self._failed = (now, str(exc))
             print(f"metorial auth: refusing tokens: {exc}", file=sys.stderr, flush=True)
@@ -212,7 +213,7 @@ class KeySet:
         self._failed = None
         self._expires = now + ttl
 
-    def _download(self) -> tuple[dict[str, jwt.PyJWK], float]:
+    def _download(self) -> tuple[dict[str, jwt.PyJWK], dict[str, str], float]:
         import jwt
 
         if self.jwks_uri is None:  # once per container: metadata rarely moves
@@ -225,6 +226,7 @@ class KeySet:
         if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             raise KeysUnavailable(f"the JWKS {self.jwks_uri} answered HTTP {status}, not a key set")
         keys: dict[str, jwt.PyJWK] = {}
+        algorithms: dict[str, str] = {}
         for entry in doc["keys"]:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
                 continue  # an encryption key signs nothing
@@ -232,8 +234,11 @@ class KeySet:
                 key = jwt.PyJWK(entry)
             except (jwt.PyJWKError, jwt.InvalidKeyError):
                 continue  # a key type this runtime cannot use; the others still work
-            keys[str(entry.get("kid", ""))] = key
-        return keys, max_age(headers)
+            kid = str(entry.get("kid", ""))
+            keys[kid] = key
+            if isinstance(entry.get("alg"), str):
+                algorithms[kid] = entry["alg"]
+        return keys, algorithms, max_age(headers)
 
 
 # -- checking a token ------------------------------------------------------------------------
@@ -267,6 +272,8 @@ class JwtTokenVerifier:
         self.keys = keys or KeySet(settings.issuer)
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        """The protocol's answer: None for any refusal. A JWKS fetch, when one is due,
+        blocks the loop (up to FETCH_TIMEOUT): the runtime itself calls check()."""
         try:
             return self.check(token)
         except (Refused, KeysUnavailable):
@@ -285,6 +292,9 @@ class JwtTokenVerifier:
         if alg not in ALGORITHMS:
             raise Refused(f"the token's algorithm {alg!r} is not accepted")
         key = self.keys.key(header.get("kid"))
+        declared = self.keys.algorithms.get(str(header.get("kid", "")))
+        if declared is not None and declared != alg:  # RFC 7517 §4.4: the key's own alg
+            raise Refused(f"the token's algorithm {alg} is not its key's ({declared})")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -706,7 +706,10 @@ def test_verifier_refuses_algorithms_a_jwks_cannot_vouch_for() -> None:
     claims = {"iss": idp.issuer, "aud": "api://mcp", "exp": int(time.time()) + 60}
     unsigned = jwt.encode(claims, None, algorithm="none")
     hmac = jwt.encode(claims, "secret-of-32-bytes-at-least-0123", algorithm="HS256")
-    for token in (unsigned, hmac):
+    # The JWKS says its key is RS256: a PS256 token made with the same RSA key is refused.
+    kid, private = idp.keys.current
+    pss = jwt.encode(claims, private, algorithm="PS256", headers={"kid": kid})
+    for token in (unsigned, hmac, pss):
         with pytest.raises(auth.Refused, match="algorithm"):
             verifier.check(token)
 
@@ -794,3 +797,22 @@ def test_the_readme_recipes_are_valid_urls() -> None:
         table = tomllib.loads(line)["url"]
         url = FunctionUrl.model_validate(table)
         assert url.auth == "oauth" and auth_env.auth_environment(url), line
+
+
+def test_with_auth_adds_the_variables_in_clear_and_refuses_a_clash() -> None:
+    from pmcp_build.errors import UserError
+    from pmcp_build.manifest.secrets import Environment
+
+    manifest = parse_manifest(_MANIFEST.format(prod=_OAUTH % "", dev=""))
+    url = manifest.targets["prod"].url  # type: ignore[union-attr]
+    env = Environment({"TOKEN": "s3cret"}, frozenset({"TOKEN"}))
+    merged = auth_env.with_auth(env, url, "targets.prod")
+    assert merged.values["PMCP_AUTH_AUDIENCE"] == "api://m" and merged.values["TOKEN"] == "s3cret"
+    assert merged.shown()["PMCP_AUTH_ISSUER"] == "https://idp.example.com"  # not a secret
+    assert merged.shown()["TOKEN"] != "s3cret"
+    assert auth_env.with_auth(env, None, "targets.prod") == env
+    clash = Environment({"PMCP_AUTH_ISSUER": "https://other"})
+    with pytest.raises(UserError, match=r"targets\.prod\.environment\.PMCP_AUTH_ISSUER"):
+        auth_env.with_auth(clash, url, "targets.prod")
+    with pytest.raises(UserError, match="4096"):
+        auth_env.with_auth(Environment({"BIG": "x" * 4050}), url, "targets.prod")

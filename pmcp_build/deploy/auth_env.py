@@ -8,7 +8,11 @@ an issuer, an audience and scope names are what the server publishes anyway.
 
 from __future__ import annotations
 
-from pmcp_build.manifest.model import FunctionUrl, Manifest
+import json
+
+from pmcp_build.errors import UserError
+from pmcp_build.manifest.model import LAMBDA_ENV_LIMIT, FunctionUrl, Manifest
+from pmcp_build.manifest.secrets import Environment
 
 # The names boot/auth.py reads (kept in step with ISSUER_ENV, AUDIENCE_ENV, SCOPES_ENV).
 ISSUER_ENV = "PMCP_AUTH_ISSUER"
@@ -25,6 +29,26 @@ def auth_environment(url: FunctionUrl | None) -> dict[str, str]:
     if url.scopes:
         env[SCOPES_ENV] = " ".join(url.scopes)
     return env
+
+
+def with_auth(env: Environment, url: FunctionUrl | None, where: str) -> Environment:
+    """A target's resolved environment plus the url's auth variables (shown in clear:
+    nothing secret). `where` is the target's key path, e.g. "targets.prod"."""
+    extra = auth_environment(url)
+    for key in extra:
+        if key in env.values:
+            raise UserError(
+                f"{where}.environment.{key}: pmcp-build sets {key} from {where}.url "
+                '(auth = "oauth"); remove it from environment'
+            )
+    values = {**env.values, **extra}
+    size = len(json.dumps(values, separators=(",", ":")).encode())
+    if size > LAMBDA_ENV_LIMIT:
+        raise UserError(
+            f"{where}.environment is {size} bytes with the url's OAuth settings; Lambda "
+            f"allows {LAMBDA_ENV_LIMIT}. Shorten the values or move them to SSM"
+        )
+    return Environment(values, env.secret_keys)
 
 
 def function_url_auth_type(url: FunctionUrl | None) -> str | None:
