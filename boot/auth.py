@@ -408,7 +408,10 @@ def _json_reply(status: int, body: dict[str, str], headers: dict[str, str]) -> R
 
 
 def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """RFC 6750 §3's error_description characters only (printable ASCII but " and \\):
+    the text may quote a token's own header, and a header value must never carry a
+    line break or what latin-1 cannot encode."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)[:200]
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:

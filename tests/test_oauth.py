@@ -816,3 +816,19 @@ def test_with_auth_adds_the_variables_in_clear_and_refuses_a_clash() -> None:
         auth_env.with_auth(clash, url, "targets.prod")
     with pytest.raises(UserError, match="4096"):
         auth_env.with_auth(Environment({"BIG": "x" * 4050}), url, "targets.prod")
+
+
+def test_a_hostile_kid_cannot_break_the_challenge_header() -> None:
+    idp = FakeIssuer()
+    gate = auth.Gate(auth.Settings(idp.issuer, "api://mcp"), idp.verifier())
+    kid = 'k"\r\nX-Injected: 1\u00e9\u202e' + "x" * 500
+    token = idp.keys.mint(
+        {"iss": idp.issuer, "aud": "api://mcp", "exp": int(time.time()) + 60},
+        key=(kid, idp.keys.current[1]),
+    )
+    reply = gate.answer("POST", "/mcp", {"host": "h.example", "authorization": f"Bearer {token}"})
+    assert reply is not None and reply[0] == 401
+    challenge = reply[1]["www-authenticate"]
+    assert challenge.isascii() and "\r" not in challenge and "\n" not in challenge
+    assert challenge.count('"') == 6  # error, error_description, resource_metadata
+    assert len(challenge) < 400
