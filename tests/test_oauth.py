@@ -137,6 +137,7 @@ class Issuer:
         deadline = time.time() + 20
         while not self.server.started and time.time() < deadline:
             time.sleep(0.05)
+        assert self.server.started, "the test issuer did not start"
 
     def stop(self) -> None:
         self.server.should_exit = True
