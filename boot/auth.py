@@ -184,10 +184,11 @@ class KeySet:
     def key(self, kid: str | None) -> jwt.PyJWK:
         with self._lock:
             now = self.clock()
-            if now >= self._expires:
+            stale = now >= self._expires
+            if stale:
                 self._load(now)
             found = self._find(kid)
-            if found is None and now - self._refreshed >= REFRESH_COOLDOWN:
+            if found is None and not stale and now - self._refreshed >= REFRESH_COOLDOWN:
                 self._refreshed = now
                 self._load(now)
                 found = self._find(kid)
@@ -286,13 +287,16 @@ class JwtTokenVerifier:
 
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not a JWT, or a malformed header (a kid not a string)
             raise Refused("the bearer token is not a JWT") from None
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise Refused(f"the token's algorithm {alg!r} is not accepted")
-        key = self.keys.key(header.get("kid"))
-        declared = self.keys.algorithms.get(str(header.get("kid", "")))
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise Refused("the token's kid is not a string")
+        key = self.keys.key(kid)
+        declared = self.keys.algorithms.get(kid or "")
         if declared is not None and declared != alg:  # RFC 7517 §4.4: the key's own alg
             raise Refused(f"the token's algorithm {alg} is not its key's ({declared})")
         try:
@@ -307,7 +311,7 @@ class JwtTokenVerifier:
             raise Refused("the token has expired") from None
         except jwt.ImmatureSignatureError:
             raise Refused("the token is not valid yet") from None
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:  # a key of another type too
             raise Refused(f"the token is not valid: {exc}") from None
         self._check_claims(claims)
         return AccessToken(

@@ -11,6 +11,7 @@ provider that signs RS256 JWTs with PyJWT, plus a JWKS route; on loopback, over 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -615,6 +616,11 @@ def test_key_set_fetches_once_refreshes_at_max_age_and_on_an_unknown_kid() -> No
     assert keys.fetches == 4
     # The metadata was read once for the container's life.
     assert sum("well-known" in url for url in idp.fetched) == 1
+    # A cold container meeting an unknown kid fetches the JWKS once, not twice.
+    cold = idp.key_set()
+    with pytest.raises(auth.Refused):
+        cold.key("invented")
+    assert cold.fetches == 1
 
 
 def test_key_set_fails_closed_logs_once_and_does_not_hammer_the_issuer(
@@ -716,6 +722,13 @@ def test_verifier_refuses_algorithms_a_jwks_cannot_vouch_for() -> None:
     # The JWKS says its key is RS256: a PS256 token made with the same RSA key is refused.
     kid, private = idp.keys.current
     pss = jwt.encode(claims, private, algorithm="PS256", headers={"kid": kid})
+    # A header PyJWT would not write (a kid that is a list) is a refusal, not a crash.
+    listed = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "RS256", "kid": ["a"]}, claims, "sig")
+    )
+    with pytest.raises(auth.Refused):
+        verifier.check(listed)
     for token in (unsigned, hmac, pss):
         with pytest.raises(auth.Refused, match="algorithm"):
             verifier.check(token)
@@ -839,3 +852,16 @@ def test_a_hostile_kid_cannot_break_the_challenge_header() -> None:
     assert challenge.isascii() and "\r" not in challenge and "\n" not in challenge
     assert challenge.count('"') == 6  # error, error_description, resource_metadata
     assert len(challenge) < 400
+
+
+def test_a_token_for_a_key_of_another_type_is_refused_not_a_crash() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    idp = FakeIssuer()
+    kid, private = idp.keys.current
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    idp.keys.jwks = lambda: {"keys": [{**jwk, "kid": kid}]}  # type: ignore[method-assign]
+    claims = {"iss": idp.issuer, "aud": "api://mcp", "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), "ES256", {"kid": kid})
+    with pytest.raises(auth.Refused, match="not valid"):
+        idp.verifier().check(token)  # an RSA key without a declared alg, an EC signature
