@@ -370,6 +370,9 @@ class Gate:
                 {"error": "temporarily_unavailable", "error_description": "cannot check tokens"},
                 {"retry-after": str(int(RETRY_AFTER))},
             )
+        except Exception as exc:  # a fault here refuses (closed), logged, never lets through
+            print(f"metorial auth: token check failed: {exc!r}", file=sys.stderr, flush=True)
+            return _json_reply(500, {"error": "server_error"}, {})
         return None
 
     def _metadata(self, method: str, resource: str) -> Reply:

@@ -865,3 +865,15 @@ def test_a_token_for_a_key_of_another_type_is_refused_not_a_crash() -> None:
     token = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), "ES256", {"kid": kid})
     with pytest.raises(auth.Refused, match="not valid"):
         idp.verifier().check(token)  # an RSA key without a declared alg, an EC signature
+
+
+def test_a_fault_in_the_check_refuses_and_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(auth.JwtTokenVerifier):
+        def check(self, token: str) -> Any:
+            raise RuntimeError("bug")
+
+    settings = auth.Settings("https://i", "a")
+    gate = auth.Gate(settings, Broken(settings))
+    reply = gate.answer("POST", "/", {"host": "h", "authorization": "Bearer x"})
+    assert reply is not None and reply[0] == 500
+    assert capsys.readouterr().err == "metorial auth: token check failed: RuntimeError('bug')\n"
