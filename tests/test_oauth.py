@@ -794,12 +794,13 @@ def test_auth_environment_type_mode_and_warning_follow_the_url() -> None:
     assert auth_env.auth_mode(url) == (
         "oauth (issuer https://idp.example.com, audience api://m, scopes a b)"
     )
-    assert auth_env.url_warnings("f", url) == []
+    assert auth_env.url_warnings("f", url.auth) == []
     public = parse_manifest(_MANIFEST.format(prod='url = { auth = "NONE" }', dev=""))
     none_url = public.targets["prod"].url  # type: ignore[union-attr]
     assert auth_env.auth_environment(none_url) == {}
     assert auth_env.function_url_auth_type(none_url) == "NONE"
-    assert "public" in auth_env.url_warnings("f", none_url)[0]
+    assert "public" in auth_env.url_warnings("f", none_url.auth)[0]
+    assert auth_env.url_warnings("f", None) == []
     assert auth_env.auth_mode(None) == "no url (invoke only)"
     # serve: the chosen target's url, else the only local target's.
     assert auth_env.served_url(manifest, None) == manifest.targets["dev"].url  # type: ignore[union-attr]

@@ -68,9 +68,10 @@ def auth_mode(url: FunctionUrl | None) -> str:
     return {"NONE": "NONE (public)", "AWS_IAM": "AWS_IAM (SigV4-signed requests)"}[url.auth]
 
 
-def url_warnings(function: str, url: FunctionUrl | None) -> list[str]:
-    """The plan's warning for a URL that anyone may call."""
-    if url is not None and url.auth == "NONE":
+def url_warnings(function: str, auth: str | None) -> list[str]:
+    """The plan's warning for a URL that anyone may call; `auth` is the manifest's
+    url.auth (not the AWS AuthType, which is NONE for oauth too)."""
+    if auth == "NONE":
         return [
             f"lambda {function}: url auth is NONE: the MCP endpoint is public, anyone who has "
             'the URL can call its tools; set url = { auth = "oauth", issuer = ..., '
