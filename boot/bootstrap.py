@@ -18,7 +18,7 @@ import traceback
 import urllib.parse
 from typing import Any
 
-from . import callbacks, config, oauth, results, server_kinds
+from . import auth, callbacks, config, oauth, results, server_kinds
 from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
@@ -255,6 +255,9 @@ class Runtime:
                 headers[key.lower()] = ",".join(values)
         if v2 and event.get("cookies"):
             headers["cookie"] = "; ".join(str(c) for c in event["cookies"])
+        refused = auth.refusal(method, path, headers)  # OAuth, when the url asks for it
+        if refused is not None:
+            return _http_reply(*refused)
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
         if self.load_error is not None:

@@ -111,15 +111,17 @@ def invoke(
 def _settings(loaded: Any, target: str | None) -> Any:
     """The function's name, memory and timeout as a lambda target declares them (the
     context object shows them to the handler); defaults without one."""
+    from pmcp_build.deploy.auth_env import auth_environment, served_url
     from pmcp_build.local.runner import FunctionSettings
 
+    auth = auth_environment(served_url(loaded.manifest, target))  # oauth: checked as deployed
     chosen = loaded.manifest.targets.get(target) if target else None
     if chosen is None:
         lambdas = [t for t in loaded.manifest.targets.values() if t.kind == "lambda"]
         chosen = lambdas[0] if len(lambdas) == 1 else None
     if chosen is None or chosen.kind != "lambda":
-        return FunctionSettings(loaded.manifest.server.name)
-    return FunctionSettings(chosen.function, chosen.memory, chosen.timeout)
+        return FunctionSettings(loaded.manifest.server.name, environment=auth)
+    return FunctionSettings(chosen.function, chosen.memory, chosen.timeout, environment=auth)
 
 
 def _read_event_file(path: Path) -> str:

@@ -38,10 +38,18 @@ class Invoker(Protocol):
 
 
 class FunctionSettings:
-    """The function as Lambda would describe it to the handler (the context object)."""
+    """The function as Lambda would describe it to the handler (the context object), and
+    the environment it runs with besides this machine's (the url's auth settings)."""
 
-    def __init__(self, name: str = "local", memory: int = 512, timeout: int = 30) -> None:
+    def __init__(
+        self,
+        name: str = "local",
+        memory: int = 512,
+        timeout: int = 30,
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.memory, self.timeout = name, memory, timeout
+        self.environment = dict(environment or {})
 
 
 def _stream(log: Any) -> Any:
@@ -274,6 +282,7 @@ class PythonInvoker:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "AWS_LAMBDA_FUNCTION_NAME": self.settings.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.settings.memory),
+                **self.settings.environment,
             }
         )
         self.proc = subprocess.Popen(

@@ -264,12 +264,92 @@ class Asset(_Model):
         return value
 
 
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class FunctionUrl(_Model):
     """A Lambda Function URL: the server's public MCP endpoint."""
 
-    auth: Literal["NONE", "AWS_IAM"] = Field(
-        default="AWS_IAM", description="'NONE' (public) or 'AWS_IAM' (signed requests)"
+    auth: Literal["NONE", "AWS_IAM", "oauth"] = Field(
+        default="AWS_IAM",
+        description="'NONE' (public), 'AWS_IAM' (signed requests) or 'oauth' (bearer tokens "
+        "from `issuer`, checked by the runtime)",
     )
+    issuer: str | None = Field(
+        default=None,
+        max_length=512,
+        description="with auth = 'oauth': the authorization server's issuer URL, https "
+        "(http only on a loopback host), exactly as its metadata names it",
+    )
+    audience: str | None = Field(
+        default=None,
+        max_length=512,
+        description="with auth = 'oauth': the `aud` tokens must carry (RFC 8707 resource), "
+        "e.g. the Function URL or the API identifier the issuer uses",
+    )
+    scopes: tuple[str, ...] = Field(
+        default=(),
+        max_length=32,
+        description="with auth = 'oauth': scopes every token must carry, e.g. ['mcp:tools']",
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        url = urlsplit(value.strip())
+        loopback = url.scheme == "http" and (url.hostname or "") in _LOOPBACK_HOSTS
+        if url.scheme != "https" and not loopback:
+            raise ValueError(
+                f"issuer {value[:80]!r} must be an https:// URL (http only on a loopback "
+                "host, for tests), e.g. 'https://cognito-idp.REGION.amazonaws.com/POOL_ID'"
+            )
+        if not url.hostname or url.query or url.fragment or url.username:
+            raise ValueError(
+                f"issuer {value[:80]!r} must be a plain URL: a host, an optional path, "
+                "no query, fragment or user"
+            )
+        return value.strip()
+
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c.isspace() for c in value.strip())):
+            raise ValueError("audience must be a non-empty string without spaces")
+        return None if value is None else value.strip()
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in value:
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                raise ValueError(
+                    f"scope {scope[:80]!r} is not an OAuth scope (printable ASCII, no spaces, "
+                    "quotes or backslashes)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _oauth_keys(self) -> FunctionUrl:
+        if self.auth == "oauth":
+            for key in ("issuer", "audience"):
+                if getattr(self, key) is None:
+                    raise ValueError(
+                        f"auth = 'oauth' needs '{key}': url = {{ auth = \"oauth\", issuer = "
+                        '"https://...", audience = "..." }'
+                    )
+            return self
+        for key in ("issuer", "audience", "scopes"):
+            if getattr(self, key):
+                raise ValueError(
+                    f"'{key}' applies to auth = 'oauth' only; auth is '{self.auth}': "
+                    'remove it or set auth = "oauth"'
+                )
+        return self
 
 
 def _check_environment(env: dict[str, str]) -> dict[str, str]:
@@ -673,6 +753,21 @@ class LocalTarget(_Model):
     """No cloud: deploys into .pmcp/deployments/<target>/ for `pmcp-build serve`."""
 
     kind: Literal["local"]
+    url: FunctionUrl | None = Field(
+        default=None,
+        description="what `serve` enforces, as the Function URL would: "
+        "{ auth = 'oauth', issuer, audience, scopes } makes it check bearer tokens",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _local_url(cls, value: FunctionUrl | None) -> FunctionUrl | None:
+        if value is not None and value.auth == "AWS_IAM":
+            raise ValueError(
+                "auth 'AWS_IAM' cannot be checked by `serve` (no SigV4 locally): "
+                'use auth = "oauth" or "NONE", or drop url'
+            )
+        return value
 
 
 Target = Annotated[LambdaTarget | S3Target | LocalTarget, Field(discriminator="kind")]
@@ -741,6 +836,23 @@ class Manifest(_Model):
                     f"target {name!r}: snapstart = true needs python 3.12 or later (Lambda "
                     f'SnapStart\'s runtimes); runtime.python is "{runtime.python}": set '
                     'python = "3.12" or remove snapstart'
+                )
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _oauth_runtime(cls, value: dict[str, Target], info: ValidationInfo) -> dict[str, Target]:
+        # The bundled python runtime checks the tokens; a binary's Function URL would be
+        # public (AuthType NONE) with nothing checking them.
+        if not isinstance(info.data.get("runtime"), BinaryRuntime):
+            return value
+        for name, target in value.items():
+            url = getattr(target, "url", None)
+            if url is not None and url.auth == "oauth":
+                raise ValueError(
+                    f"target {name!r}: url auth = 'oauth' is enforced by the python runtime; "
+                    'a binary server must check tokens itself: use auth = "AWS_IAM" or '
+                    '"NONE"'
                 )
         return value
 
