@@ -361,6 +361,7 @@ def test_outputs_every_apply_text_and_json(cli, project: Path) -> None:
         "alias": "live",
         "alias_arn": f"{arn}:live",
         "url": url,
+        "url_auth": "NONE (public)",
     }
     assert first["outputs"]["prod"] == wanted
     again = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")  # nothing to do

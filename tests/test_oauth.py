@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import httpx
 import jwt
 import pytest
@@ -878,3 +879,36 @@ def test_a_fault_in_the_check_refuses_and_logs(capsys: pytest.CaptureFixture[str
     reply = gate.answer("POST", "/", {"host": "h", "authorization": "Bearer x"})
     assert reply is not None and reply[0] == 500
     assert capsys.readouterr().err == "metorial auth: token check failed: RuntimeError('bug')\n"
+
+
+# -- the lambda target carries it (moto) ------------------------------------------------------
+
+
+def test_a_lambda_target_with_oauth_is_public_at_aws_and_configured_inside(
+    cli: Any, project: Path
+) -> None:
+    """`auth = "oauth"` is no AWS AuthType: the Function URL is created NONE and the
+    runtime is told the issuer and audience through the function's environment; the
+    plan names the mode in its outputs and does not warn that the endpoint is public."""
+    toml = project / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'url = { auth = "NONE" }',
+            'url = { auth = "oauth", issuer = "https://issuer.example.com", '
+            'audience = "https://mcp.example.com", scopes = ["mcp:tools"] }',
+        )
+    )
+    plan = cli("-C", str(project), "plan", "-t", "prod", "--json")
+    assert plan.exit_code == 0, plan.output
+    assert "url auth is NONE" not in plan.output
+    applied = cli("-C", str(project), "apply", "--auto-approve", "-t", "prod")
+    assert applied.exit_code == 0, applied.output
+    lam = boto3.client("lambda")
+    assert lam.get_function_url_config(FunctionName="tiny-prod")["AuthType"] == "NONE"
+    env = lam.get_function(FunctionName="tiny-prod")["Configuration"]["Environment"]
+    assert env["Variables"]["PMCP_AUTH_ISSUER"] == "https://issuer.example.com"
+    assert env["Variables"]["PMCP_AUTH_AUDIENCE"] == "https://mcp.example.com"
+    assert env["Variables"]["PMCP_AUTH_SCOPES"] == "mcp:tools"
+    again = cli("-C", str(project), "plan", "-t", "prod", "--json")
+    outputs = json.loads(again.stdout)["targets"][0]["outputs"]
+    assert outputs["url_auth"].startswith("oauth (issuer https://issuer.example.com")

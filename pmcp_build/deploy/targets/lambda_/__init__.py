@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pmcp_build.deploy import aws
+from pmcp_build.deploy import auth_env, aws
 from pmcp_build.deploy.actions import Action, TargetPlan, unread
 from pmcp_build.deploy.targets.common import TargetInput
 from pmcp_build.deploy.targets.lambda_ import function, role, tags, teardown, url, versions
@@ -85,12 +85,7 @@ def _lambda_calls(action: Action, function: str) -> Action:
 
 
 def _warnings(want: DesiredFunction, state: LambdaState) -> list[str]:
-    warnings = []
-    if want.url_auth == "NONE":
-        warnings.append(
-            f"lambda {want.function}: url auth is NONE: the MCP endpoint is public, anyone "
-            "who has the URL can call its tools"
-        )
+    warnings = auth_env.url_warnings(want.function, want.url_access)
     if want.settings.snapstart and want.alias is None:
         warnings.append(
             f"lambda {want.function}: snapstart applies to published versions only; invoking "
@@ -111,6 +106,7 @@ def _outputs(want: DesiredFunction, state: LambdaState) -> dict[str, Any]:
         "alias_arn": f"{arn}:{want.alias}" if arn and want.alias else None,
         # a URL the manifest no longer declares is deleted by this plan: not an output
         "url": state.url.address if state.url and want.url_auth else None,
+        "url_auth": want.url_mode if want.url_auth else None,
     }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pmcp_build.deploy import aws
+from pmcp_build.deploy import auth_env, aws
 from pmcp_build.deploy.targets.common import TargetInput
 from pmcp_build.manifest.model import TAG_PREFIX, LambdaTarget
 from pmcp_build.manifest.secrets import Environment
@@ -258,7 +258,9 @@ class DesiredFunction:
     code_sha256: str = ""
     architecture: str = "x86_64"
     settings: Settings = Settings()
-    url_auth: str | None = None
+    url_auth: str | None = None  # the Function URL's AWS AuthType (oauth is NONE there)
+    url_access: str | None = None  # the manifest's url.auth: NONE, AWS_IAM or oauth
+    url_mode: str = ""  # who may call the URL, in one phrase for the plan's outputs
     publish: bool = False
     alias: str | None = None
     concurrency: int | None = None
@@ -313,12 +315,14 @@ def desired(given: TargetInput[LambdaTarget]) -> DesiredFunction:
             memory=t.memory,
             timeout=t.timeout,
         ),
-        env=given.env,
+        env=auth_env.with_auth(given.env, t.url, f"targets.{given.name}"),
         sha256="" if pkg is None else pkg.sha256,
         code_sha256="" if pkg is None else pkg.code_sha256,
         architecture="x86_64" if pkg is None else pkg.architecture,
         settings=Settings(t.snapstart, tuple(t.layers), vpc, t.ephemeral_storage),
-        url_auth=None if t.url is None else t.url.auth,
+        url_auth=auth_env.function_url_auth_type(t.url),
+        url_access=None if t.url is None else t.url.auth,
+        url_mode=auth_env.auth_mode(t.url),
         publish=t.publishes,
         alias=t.alias,
         concurrency=t.reserved_concurrency,
