@@ -35,13 +35,18 @@ BRIDGE_NAME = "metorial-stdio-bridge"
 STDERR_TAIL = 20
 
 # Runs in the child: its argv and sys.path as the command expects, then the command.
+# The command's own site comes before the package root whatever it runs: the root holds
+# the runtime's dependencies (mcp 2.x), which must not hide the command's (mcp 1.x).
+# The root stays on the path, last, for the files of the source and for what the two
+# share (a distribution both install at the same version ships once, at the root).
 LAUNCHER = r"""
 import json, os, runpy, site, sys
 spec = json.loads(sys.argv[1])
 args = sys.argv[2:]
+root = os.path.normpath(spec["root"])
 sys.path.insert(0, spec["site"])
 site.addsitedir(spec["site"])
-sys.path.append(spec["root"])
+sys.path.append(root)
 kind, target = spec["kind"], spec["target"]
 if kind == "script":
     import importlib
@@ -55,9 +60,11 @@ elif kind == "module":
     sys.argv = [spec["argv0"], *args]
     runpy.run_module(target, run_name="__main__", alter_sys=True)
 else:
-    path = os.path.join(spec["root"], target)
+    path = os.path.join(root, target)
     sys.argv = [path, *args]
-    sys.path.insert(0, os.path.dirname(path))
+    here = os.path.dirname(path)
+    if here != root:  # python puts a script's folder first; the root's place is last
+        sys.path.insert(0, here)
     runpy.run_path(path, run_name="__main__")
 """
 

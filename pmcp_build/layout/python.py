@@ -295,6 +295,30 @@ COMMAND_PREFIX = "__command__"  # the command's requirements, apart from the run
 _PYTHONS = ("python", "python3")
 
 
+def command_entries(own: list[Entry], runtime: list[Entry]) -> list[Entry]:
+    """A command's dependency entries under `__command__/`, less what the runtime ships
+    anyway: a top-level package (or module, or .dist-info) whose every file the runtime
+    has at the same path with the same bytes ships once, at the root, where the command
+    imports it from (the root is last on its path). Anything that differs in one file
+    keeps the whole top-level name apart, so a package is never split between the two.
+    What stays is labelled `(command)`, so the layout shows both copies of what differs
+    (`mcp 1.30.0 (command)` beside the runtime's `mcp 2.3.0`)."""
+    shipped = {(e.path, e.sha256) for e in runtime}
+    by_top: dict[str, list[Entry]] = {}
+    for entry in own:
+        by_top.setdefault(entry.path.split("/", 1)[0], []).append(entry)
+    kept = [
+        entry
+        for members in by_top.values()
+        if not all((e.path, e.sha256) in shipped for e in members)
+        for entry in members
+    ]
+    return [
+        e.replace(path=f"{COMMAND_PREFIX}/{e.path}", detail=f"{e.detail} (command)")
+        for e in sorted(kept, key=lambda e: e.path)
+    ]
+
+
 def console_scripts(site: Path) -> dict[str, str]:
     """Console scripts of the installed distributions: name -> 'module:attr'."""
     import configparser
