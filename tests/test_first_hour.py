@@ -235,3 +235,62 @@ def test_a_300_mb_asset_in_the_source_is_counted_once_in_lambdas_mb(tmp_path: Pa
     with pytest.raises(UserError) as refused:
         make_layout(entries, "python3.12", "index.handler", "x86_64")
     assert "package is 300.0 MB unzipped; Lambda allows 250.0 MB" in str(refused.value)
+
+
+# -- a server that fails to load shows its own exception and frames first -----------------
+
+HELPER = 'import json\n\n\ndef load(config):\n    return json.loads(config)["key"]\n'
+FAILING = "import helper\n\nSETTINGS = helper.load('{\"other\": \"' + 'x' * 3000 + '\"}')\n"
+
+
+@pytest.mark.parametrize("kind", ["in-process", "stdio command"])
+def test_a_server_that_fails_to_load_shows_its_exception_and_its_frames_first(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The exception, then the server's own frames (helper.py's included), then where in
+    a library it was raised; each line cut on its own. Before: a stdio command's stderr
+    was cut at 500 characters behind the bridge's frames, and an in-process server's
+    traceback began with the runtime's frames."""
+    monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
+    extra = 'command = ["python", "server.py"]\n' if kind == "stdio command" else ""
+    project = python_project(tmp_path / "p", extra=extra, server=FAILING)
+    (project / "helper.py").write_text(HELPER)
+    built = cli("-C", str(project), "build")
+    assert built.exit_code == 1, built.output
+    lines = [ln.removeprefix("error: ") for ln in built.stderr.splitlines()]
+    start = next(i for i, ln in enumerate(lines) if ln.endswith("the server failed to load:"))
+    shown = lines[start + 1 :]
+    if kind == "stdio command":
+        assert shown.pop(0).endswith("exited (code 1) while starting:"), shown
+    assert shown[0] == "KeyError: 'key'", shown
+    assert shown[1:5] == [
+        '  File "server.py", line 3, in <module>',
+        shown[2],
+        '  File "helper.py", line 5, in load',
+        '    return json.loads(config)["key"]',
+    ], shown
+    assert shown[2].startswith("    SETTINGS = helper.load(")
+    assert not any("__metorial__" in ln for ln in shown), shown
+    assert all(len(ln) <= 320 for ln in lines), max(lines, key=len)
+
+
+def test_load_errors_cut_long_values_per_line_and_parse_a_commands_traceback() -> None:
+    from boot import load_errors
+
+    stderr = [
+        "starting",
+        "Traceback (most recent call last):",
+        '  File "/task/server.py", line 9, in <module>',
+        "    main()",
+        "    ^^^^^^",
+        '  File "/task/lib/dep.py", line 2, in main',
+        "    raise ValueError(value)",
+        "ValueError: " + "v" * 5000,
+    ]
+    text = load_errors.describe_stderr("the stdio server `x` exited (code 1):", stderr, "/task")
+    lines = text.splitlines()
+    assert lines[1].startswith("ValueError: vvv") and lines[1].endswith("(5012 chars)")
+    assert lines[2:4] == ['  File "server.py", line 9, in <module>', "    main()"]
+    assert all(len(ln) <= load_errors.LINE_LIMIT for ln in lines)
+    plain = load_errors.describe_stderr("exited (code 2):", ["usage: x", "bad flag"], "/task")
+    assert plain.splitlines() == ["exited (code 2):", "usage: x", "bad flag"]
