@@ -294,3 +294,59 @@ def test_load_errors_cut_long_values_per_line_and_parse_a_commands_traceback() -
     assert all(len(ln) <= load_errors.LINE_LIMIT for ln in lines)
     plain = load_errors.describe_stderr("exited (code 2):", ["usage: x", "bad flag"], "/task")
     assert plain.splitlines() == ["exited (code 2):", "usage: x", "bad flag"]
+
+
+# -- init reads instead of guessing --------------------------------------------------------
+
+
+def test_init_writes_the_console_script_its_installed_distribution_declares(
+    cli: Any, tmp_path: Path
+) -> None:
+    project = tmp_path / "docs"
+    info = project / ".venv/lib/python3.12/site-packages/awslabs.docs_mcp_server-1.2.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: awslabs.docs-mcp-server\nVersion: 1.2\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[console_scripts]\nawslabs.docs-mcp-server = awslabs.docs_mcp_server.server:main\n"
+    )
+    (project / "requirements.txt").write_text("awslabs-docs-mcp-server==1.2\n")
+    assert cli("-C", str(project), "init").exit_code == 0
+    assert 'command = ["awslabs.docs-mcp-server"]' in (project / "metorial.toml").read_text()
+
+
+def test_init_for_a_cargo_project_names_what_cargo_writes(cli: Any, tmp_path: Path) -> None:
+    from pmcp_build.manifest.scaffold import host_architecture
+
+    project = tmp_path / "crate"
+    project.mkdir()
+    (project / "Cargo.toml").write_text('[package]\nname = "chinook"\nversion = "0.1.0"\n')
+    assert cli("-C", str(project), "init").exit_code == 0
+    text = (project / "metorial.toml").read_text()
+    assert 'artifact = "target/release/chinook"' in text and "cargo build --release" in text
+    assert f'architecture = "{host_architecture()}"' in text
+    if host_architecture() == "x86_64":
+        assert "--arm64" not in text
+    built = cli("-C", str(project), "build")  # not built yet: say how, for this machine
+    assert built.exit_code == 1
+    assert ("--arm64" in built.stderr) == (host_architecture() == "arm64"), built.stderr
+    (project / "target/lambda/chinook").mkdir(parents=True)
+    (project / "target/lambda/chinook/bootstrap").write_bytes(b"#!/bin/sh\n")
+    assert cli("-C", str(project), "init", "--force").exit_code == 0
+    text = (project / "metorial.toml").read_text()
+    assert 'artifact = "target/lambda/chinook/bootstrap"' in text
+
+
+def test_init_points_the_schema_at_a_file_and_ignores_pmcp(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    (project / "metorial.toml").unlink()
+    (project / ".gitignore").write_text("*.log")
+    assert cli("-C", str(project), "init").exit_code == 0
+    first = (project / "metorial.toml").read_text().splitlines()[0]
+    assert first.startswith("#:schema ") and "://" not in first
+    schema = (project / first.removeprefix("#:schema ")).resolve()
+    assert json.loads(schema.read_text())["title"], schema
+    assert (project / ".gitignore").read_text() == "*.log\n.pmcp/\n"
+    assert cli("-C", str(project), "init", "--force").exit_code == 0
+    assert (project / ".gitignore").read_text() == "*.log\n.pmcp/\n"

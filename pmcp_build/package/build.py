@@ -161,7 +161,8 @@ def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
     if not path.is_file():
         raise UserError(
             f"[runtime].artifact: {runtime.artifact!r} not found in {tree.root}; build it first "
-            "(e.g. `cargo lambda build --release --arm64`) or fix the path"
+            f"(e.g. `cargo lambda build --release{' --arm64' * (runtime.architecture == 'arm64')}`"
+            ", or `cargo build --release` for this machine) or fix the path"
         )
     data = path.read_bytes()
     try:
