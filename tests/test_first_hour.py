@@ -3,10 +3,15 @@ nobody on the project wrote (issue 22)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ import pytest
 from mcp import Client
 
 from .conftest import EXAMPLES
-from .helpers import python_project, served_url, start_serve
+from .helpers import SERVER, python_project, served_url, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- the suite keeps to its own caches ---------------------------------------------------
 
 
-def test_a_build_installs_from_the_wheelhouse(cli, tmp_path: Path) -> None:
+def test_a_build_installs_from_the_wheelhouse(cli: Any, tmp_path: Path) -> None:
     """A real uv install of the boot runtime; the next test runs it with a poisoned home."""
     project = python_project(tmp_path / "p")
     built = cli("-C", str(project), "build")
@@ -121,7 +126,7 @@ def test_a_real_stdio_server_through_serve_and_the_official_client(
             assert tools <= {t.name for t in listed.tools}
             result = await client.call_tool(name, args)
             assert not result.is_error, result.content
-            assert expected in result.content[0].text
+            assert expected in getattr(result.content[0], "text", "")
 
     for mode in ("legacy", "auto"):
         anyio.run(run, mode)
@@ -350,3 +355,122 @@ def test_init_points_the_schema_at_a_file_and_ignores_pmcp(cli: Any, tmp_path: P
     assert (project / ".gitignore").read_text() == "*.log\n.pmcp/\n"
     assert cli("-C", str(project), "init", "--force").exit_code == 0
     assert (project / ".gitignore").read_text() == "*.log\n.pmcp/\n"
+
+
+# -- serve: --watch, Ctrl-C ---------------------------------------------------------------
+
+TWO_TOOLS = SERVER.replace(
+    'return [{"name": "echo"',
+    'return [{"name": "shout", "description": "x", "inputSchema": {"type": "object"}},'
+    ' {"name": "echo"',
+)
+
+
+class _Lines:
+    """A process's stderr read in a thread, so a test can wait for one line."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, fragment: str, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if fragment in line:
+                return line
+            if line == "":
+                break
+        pytest.fail(f"no {fragment!r} on stderr: {''.join(self.seen)}")
+
+    def rest(self) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=30)
+            except queue.Empty:
+                break
+            if line == "":
+                break
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+def _serve_in_own_group(project: Path, tmp: Path, *extra: str) -> subprocess.Popen[str]:
+    """`serve` as a terminal runs it: its own process group, which Ctrl-C signals whole."""
+    (tmp / "tmp").mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "pmcp_build", "-C", str(project), "serve", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_serve_env(), "TMPDIR": str(tmp / "tmp")},
+        start_new_session=True,
+    )
+
+
+def _ctrl_c(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+
+
+def _tool_names(url: str) -> set[str]:
+    async def run() -> set[str]:
+        async with Client(url, mode="legacy") as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    return anyio.run(run)
+
+
+def test_serve_watch_rebuilds_reloads_and_stops_cleanly(tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    proc = _serve_in_own_group(project, tmp_path, "--watch", "--concurrency", "2")
+    try:
+        err = _Lines(proc.stderr)
+        url = served_url(proc, "serve --watch")
+        assert _tool_names(url) == {"echo"}
+        (project / "server.py").write_text(TWO_TOOLS)
+        assert "server.py modified" in err.wait_for("changed:")
+        err.wait_for("reloaded in")
+        assert _tool_names(url) == {"echo", "shout"}  # the same URL, the new package
+        (project / "server.py").write_text("raise RuntimeError('half-written edit')\n")
+        err.wait_for("RuntimeError: half-written edit")
+        err.wait_for("still serving")
+        assert _tool_names(url) == {"echo", "shout"}  # a bad edit keeps the old one
+    finally:
+        _ctrl_c(proc)
+        proc.wait(90)
+    assert proc.returncode == 130
+    stderr = err.rest()
+    assert "Traceback" not in stderr, stderr
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_ctrl_c_stops_serve_with_130_no_tracebacks_and_nothing_in_tmp(
+    tmp_path: Path, when: str
+) -> None:
+    project = python_project(tmp_path / "p")
+    proc = _serve_in_own_group(project, tmp_path, "--concurrency", "3")
+    try:
+        err = _Lines(proc.stderr)
+        if when == "starting":
+            err.wait_for("starting 3 instances")  # the progress line, then at once: Ctrl-C
+        else:
+            served_url(proc)
+    finally:
+        _ctrl_c(proc)
+        proc.wait(90)
+    assert proc.returncode == 130
+    stderr = err.rest()
+    assert "Traceback" not in stderr, stderr
+    assert list((tmp_path / "tmp").iterdir()) == []
