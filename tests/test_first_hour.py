@@ -474,3 +474,71 @@ def test_ctrl_c_stops_serve_with_130_no_tracebacks_and_nothing_in_tmp(
     stderr = err.rest()
     assert "Traceback" not in stderr, stderr
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# -- shell completion and help ------------------------------------------------------------
+
+
+def test_shell_completion_is_typers_own(tmp_path: Path) -> None:
+    script = str(Path(sys.executable).with_name("pmcp-build"))  # as installed, by its name
+    shown = subprocess.run(
+        [script, "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "_pmcp_build_completion" in shown.stdout, shown.stderr
+    completed = subprocess.run(
+        [script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "_PMCP_BUILD_COMPLETE": "complete_bash",
+            "COMP_WORDS": "pmcp-build se",
+            "COMP_CWORD": "1",
+        },
+    )
+    assert completed.stdout.split() == ["serve"], completed
+
+
+def _commands() -> list[tuple[str, ...]]:
+    from typer.main import get_command
+
+    from pmcp_build.cli import app
+
+    found: list[tuple[str, ...]] = [()]
+    stack: list[tuple[tuple[str, ...], Any]] = [((), get_command(app))]
+    while stack:
+        path, command = stack.pop()
+        for name, sub in getattr(command, "commands", {}).items():
+            found.append((*path, name))
+            stack.append(((*path, name), sub))
+    return sorted(found)
+
+
+def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
+    """`--help` showed `<bool>` for flags, `<list[str]>` and `<str>` for values, and
+    several options had no text at all."""
+    import re
+
+    from typer.main import get_command
+
+    from pmcp_build.cli import app
+    from pmcp_build.cli.help_text import tidy
+
+    root = get_command(app)
+    tidy(root)
+    for path in _commands():
+        shown = cli(*path, "--help")
+        assert shown.exit_code == 0, shown.output
+        assert not re.search(r"<(bool|str|int|float|list|path|int range)\b", shown.stdout), (
+            path,
+            shown.stdout,
+        )
+        command = root
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            assert param.help, (path, param.name)
