@@ -528,7 +528,7 @@ def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
     from pmcp_build.cli import app
     from pmcp_build.cli.help_text import tidy
 
-    root = get_command(app)
+    root: Any = get_command(app)
     tidy(root)
     for path in _commands():
         shown = cli(*path, "--help")
@@ -537,7 +537,7 @@ def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
             path,
             shown.stdout,
         )
-        command = root
+        command: Any = root
         for name in path:
             command = command.commands[name]
         for param in command.params:
