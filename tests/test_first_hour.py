@@ -542,3 +542,30 @@ def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
             command = command.commands[name]
         for param in command.params:
             assert param.help, (path, param.name)
+
+
+# -- a missing wheel names the package, not its version -----------------------------------
+
+UV_NO_WHEEL = (
+    "  cause: Because {what} no wheels with a matching platform tag (e.g., "
+    "`manylinux_2_17_aarch64`) and you require nativepkg>=0.5.2, we can conclude that your "
+    "requirements are unsatisfiable."
+)
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "nativepkg==0.5.2 has",
+        "nativepkg>=0.5.2 has",
+        "nativepkg>=0.5.2,<1 has",
+        "all versions of nativepkg have",
+    ],
+)
+def test_a_missing_wheel_names_the_package(what: str) -> None:
+    """uv's own wording (uv 0.13, offline against a find-links folder with only an
+    x86_64 wheel); `nativepkg>=0.5.2` was reported as "0.5.2 has no wheel"."""
+    from pmcp_build.layout.python_deps import _explain_uv_failure
+
+    said = _explain_uv_failure(UV_NO_WHEEL.format(what=what), None, "aarch64-manylinux2014", "3.12")
+    assert said.startswith("the boot runtime's requirements: nativepkg has no wheel for "), said
