@@ -569,3 +569,21 @@ def test_a_missing_wheel_names_the_package(what: str) -> None:
 
     said = _explain_uv_failure(UV_NO_WHEEL.format(what=what), None, "aarch64-manylinux2014", "3.12")
     assert said.startswith("the boot runtime's requirements: nativepkg has no wheel for "), said
+
+
+def test_a_manifest_in_a_subfolder_is_told_about_source_path(cli: Any, tmp_path: Path) -> None:
+    project = python_project(tmp_path / "p")
+    (project / "deploy").mkdir()
+    (project / "metorial.toml").rename(project / "deploy" / "metorial.toml")
+    built = cli("-C", str(project / "deploy"), "build")
+    assert built.exit_code == 1
+    assert "server.py is in the folder above" in built.stderr
+    assert '[source] path = ".."' in built.stderr, built.stderr
+    toml = project / "deploy" / "metorial.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'kind = "python"', 'kind = "python"\ncommand = ["python", "server.py"]'
+        )
+    )
+    built = cli("-C", str(project / "deploy"), "build")
+    assert built.exit_code == 1 and '[source] path = ".."' in built.stderr, built.stderr

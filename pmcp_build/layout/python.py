@@ -48,10 +48,14 @@ def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
     for name in ENTRYPOINT_ORDER:
         if name in packaged:
             return name
-    raise UserError(
-        f"no entrypoint in {tree.root}: looked for {', '.join(ENTRYPOINT_ORDER)}; "
-        "add one or set [runtime].entrypoint"
+    above = next((n for n in ENTRYPOINT_ORDER if (tree.root.parent / n).is_file()), None)
+    hint = (
+        f"; {above} is in the folder above: a manifest in a subfolder of the server "
+        'needs [source] path = ".."'
+        if above is not None
+        else "; add one or set [runtime].entrypoint"
     )
+    raise UserError(f"no entrypoint in {tree.root}: looked for {', '.join(ENTRYPOINT_ORDER)}{hint}")
 
 
 def handler_module(tree: SourceTree) -> str:
@@ -361,8 +365,14 @@ def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[st
         rest = argv[1:] if head.endswith(".py") else argv[2:]
         path = head if head.endswith(".py") else argv[1]
         if not tree.has(path):
+            above = (tree.root.parent / path).is_file()
             raise UserError(
-                f"[runtime].command: {path!r} is not in the source ({tree.root}); fix the path"
+                f"[runtime].command: {path!r} is not in the source ({tree.root}); "
+                + (
+                    'it is in the folder above: set [source] path = ".."'
+                    if above
+                    else "fix the path"
+                )
             )
         return {"kind": "file", "target": path, "argv0": path, "args": list(rest)}
     if is_python:
