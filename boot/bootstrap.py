@@ -14,11 +14,10 @@ import json
 import logging
 import os
 import time
-import traceback
 import urllib.parse
 from typing import Any
 
-from . import auth, callbacks, config, oauth, results, server_kinds
+from . import auth, callbacks, config, load_errors, oauth, results, server_kinds
 from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
@@ -42,8 +41,8 @@ class Runtime:
         self._engine: Any = None
         try:
             self._import_entrypoint()
-        except BaseException:
-            self.load_error = traceback.format_exc(limit=8)
+        except BaseException as exc:  # its own frames first, not ours (load_errors)
+            self.load_error = load_errors.describe(exc, root)
 
     def _import_entrypoint(self) -> None:
         # Any kind of server: metorial.create_server, an mcp / fastmcp instance, a command.

@@ -32,16 +32,21 @@ from .server_kinds import Found
 
 COMMAND_SITE = "__command__"
 BRIDGE_NAME = "metorial-stdio-bridge"
-STDERR_TAIL = 20
+STDERR_TAIL = 200  # lines kept: a start-up failure shows the command's whole traceback
 
 # Runs in the child: its argv and sys.path as the command expects, then the command.
+# The command's own site comes before the package root whatever it runs: the root holds
+# the runtime's dependencies (mcp 2.x), which must not hide the command's (mcp 1.x).
+# The root stays on the path, last, for the files of the source and for what the two
+# share (a distribution both install at the same version ships once, at the root).
 LAUNCHER = r"""
 import json, os, runpy, site, sys
 spec = json.loads(sys.argv[1])
 args = sys.argv[2:]
+root = os.path.normpath(spec["root"])
 sys.path.insert(0, spec["site"])
 site.addsitedir(spec["site"])
-sys.path.append(spec["root"])
+sys.path.append(root)
 kind, target = spec["kind"], spec["target"]
 if kind == "script":
     import importlib
@@ -55,9 +60,11 @@ elif kind == "module":
     sys.argv = [spec["argv0"], *args]
     runpy.run_module(target, run_name="__main__", alter_sys=True)
 else:
-    path = os.path.join(spec["root"], target)
+    path = os.path.join(root, target)
     sys.argv = [path, *args]
-    sys.path.insert(0, os.path.dirname(path))
+    here = os.path.dirname(path)
+    if here != root:  # python puts a script's folder first; the root's place is last
+        sys.path.insert(0, here)
     runpy.run_path(path, run_name="__main__")
 """
 
@@ -84,6 +91,15 @@ _FORWARDS = {
 
 class BridgeError(Exception):
     pass
+
+
+class StartError(BridgeError):
+    """The command exited while starting; `stderr_lines` carry its own traceback, which
+    load_errors shows ahead of the bridge's frames."""
+
+    def __init__(self, message: str, stderr_lines: list[str]) -> None:
+        super().__init__(message)
+        self.stderr_lines = stderr_lines
 
 
 def _timeout() -> float:
@@ -154,10 +170,26 @@ class StdioServer:
         import mcp.server.lowlevel.server
         import mcp.server.streamable_http_manager  # noqa: F401
 
-        result = self._wait("initialize", future, self.timeout)
+        try:
+            result = self._wait("initialize", future, self.timeout)
+        except BridgeError as exc:
+            raise self._start_error(proc) or exc from None
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.init_result = result
         return result
+
+    def _start_error(self, proc: subprocess.Popen[bytes]) -> StartError | None:
+        """A command that exited before its handshake, with all it printed on stderr."""
+        try:
+            code = proc.wait(2)
+        except subprocess.TimeoutExpired:
+            return None  # still running: it refused or did not answer (said as it is)
+        if self.stderr_reader is not None:
+            self.stderr_reader.join(2)
+        return StartError(
+            f"the stdio server `{self.label}` exited (code {code}) while starting:",
+            list(self.stderr_tail),
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

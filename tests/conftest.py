@@ -48,6 +48,26 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pmcp-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_caches(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[None]:
+    """The suite's own uv and pmcp-build caches, for the whole session and every process
+    it starts (module fixtures copy os.environ before any function fixture runs). The
+    user's uv cache, filled online by the README's main command, remembers registry
+    URLs that uv then tries to fetch offline ("Network connectivity is disabled")."""
+    own = {
+        "UV_CACHE_DIR": str(tmp_path_factory.mktemp("uv-cache")),
+        "PMCP_BUILD_CACHE_DIR": str(shared_cache),
+    }
+    saved = {key: os.environ.get(key) for key in own}
+    os.environ.update(own)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> None:
     if not WHEELHOUSE.is_dir():

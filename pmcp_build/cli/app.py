@@ -18,6 +18,7 @@ import typer
 from typer.exceptions import TyperException
 
 from pmcp_build import __version__
+from pmcp_build.cli.help_text import TidyGroup
 from pmcp_build.errors import UserError
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ app = typer.Typer(
     help="Turn MCP servers into AWS Lambda deployments, declaratively.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # typer's --install-completion / --show-completion
+    cls=TidyGroup,  # help with real metavars (cli/help_text.py)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

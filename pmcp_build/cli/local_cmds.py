@@ -34,10 +34,19 @@ def serve(
             min=1, max=64, help="Warm instances serving requests side by side (as Lambda scales)."
         ),
     ] = 4,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Rebuild and reload when a file of the source or the manifest changes; "
+            "the old package serves until the new one has loaded.",
+        ),
+    ] = False,
 ) -> None:
     """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
     import signal
 
+    from pmcp_build.local import watch as watching
     from pmcp_build.local.runner import open_pool
     from pmcp_build.local.serve import make_server
 
@@ -49,10 +58,16 @@ def serve(
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: instances and temp dirs go
 
+    def say(line: str) -> None:
+        err.print(line, markup=False)
+
+    def start(built: Any) -> Any:
+        return open_pool(built.path, built.layout, concurrency, settings=_settings(loaded, target))
+
     signal.signal(signal.SIGTERM, stop)
-    invoker = open_pool(
-        package.path, package.layout, concurrency, settings=_settings(loaded, target)
-    )
+    say(f"starting {concurrency} instance{'s' * (concurrency > 1)} of {package.path.name}…")
+    pool = watching.start_quietly(lambda: start(package), say)
+    invoker = watching.Swappable(pool) if watch else pool
     info = getattr(invoker, "server_info", None) or {}
     if info.get("load_error"):
         # Every request will answer "server failed to load": say why, where it is run.
@@ -67,10 +82,15 @@ def serve(
             flush=True,
         )
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
+            if isinstance(invoker, watching.Swappable):
+                reloader = watching.Reloader(
+                    invoker, package, lambda: build_quietly(load(file), json_mode=False), start, say
+                )
+                base = loaded.path.resolve().parent
+                watching.serve_watching(server, reloader, watching.watched_roots(loaded), base)
+            else:
+                server.serve_forever()
+        finally:  # Ctrl-C goes on to the CLI's guard: "interrupted", exit 130
             server.server_close()
     finally:
         invoker.close()

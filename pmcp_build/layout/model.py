@@ -20,9 +20,21 @@ if TYPE_CHECKING:
 
     Origin = Literal["source", "dependency", "boot", "generated", "asset", "artifact"]
 
-# Lambda quotas (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html)
-UNZIPPED_LIMIT = 250 * 1024 * 1024
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+# Lambda quotas (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+# Lambda's "MB" is 2**20 bytes: GetAccountSettings reports CodeSizeUnzipped 262144000
+# for its "250 MB" and CodeSizeZipped 52428800 for "50 MB". Sizes are shown in the same
+# unit (`megabytes`), so the limit reads 250 MB as Lambda documents it, never 262 MB.
+MB = 1024 * 1024
+UNZIPPED_LIMIT = 250 * MB
+DIRECT_UPLOAD_LIMIT = 50 * MB
+PAYLOAD_LIMIT = 6 * MB  # a synchronous invocation's request and response
+
+
+def megabytes(size: int) -> str:
+    """A size in Lambda's own MB (2**20 bytes): `250.0 MB` for the unzipped limit."""
+    return f"{size / MB:.1f} MB"
+
+
 # Not a Lambda quota, but a package with more files than this is a mistake
 # (a virtualenv or node_modules swept in) rather than a server.
 FILE_COUNT_LIMIT = 20_000
@@ -224,6 +236,20 @@ def _check_path(entry: Entry) -> None:
         )
 
 
+def _assets_ship_once(entries: list[Entry]) -> list[Entry]:
+    """A file of the source that an asset names ships once, where the asset puts it: with
+    `[source] path = "."` it is also a source file, and would otherwise be packaged at
+    both paths (a 300 MB database counted twice against the 250 MB limit)."""
+    assets = {os.path.normpath(e.src) for e in entries if e.origin == "asset" and e.src}
+    if not assets:
+        return entries
+    return [
+        e
+        for e in entries
+        if not (e.origin == "source" and e.src is not None and os.path.normpath(e.src) in assets)
+    ]
+
+
 def make_layout(
     entries: list[Entry],
     runtime: str,
@@ -235,7 +261,7 @@ def make_layout(
 ) -> Layout:
     """Sort, check for collisions and limits; the one way a Layout comes to be."""
     by_path: dict[str, Entry] = {}
-    for entry in entries:
+    for entry in _assets_ship_once(entries):
         _check_path(entry)
         other = by_path.get(entry.path)
         if other is not None:
@@ -257,10 +283,10 @@ def make_layout(
     )
     if layout.unzipped_size > UNZIPPED_LIMIT:
         biggest = sorted(layout.entries, key=lambda e: -e.size)[:3]
-        names = ", ".join(f"{e.path} ({e.size / 1e6:.1f} MB)" for e in biggest)
+        names = ", ".join(f"{e.path} ({megabytes(e.size)})" for e in biggest)
         raise UserError(
-            f"package is {layout.unzipped_size / 1e6:.1f} MB unzipped; Lambda allows "
-            f"{UNZIPPED_LIMIT / 1e6:.0f} MB. Largest files: {names}. Exclude what the server "
+            f"package is {megabytes(layout.unzipped_size)} unzipped; Lambda allows "
+            f"{megabytes(UNZIPPED_LIMIT)}. Largest files: {names}. Exclude what the server "
             "does not need, or use a container image"
         )
     if len(layout.entries) > FILE_COUNT_LIMIT:

@@ -48,10 +48,14 @@ def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
     for name in ENTRYPOINT_ORDER:
         if name in packaged:
             return name
-    raise UserError(
-        f"no entrypoint in {tree.root}: looked for {', '.join(ENTRYPOINT_ORDER)}; "
-        "add one or set [runtime].entrypoint"
+    above = next((n for n in ENTRYPOINT_ORDER if (tree.root.parent / n).is_file()), None)
+    hint = (
+        f"; {above} is in the folder above: a manifest in a subfolder of the server "
+        'needs [source] path = ".."'
+        if above is not None
+        else "; add one or set [runtime].entrypoint"
     )
+    raise UserError(f"no entrypoint in {tree.root}: looked for {', '.join(ENTRYPOINT_ORDER)}{hint}")
 
 
 def handler_module(tree: SourceTree) -> str:
@@ -295,6 +299,30 @@ COMMAND_PREFIX = "__command__"  # the command's requirements, apart from the run
 _PYTHONS = ("python", "python3")
 
 
+def command_entries(own: list[Entry], runtime: list[Entry]) -> list[Entry]:
+    """A command's dependency entries under `__command__/`, less what the runtime ships
+    anyway: a top-level package (or module, or .dist-info) whose every file the runtime
+    has at the same path with the same bytes ships once, at the root, where the command
+    imports it from (the root is last on its path). Anything that differs in one file
+    keeps the whole top-level name apart, so a package is never split between the two.
+    What stays is labelled `(command)`, so the layout shows both copies of what differs
+    (`mcp 1.30.0 (command)` beside the runtime's `mcp 2.3.0`)."""
+    shipped = {(e.path, e.sha256) for e in runtime}
+    by_top: dict[str, list[Entry]] = {}
+    for entry in own:
+        by_top.setdefault(entry.path.split("/", 1)[0], []).append(entry)
+    kept = [
+        entry
+        for members in by_top.values()
+        if not all((e.path, e.sha256) in shipped for e in members)
+        for entry in members
+    ]
+    return [
+        e.replace(path=f"{COMMAND_PREFIX}/{e.path}", detail=f"{e.detail} (command)")
+        for e in sorted(kept, key=lambda e: e.path)
+    ]
+
+
 def console_scripts(site: Path) -> dict[str, str]:
     """Console scripts of the installed distributions: name -> 'module:attr'."""
     import configparser
@@ -337,8 +365,14 @@ def command_spec(argv: tuple[str, ...], tree: SourceTree, site: Path) -> dict[st
         rest = argv[1:] if head.endswith(".py") else argv[2:]
         path = head if head.endswith(".py") else argv[1]
         if not tree.has(path):
+            above = (tree.root.parent / path).is_file()
             raise UserError(
-                f"[runtime].command: {path!r} is not in the source ({tree.root}); fix the path"
+                f"[runtime].command: {path!r} is not in the source ({tree.root}); "
+                + (
+                    'it is in the folder above: set [source] path = ".."'
+                    if above
+                    else "fix the path"
+                )
             )
         return {"kind": "file", "target": path, "argv0": path, "args": list(rest)}
     if is_python:

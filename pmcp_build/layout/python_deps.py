@@ -229,9 +229,13 @@ def uv_environment(workdir: Path) -> dict[str, str]:
 def _explain_uv_failure(stderr: str, requirements: Path | None, tag: str, python: str) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
     where = str(requirements) if requirements else "the boot runtime's requirements"
+    # uv names the package with a specifier (`nativepkg==0.5.2`, `nativepkg>=0.5.2,<1`) or
+    # as "all versions of nativepkg"; a name starts with a letter, so a version that
+    # follows `>=` is never taken for one.
     wheel = re.search(
-        r"(?:Because |and )?([A-Za-z0-9_.\-]+)(?:==([^ ]+))? (?:has no wheels with a matching "
-        r"(?:platform|Python ABI|Python implementation) tag|has no usable wheels)",
+        r"([A-Za-z][A-Za-z0-9_.\-]*)(?:(?:[=<>!~]=?|===)[^ ,]+(?:,(?:[=<>!~]=?)[^ ,]+)*)? "
+        r"(?:has|have) no (?:wheels with a matching (?:platform|Python ABI|Python "
+        r"implementation) tag|usable wheels)",
         text,
     )
     if wheel:

@@ -41,6 +41,82 @@ def cargo_bin_name(cargo_toml: Path) -> str | None:
     return None
 
 
+def cargo_artifact(folder: Path, bin_name: str, arch: str) -> tuple[str, str]:
+    """Where the crate's executable is, and what writes it: cargo-lambda's output when it
+    is there, else what a plain `cargo build --release` writes (for this machine, whose
+    architecture the manifest says)."""
+    lambda_path = f"target/lambda/{bin_name}/bootstrap"
+    if (folder / lambda_path).is_file():
+        flag = " --arm64" if arch == "arm64" else ""
+        return lambda_path, f"cargo lambda build --release{flag}"
+    return f"target/release/{bin_name}", "cargo build --release"
+
+
+def installed_console_scripts(folder: Path, dist_name: str) -> list[str]:
+    """The console scripts `dist_name` declares in its installed entry_points.txt: in the
+    folder's own virtualenv first, then wherever this interpreter finds distributions.
+    Empty when it is not installed here (the build then names the real ones)."""
+    import configparser
+    import importlib.metadata
+    import sys
+
+    wanted = _normal_name(dist_name)
+    venvs = [
+        str(p) for v in (".venv", "venv") for p in folder.glob(f"{v}/lib/python3*/site-packages")
+    ]
+    for dist in importlib.metadata.distributions(path=venvs + sys.path):
+        if _normal_name(dist.metadata["Name"] or "") != wanted:
+            continue
+        text = dist.read_text("entry_points.txt") or ""
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(text)
+        except configparser.Error:
+            return []
+        if parser.has_section("console_scripts"):
+            return [name for name, _ in parser.items("console_scripts")]
+        return []
+    return []
+
+
+def _normal_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+SCHEMA_COPY = ".pmcp/metorial.schema.json"
+
+
+def schema_directive(folder: Path) -> str:
+    """A `#:schema` path the user's editor can open: the schema file that ships beside
+    the tool (a source or editable install), relative to the folder; else a copy written
+    under .pmcp/ for this folder."""
+    import os
+
+    shipped = Path(__file__).resolve().parents[2] / "schemas" / "metorial.schema.json"
+    if shipped.is_file():
+        relative = Path(os.path.relpath(shipped, folder.resolve())).as_posix()
+        return relative if relative.startswith(".") else f"./{relative}"
+    from pmcp_build.manifest.schema import schema_text
+
+    copy = folder / SCHEMA_COPY
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(schema_text(), encoding="utf-8")
+    return f"./{SCHEMA_COPY}"
+
+
+def ignore_pmcp(folder: Path) -> bool:
+    """Add `.pmcp/` (builds, deployments: a 20 MB zip `git add -A` would stage) to the
+    folder's .gitignore; False when it already ignores it."""
+    path = folder / ".gitignore"
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    if any(ln.strip() in (".pmcp", ".pmcp/", "/.pmcp", "/.pmcp/") for ln in text.splitlines()):
+        return False
+    prefix = "" if not text or text.endswith("\n") else "\n"
+    path.write_text(f"{text}{prefix}.pmcp/\n", encoding="utf-8")
+    return True
+
+
 def detected(folder: Path) -> list[str]:
     """What `init` found, said to the user after writing the manifest."""
     from pmcp_build.layout.python_sources import detect
@@ -62,14 +138,14 @@ def detected(folder: Path) -> list[str]:
 def render_manifest(folder: Path, name: str | None = None) -> str:
     name = server_name(name or folder.resolve().name)
     arch = host_architecture()
-    arch_flag = "--arm64" if arch == "arm64" else "--x86-64"
     if (folder / "Cargo.toml").exists():
         bin_name = cargo_bin_name(folder / "Cargo.toml") or name
+        artifact, built_by = cargo_artifact(folder, bin_name, arch)
         runtime = f"""[runtime]
 kind = "binary"                  # a custom-runtime executable (provided.al2023)
 architecture = "{arch}"          # "arm64" | "x86_64": must match the binary (this machine's)
-# `cargo lambda build --release {arch_flag}` writes the executable here:
-artifact = "target/lambda/{bin_name}/bootstrap"
+# `{built_by}` writes the executable here:
+artifact = "{artifact}"
 """
     else:
         entry = next((e for e in ENTRYPOINT_ORDER if (folder / e).is_file()), None)
@@ -99,7 +175,7 @@ architecture = "{arch}"          # "arm64" | "x86_64" (this machine's, so `serve
 {entry_line}
 {req_line}
 """
-    text = f'''#:schema https://metorial.com/schemas/metorial.schema.json
+    text = f'''#:schema {schema_directive(folder)}
 # pmcp-build manifest: `pmcp-build validate`, `pmcp-build plan`, `pmcp-build apply`.
 
 [server]
@@ -163,10 +239,17 @@ def _server_kind_line(folder: Path, entry: str | None) -> str | None:
     if requirements.is_file():
         found = _STDIO_PACKAGE.search(requirements.read_text(encoding="utf-8", errors="replace"))
         if found:
-            name = found.group(1).lower()
+            package = found.group(1)
+            scripts = installed_console_scripts(folder, package)
+            if scripts:  # what its installed entry_points.txt declares
+                return (
+                    f'command = ["{scripts[0]}"]  # the console script of {package} '
+                    "(its entry_points.txt), kept warm per container"
+                )
+            name = package.lower()
             return (
-                f'command = ["{name}"]  # the stdio server {name}\'s console script, kept '
-                "warm per container"
+                f'command = ["{name}"]  # {package} is not installed here, so this name is '
+                "a guess: the build names its real console scripts"
             )
     return None
 
@@ -176,4 +259,5 @@ def write_manifest(folder: Path, name: str | None = None, force: bool = False) -
     if path.exists() and not force:
         raise UserError(f"{path} already exists; edit it, or pass --force to overwrite it")
     path.write_text(render_manifest(folder, name), encoding="utf-8")
+    ignore_pmcp(folder)
     return path

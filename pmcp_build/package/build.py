@@ -47,6 +47,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
         entries += py.boot_entries()
         requirements = py.requirements_file(runtime, tree)
         policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}
+        command_deps: list[Entry] = []
         if runtime.command is not None:
             # A stdio command: its requirements in their own folder, the runtime's at
             # the root, so neither's mcp pin constrains the other.
@@ -62,10 +63,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
                     **policy,  # type: ignore[arg-type]
                 )
                 site = own.root
-                entries += [
-                    e.replace(path=f"{py.COMMAND_PREFIX}/{e.path}")
-                    for e in py.dependency_entries(own.root, own.origins)
-                ]
+                command_deps = py.dependency_entries(own.root, own.origins)
             command = py.command_spec(runtime.command, tree, site)
             entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
             deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
@@ -75,7 +73,8 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             entrypoint = py.detect_entrypoint(runtime, tree)
             entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
             deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
-        entries += py.dependency_entries(deps.root, deps.origins)
+        runtime_deps = py.dependency_entries(deps.root, deps.origins)
+        entries += runtime_deps + py.command_entries(command_deps, runtime_deps)
         entries += asset_entries(manifest.assets, tree)
         if runtime.bytecode:
             entries += py.bytecode_entries(entries, runtime.python, cache)
@@ -162,7 +161,8 @@ def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
     if not path.is_file():
         raise UserError(
             f"[runtime].artifact: {runtime.artifact!r} not found in {tree.root}; build it first "
-            "(e.g. `cargo lambda build --release --arm64`) or fix the path"
+            f"(e.g. `cargo lambda build --release{' --arm64' * (runtime.architecture == 'arm64')}`"
+            ", or `cargo build --release` for this machine) or fix the path"
         )
     data = path.read_bytes()
     try:

@@ -21,6 +21,7 @@ from pmcp_build.layout.model import (
     UNZIPPED_LIMIT,
     Entry,
     Layout,
+    megabytes,
 )
 
 PYTHON_HANDLERS = ("index.py", "metorial_index.py", "lambda_function.py", "handler.py", "app.py")
@@ -102,15 +103,15 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
         findings.append(
             Finding(
                 "error",
-                f"{layout.unzipped_size / 1e6:.1f} MB unzipped is over "
-                f"Lambda's {UNZIPPED_LIMIT / 1e6:.0f} MB limit",
+                f"{megabytes(layout.unzipped_size)} unzipped is over "
+                f"Lambda's {megabytes(UNZIPPED_LIMIT)} limit",
             )
         )
     if zipped > DIRECT_UPLOAD_LIMIT:
         findings.append(
             Finding(
                 "warning",
-                f"{zipped / 1e6:.1f} MB zipped is over the 50 MB "
+                f"{megabytes(zipped)} zipped is over the {megabytes(DIRECT_UPLOAD_LIMIT)} "
                 "direct-upload limit; deploy it through S3",
             )
         )

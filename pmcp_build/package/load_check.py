@@ -209,7 +209,7 @@ def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
-            raise _LoadFailed(f"the server failed to load:\n{last_lines(info['load_error'])}")
+            raise _LoadFailed(f"the server failed to load:\n{info['load_error'].rstrip()}")
         reply = invoker.invoke({"action": "discover"}, timeout=60)
     finally:
         invoker.close()
