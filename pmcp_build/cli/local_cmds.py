@@ -34,12 +34,21 @@ def serve(
             min=1, max=64, help="Warm instances serving requests side by side (as Lambda scales)."
         ),
     ] = 4,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            help="An Origin browsers may call from besides the loopback ones (repeatable; "
+            "'*' allows any).",
+        ),
+    ] = None,
 ) -> None:
     """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
+    import os
     import signal
 
     from pmcp_build.local.runner import open_pool
-    from pmcp_build.local.serve import make_server
+    from pmcp_build.local.serve import ALLOWED_ORIGINS_ENV, make_server, runtime_origins
 
     loaded = load(file)
     if target:
@@ -50,6 +59,9 @@ def serve(
         raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: instances and temp dirs go
 
     signal.signal(signal.SIGTERM, stop)
+    origins = list(allow_origin or [])
+    # The runtime checks Origin as on Lambda; the instances inherit the list.
+    os.environ[ALLOWED_ORIGINS_ENV] = runtime_origins(origins)
     invoker = open_pool(
         package.path, package.layout, concurrency, settings=_settings(loaded, target)
     )
@@ -60,7 +72,7 @@ def serve(
     for note in info.get("notes") or ():
         err.print(f"note: {note}", markup=False)
     try:
-        server = make_server(invoker, port)
+        server = make_server(invoker, port, origins)
         bound = server.server_address[1]
         print(
             f"serving {package.path.name} at http://127.0.0.1:{bound}/mcp (Ctrl-C to stop)",
