@@ -42,10 +42,34 @@ class Runtime:
         self.found: server_kinds.Found | None = None
         self.load_error: str | None = None
         self._engine: Any = None
+        self._load_failures = 0
+        self._retry_at = 0.0  # when a stdio command that failed to start is tried again
         try:
             self._import_entrypoint()
         except BaseException:
-            self.load_error = traceback.format_exc(limit=8)
+            self._load_failed()
+
+    def _load_failed(self) -> None:
+        self.load_error = traceback.format_exc(limit=8)
+        self._load_failures += 1
+        if self.command is not None:
+            from .stdio_bridge import backoff
+
+            self._retry_at = time.monotonic() + backoff(self._load_failures)
+
+    def _retry_command(self) -> None:
+        """A stdio command that failed or timed out at `initialize` (a cold start that
+        was too slow, a database not up yet) is started again on a later request, with
+        a back-off, instead of failing every request for the container's life. An
+        import of the author's module is not retried: it fails the same way again."""
+        if self.load_error is None or self.command is None or time.monotonic() < self._retry_at:
+            return
+        try:
+            self._import_entrypoint()
+        except BaseException:
+            self._load_failed()
+            return
+        self.load_error, self._load_failures = None, 0
 
     def _import_entrypoint(self) -> None:
         # Any kind of server: metorial.create_server, an mcp / fastmcp instance, a command.
@@ -83,6 +107,7 @@ class Runtime:
                 return _failure("invalid_event", "the event is not JSON")
         if not isinstance(event, dict):
             return _failure("invalid_event", "the event must be a JSON object")
+        self._retry_command()
         budget = _budget(context)
         if _is_http(event):
             return self._http_event(event, budget)

@@ -501,3 +501,90 @@ def test_the_function_url_limits(chatty: Any) -> None:
     patched = chatty.handle(_url_event(LIST, method="PATCH"))
     assert patched["statusCode"] == 405
     assert json.loads(patched["body"])["error"]["code"] == -32000
+
+
+# -- issue 23: a stdio command that fails at initialize is started again --------------
+
+COLD_STDIO = r"""import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+marker = os.path.join(here, "started-once")
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    print("cold start: the database is not up yet", file=sys.stderr, flush=True)
+    if os.environ.get("COLD_HOW") == "hang":
+        time.sleep(60)
+    sys.exit(3)
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    if msg["method"] == "initialize":
+        result = {"protocolVersion": msg["params"]["protocolVersion"],
+                  "capabilities": {"tools": {}, "resources": {}},
+                  "serverInfo": {"name": "cold", "version": "1"}}
+    elif msg["method"] == "tools/list":
+        result = {"tools": [{"name": "read_query", "inputSchema": {"type": "object"}}]}
+    elif msg["method"] == "resources/list":
+        result = {"resources": [{"uri": "memo://insights", "name": "insights"}]}
+    else:  # as mcp<2 servers such as mcp-server-sqlite: no resources/templates/list
+        error = {"code": -32601, "message": "Method not found"}
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "error": error}) + "\n")
+        sys.stdout.flush()
+        continue
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize("how", ["exits", "hangs", "ready"])
+def test_a_stdio_command_that_fails_at_initialize_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], how: str
+) -> None:
+    """A command that exits or never answers `initialize` (a slow cold start) left every
+    later request at "server failed to load" for the container's life. Now the failure
+    is logged with its last stderr lines and the command starts again on a request after
+    the back-off (1 s, then 2, 4... 60). Its discovery takes `resources/templates/list`
+    answering "method not found" as no templates (it failed discovery before)."""
+    from boot.bootstrap import Runtime
+
+    monkeypatch.setenv("METORIAL_STDIO_TIMEOUT", "1")
+    monkeypatch.setenv("COLD_HOW", "hang" if how == "hangs" else "exit")
+    (tmp_path / "cold.py").write_text(COLD_STDIO)
+    if how == "ready":  # no cold start: discovery alone
+        (tmp_path / "started-once").touch()
+    command = {"kind": "file", "target": "cold.py", "argv0": "cold.py", "args": []}
+    runtime = Runtime("cold.py", root=str(tmp_path), command=command)
+    if how != "ready":
+        assert runtime.load_error is not None
+        assert "the database is not up yet" in capfd.readouterr().err
+        first = runtime.handle({"action": "discover"})  # within the back-off: not yet
+        assert first["success"] is False and first["error"]["code"] == "server_load_failed"
+        import time
+
+        time.sleep(1.1)
+    found = runtime.handle({"action": "discover"})
+    assert found["success"] is True, found
+    discovery = found["discovery"]
+    assert [t["name"] for t in discovery["tools"]] == ["read_query"]
+    assert discovery["resourceTemplates"] == []
+    assert [r["uri"] for r in discovery["resources"]] == ["memo://insights"]
+    bridge = runtime.found.bridge if runtime.found else None
+    if bridge is not None:
+        bridge.stop()
+
+
+def test_discovery_still_fails_on_a_real_error() -> None:
+    """Only "method not found" means none: any other error of a list still fails."""
+    from boot.server_kinds import RequestError, discover_via_requests
+
+    def request(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "initialize":
+            return {"capabilities": {"tools": {}, "resources": {}}, "serverInfo": {"name": "x"}}
+        if method == "resources/templates/list":
+            raise RequestError(-32601, "resources/templates/list failed: Method not found")
+        if method == "resources/list":
+            raise RequestError(-32603, "resources/list failed: boom")
+        return {"tools": []}
+
+    with pytest.raises(RequestError, match="boom"):
+        discover_via_requests(request)
