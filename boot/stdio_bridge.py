@@ -166,10 +166,27 @@ class StdioServer:
         import mcp.server.lowlevel.server
         import mcp.server.streamable_http_manager  # noqa: F401
 
-        result = self._wait("initialize", future, self.timeout)
+        result = self._wait_for_initialize(future)
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.init_result = result
         return result
+
+    def _wait_for_initialize(self, future: concurrent.futures.Future[Any]) -> dict[str, Any]:
+        """The handshake's answer; a command that exits first fails at once with its
+        last stderr (one that exits before the request is registered would otherwise
+        leave it waiting out the whole timeout)."""
+        deadline = time.monotonic() + self.timeout
+        proc = self.proc
+        while not future.done() and proc is not None and proc.poll() is None:
+            if time.monotonic() >= deadline:
+                break
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                future.result(0.1)
+        if not future.done() and proc is not None and proc.poll() is not None:
+            if self.stderr_reader is not None:
+                self.stderr_reader.join(1)
+            raise BridgeError(self._exited(proc))
+        return self._wait("initialize", future, max(deadline - time.monotonic(), 0.0))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
