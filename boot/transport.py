@@ -112,4 +112,7 @@ def any_origin() -> bool:
 
 
 def too_large(limit: int, size: int, what: str) -> str:
+    """What exceeded which of Lambda's limits, in words the author can act on."""
+    if limit == RESPONSE_LIMIT:
+        return f"{what} is {size} bytes; Lambda returns at most {limit} bytes from a call"
     return f"{what} is {size} bytes; a Lambda Function URL takes at most {limit} bytes"

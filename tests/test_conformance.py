@@ -122,11 +122,10 @@ async def complete(ref, argument, context):
 # What may differ between the native SDK server and ours, and why. Keys are the
 # exchange's fields (see _exchange); server_info's name and version are dropped from
 # both sides beforehand (the issue allows it: they name the implementation).
-# None is left for an SDK server: every field below compares equal. Not exercised at
-# all, on purpose: server-to-client requests (sampling, elicitation, roots), resource
-# subscriptions and progress streams, which need a stream that outlives the response,
-# which a Function URL cannot hold open (the native side runs in the same JSON-response
-# mode; its `notifications/message` are compared and are empty on both sides).
+# None is left for an SDK server: every field below compares equal, the request's own
+# `notifications/message` too (both sides answer them in the response's SSE body). Not
+# exercised here: server-to-client requests (sampling, elicitation, roots), which need
+# a stream that outlives the response; the conformance suite below runs them.
 INTENDED: dict[str, str] = {}
 
 VERSIONS = [*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS]
@@ -406,17 +405,18 @@ def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
                 _stop(proc)
 
 
+def _cell(result: dict[str, Any] | None) -> str:
+    """`pass 2/2` (checks passed / run), `FAIL 1/2`, or `-` when the scenario did not run."""
+    if result is None:
+        return "-"
+    verdict = "FAIL" if result["failed"] else "pass"
+    return f"{verdict} {result['passed']}/{result['passed'] + result['failed']}"
+
+
 def _table(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
     rows = ["scenario | served | native"]
     for scenario in sorted(set(runs["served"]) | set(runs["native"])):
-        cells = []
-        for side in ("served", "native"):
-            r = runs[side].get(scenario)
-            cells.append(
-                "-"
-                if r is None
-                else f"{'FAIL' if r['failed'] else 'pass'} {r['passed']}/{r['passed'] + r['failed']}"  # noqa: E501
-            )
+        cells = [_cell(runs[side].get(scenario)) for side in ("served", "native")]
         rows.append(f"{scenario} | {cells[0]} | {cells[1]}")
     return "\n".join(rows)
 

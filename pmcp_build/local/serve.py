@@ -123,7 +123,8 @@ def make_server(
                 self._send(413, {"content-type": "application/json"}, _TOO_LARGE.encode())
                 self.close_connection = True
                 return
-            bound = int(self.server.server_address[1])
+            address = self.server.server_address
+            bound = int(address[1]) if isinstance(address, tuple) else port
             refused = refusal(headers, bound, allowed_origins(bound, extra))
             if refused is not None:
                 self._send(refused[0], {"content-type": "text/plain; charset=utf-8"}, refused[1])
