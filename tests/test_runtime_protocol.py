@@ -462,6 +462,9 @@ def test_the_function_url_refuses_a_foreign_origin(
     for origin in ("https://app.example.com", "http://localhost:5173"):
         assert chatty.handle(_url_event(LIST, origin=origin))["statusCode"] == 200, origin
     assert chatty.handle(_url_event(LIST, origin="https://other.example"))["statusCode"] == 403
+    monkeypatch.setenv("METORIAL_ALLOWED_ORIGINS", "*")  # any origin, on purpose
+    assert chatty.handle(_url_event(LIST, origin="https://other.example"))["statusCode"] == 200
+    assert chatty.handle(_url_event(LIST, host="evil.example.com"))["statusCode"] == 421
 
 
 def test_the_function_url_answers_notifications_in_one_sse_body(chatty: Any) -> None:
