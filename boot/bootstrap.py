@@ -13,14 +13,16 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 import urllib.parse
 from typing import Any
 
-from . import auth, callbacks, config, load_errors, oauth, results, server_kinds
+from . import auth, callbacks, config, load_errors, oauth, results, server_kinds, transport
 from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
+from .transport import REQUEST_LIMIT, RESPONSE_LIMIT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,10 +41,34 @@ class Runtime:
         self.found: server_kinds.Found | None = None
         self.load_error: str | None = None
         self._engine: Any = None
+        self._load_failures = 0
+        self._retry_at = 0.0  # when a stdio command that failed to start is tried again
         try:
             self._import_entrypoint()
         except BaseException as exc:  # its own frames first, not ours (load_errors)
-            self.load_error = load_errors.describe(exc, root)
+            self._load_failed(exc)
+
+    def _load_failed(self, exc: BaseException) -> None:
+        self.load_error = load_errors.describe(exc, self.root)
+        self._load_failures += 1
+        if self.command is not None:
+            from .stdio_bridge import backoff
+
+            self._retry_at = time.monotonic() + backoff(self._load_failures)
+
+    def _retry_command(self) -> None:
+        """A stdio command that failed or timed out at `initialize` (a cold start that
+        was too slow, a database not up yet) is started again on a later request, with
+        a back-off, instead of failing every request for the container's life. An
+        import of the author's module is not retried: it fails the same way again."""
+        if self.load_error is None or self.command is None or time.monotonic() < self._retry_at:
+            return
+        try:
+            self._import_entrypoint()
+        except BaseException as exc:
+            self._load_failed(exc)
+            return
+        self.load_error, self._load_failures = None, 0
 
     def _import_entrypoint(self) -> None:
         # Any kind of server: metorial.create_server, an mcp / fastmcp instance, a command.
@@ -70,6 +96,9 @@ class Runtime:
     # -- dispatch -------------------------------------------------------------------
 
     def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
+        return _within_response_limit(self._handle(event, context), event)
+
+    def _handle(self, event: Any, context: Any = None) -> dict[str, Any]:
         if isinstance(event, (bytes, str)):
             try:
                 event = json.loads(event)
@@ -77,6 +106,7 @@ class Runtime:
                 return _failure("invalid_event", "the event is not JSON")
         if not isinstance(event, dict):
             return _failure("invalid_event", "the event must be a JSON object")
+        self._retry_command()
         budget = _budget(context)
         if _is_http(event):
             return self._http_event(event, budget)
@@ -159,13 +189,15 @@ class Runtime:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
         headers = {
             "content-type": "application/json",
-            "accept": "application/json, text/event-stream",
+            "accept": "application/json",
             "mcp-protocol-version": _latest_handshake(),
         }
         reply = json.loads(self.engine.http("POST", "/mcp", headers, body.encode()).body or b"{}")
         if "error" in reply or "result" not in reply:
             error = reply.get("error") or {}
-            raise RuntimeError(f"{method} failed: {error.get('message', reply)}")
+            raise server_kinds.RequestError(
+                int(error.get("code") or -32603), f"{method} failed: {error.get('message', reply)}"
+            )
         result: dict[str, Any] = reply["result"]
         return result
 
@@ -191,6 +223,8 @@ class Runtime:
         if not isinstance(messages, list) or not messages:
             return _failure("invalid_event", "`messages` must be a non-empty list")
         responses: list[str] = []
+        notes: list[dict[str, Any]] = []  # the requests' logging / progress notifications
+        refused = False
         started = time.monotonic()
         out, errs = io.StringIO(), io.StringIO()
         with (
@@ -200,11 +234,12 @@ class Runtime:
             _captured_logging(out, errs),
         ):
             for raw in messages:
-                invalid = _invalid_message(raw)
+                body = raw if isinstance(raw, str) else json.dumps(raw)
+                invalid = _oversized(body) or _invalid_message(raw)
                 if invalid is not None:
+                    refused = refused or invalid["error"]["message"].startswith("Payload")
                     responses.append(json.dumps(invalid))
                     continue
-                body = raw if isinstance(raw, str) else json.dumps(raw)
                 headers = {
                     "content-type": "application/json",
                     "accept": "application/json, text/event-stream",
@@ -220,14 +255,22 @@ class Runtime:
                 response = self.engine.http(
                     "POST", "/mcp", headers, body.encode(), budget=_left(budget, started)
                 )
-                if response.body:
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    # The request's notifications go to the logs, its answer to responses.
+                    for message in transport.sse_messages(response.body):
+                        if "method" in message:
+                            notes.append(message)
+                        else:
+                            responses.append(json.dumps(message))
+                elif response.body:
                     responses.append(response.body.decode())
+        info, errors = transport.notification_logs(notes)
         logs = []
-        if out.getvalue():
-            logs.append({"type": "info", "lines": out.getvalue().splitlines()})
-        if errs.getvalue():
-            logs.append({"type": "error", "lines": errs.getvalue().splitlines()})
-        return {"success": True, "responses": responses, "logs": logs}
+        if out.getvalue() or info:
+            logs.append({"type": "info", "lines": out.getvalue().splitlines() + info})
+        if errs.getvalue() or errors:
+            logs.append({"type": "error", "lines": errs.getvalue().splitlines() + errors})
+        return {"success": not refused, "responses": responses, "logs": logs}
 
     # -- HTTP events (Function URL, API Gateway v1 / v2) ------------------------------
 
@@ -259,13 +302,21 @@ class Runtime:
             return _http_reply(*refused)
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+        if len(raw) > REQUEST_LIMIT:
+            # What the Function URL itself answers, before the function runs.
+            message = f"Request must be smaller than {REQUEST_LIMIT} bytes"
+            return _http_reply(
+                413, {"content-type": "application/json"}, json.dumps({"message": message}).encode()
+            )
         if self.load_error is not None:
             return _http_reply(
                 500,
                 {"content-type": "application/json"},
                 error_body(-32603, "server failed to load", request_id(raw)),
             )
-        response = self.engine.http(method, path, headers, raw, query, budget)
+        context = event.get("requestContext") or {}
+        domain = context.get("domainName") or headers.get("host")
+        response = self.engine.http(method, path, headers, raw, query, budget, domain)
         reply = _http_reply(response.status, response.headers, response.body)
         if v2:  # payload 2.0 answers cookies in their own list, not as a header
             cookies = [v for k, v in reply["headers"].items() if k.lower() == "set-cookie"]
@@ -275,6 +326,46 @@ class Runtime:
                 }
                 reply["cookies"] = cookies
         return reply
+
+
+def _oversized(body: str) -> dict[str, Any] | None:
+    size = len(body.encode())
+    if size <= REQUEST_LIMIT:
+        return None
+    text = transport.too_large(REQUEST_LIMIT, size, "Payload Too Large: the message")
+    return _rpc_error(transport.PAYLOAD_TOO_LARGE, text, request_id(body.encode()))
+
+
+def _within_response_limit(reply: dict[str, Any], event: Any) -> dict[str, Any]:
+    """Lambda refuses a response over RESPONSE_LIMIT bytes (the caller gets an error,
+    not the answer): replace it by a JSON-RPC error naming the limit, and log it, so a
+    local run fails where the deployed function would."""
+    size = len(json.dumps(reply).encode())
+    if size <= RESPONSE_LIMIT:
+        return reply
+    text = transport.too_large(RESPONSE_LIMIT, size, "the response")
+    print(f"metorial: {text}; it was replaced by a JSON-RPC error", file=sys.stderr, flush=True)
+    text += ": return less (page the results, or link to the data)"
+    if "statusCode" in reply:
+        raw = event.get("body") if isinstance(event, dict) else None
+        plain = isinstance(raw, str) and not event.get("isBase64Encoded")
+        id_ = request_id(raw.encode()) if plain and isinstance(raw, str) else None
+        body = error_body(transport.RESPONSE_TOO_LARGE, text, id_)
+        return _http_reply(200, {"content-type": "application/json"}, body)
+    responses = [
+        json.dumps(
+            _rpc_error(
+                transport.RESPONSE_TOO_LARGE,
+                text,
+                request_id(item.encode()) if isinstance(item, str) else None,
+            )
+        )
+        for item in reply.get("responses") or []
+    ]
+    shrunk = {"success": False, "responses": responses, "logs": reply.get("logs") or []}
+    if len(json.dumps(shrunk).encode()) > RESPONSE_LIMIT:
+        shrunk["logs"] = [{"type": "error", "lines": [text]}]
+    return shrunk
 
 
 def _http_reply(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:

@@ -14,6 +14,12 @@ One engine per container. The SDK's StreamableHTTPSessionManager.run() may be en
 only once per instance, so it runs for the container's life in an event loop on a
 background thread, and every invocation (warm or cold) is handed to that loop. Lambda
 freezes the process between invocations, which suspends the idle thread harmlessly.
+
+Two stateless session managers: a client that accepts `text/event-stream` is answered
+by the SDK's SSE mode, buffered into one body (the request's own logging and progress
+notifications, then its result: no stream outlives the response, so a Function URL
+carries it); a body that holds only the result is answered as application/json, as
+the SDK's 2026-07-28 path does. A client that accepts only JSON gets the JSON mode.
 """
 
 from __future__ import annotations
@@ -35,9 +41,19 @@ from mcp.shared.exceptions import MCPError
 from . import results
 from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer
+from .transport import (
+    REQUEST_LIMIT,
+    accepts_sse,
+    any_origin,
+    collapse_sse,
+    origin_settings,
+    sse_messages,
+)
 
 INTERNAL_ERROR = -32603
 REQUEST_TIMEOUT = -32001  # the code the SDK's own client uses for a request timeout
+# Methods the endpoint answers at all; any other is a JSON-RPC 405 (not an HTML page).
+_METHODS = ("POST", "GET", "DELETE", "OPTIONS")
 
 
 @dataclass
@@ -133,8 +149,16 @@ class Engine:
         self.author = author
         # An mcp low-level Server (an SDK, fastmcp or stdio server) is served as it is.
         self.server = author if isinstance(author, Server) else build_sdk_server(author)
+        # Host and Origin are checked per request (they depend on the event's own
+        # domain), so the managers take none; bodies up to a Function URL's limit.
         self.manager = StreamableHTTPSessionManager(
-            app=self.server, json_response=True, stateless=True
+            app=self.server, json_response=True, stateless=True, max_request_body_size=REQUEST_LIMIT
+        )
+        self.sse_manager = StreamableHTTPSessionManager(
+            app=self.server,
+            json_response=False,
+            stateless=True,
+            max_request_body_size=REQUEST_LIMIT,
         )
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -142,7 +166,7 @@ class Engine:
 
         async def keep_running() -> None:
             try:
-                async with self.manager.run():
+                async with self.manager.run(), self.sse_manager.run():
                     ready.set()
                     await asyncio.Event().wait()
             except BaseException as exc:  # surfaced to the first caller
@@ -185,6 +209,9 @@ class Engine:
         reply = await self._asgi("POST", "/mcp", headers, json.dumps(msg).encode(), "")
         if not reply.body:
             return None
+        if reply.headers.get("content-type", "").startswith("text/event-stream"):
+            answers = [m for m in sse_messages(reply.body) if "method" not in m]
+            return answers[-1] if answers else None
         answer: dict[str, Any] = json.loads(reply.body)
         return answer
 
@@ -196,11 +223,22 @@ class Engine:
         body: bytes,
         query: str = "",
         budget: float | None = None,
+        domain: str | None = None,
     ) -> HttpResponse:
         """One HTTP request through the SDK's app. With a `budget` (seconds left before
         Lambda would kill the function), a request that outlives it is cancelled and
-        answered with a JSON-RPC error naming the timeout, instead of a killed process."""
+        answered with a JSON-RPC error naming the timeout, instead of a killed process.
+        With a `domain` (the Function URL's own host), Host and Origin are checked as
+        the SDK's DNS-rebinding protection does (421 / 403)."""
         method = method.upper()
+        if domain is not None:
+            refused: HttpResponse | None = self.run(_refused(domain, method, headers))
+            if refused is not None:
+                return refused
+        if method not in _METHODS:
+            return error_response(
+                405, -32000, f"Method Not Allowed: {method[:16]}", headers={"allow": "POST"}
+            )
         if method in ("GET", "DELETE"):
             # Stateless JSON mode: no standalone SSE stream, no sessions to delete.
             return error_response(405, -32000, "Method Not Allowed", headers={"allow": "POST"})
@@ -252,6 +290,9 @@ class Engine:
         }
         delivered = False
         disconnected = asyncio.Event()
+        # subscriptions/listen never ends by itself: a buffered endpoint answers its
+        # acknowledgement and closes (the client listens again), as if disconnected.
+        listening = headers.get("mcp-method") == "subscriptions/listen"
 
         async def receive() -> dict[str, Any]:
             nonlocal delivered
@@ -272,13 +313,40 @@ class Engine:
                 }
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if listening and chunks[-1].strip() and not chunks[-1].startswith(b":"):
+                    disconnected.set()
 
+        manager = self.sse_manager if accepts_sse(headers) else self.manager
         try:
-            await self.manager.handle_request(scope, receive, send)
+            await manager.handle_request(scope, receive, send)
         finally:
             disconnected.set()
-        response.body = b"".join(chunks)
+        response.headers, response.body = collapse_sse(response.headers, b"".join(chunks))
         return response
+
+
+async def _refused(domain: str, method: str, headers: dict[str, str]) -> HttpResponse | None:
+    """The SDK's own Host / Origin check (TransportSecurityMiddleware) for this
+    function's domain; its 421 / 403 response, or None when the request may pass."""
+    from mcp.server.transport_security import TransportSecurityMiddleware
+    from starlette.requests import Request
+
+    checked = {k: v for k, v in headers.items() if not (k == "origin" and any_origin())}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in checked.items()],
+    }
+    guard = TransportSecurityMiddleware(origin_settings(domain))
+    refusal = await guard.validate_request(Request(scope), is_post=False)
+    if refusal is None:
+        return None
+    return HttpResponse(
+        refusal.status_code,
+        {"content-type": "text/plain; charset=utf-8"},
+        bytes(refusal.body),
+    )
 
 
 def _meta_version(msg: dict[str, Any]) -> str | None:

@@ -42,6 +42,17 @@ class ServerLoadError(Exception):
     """The entrypoint does not hold a server we can serve; the message says what to do."""
 
 
+class RequestError(RuntimeError):
+    """A JSON-RPC error answer to one of discovery's requests."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+METHOD_NOT_FOUND = -32601
+
+
 @dataclass
 class Found:
     kind: str  # a key of KIND_LABELS
@@ -239,13 +250,7 @@ def discover_via_requests(
     for key, method, capability, field_name in _LISTS:
         items: list[Any] = []
         if capability in capabilities:
-            cursor: str | None = None
-            for _ in range(_MAX_PAGES):
-                page = request(method, {"cursor": cursor} if cursor else {})
-                items += page.get(field_name) or []
-                cursor = page.get("nextCursor")
-                if not cursor:
-                    break
+            items = _listed(request, method, field_name)
         document[key] = items
     return {
         "tools": document["tools"],
@@ -260,6 +265,28 @@ def discover_via_requests(
         "implementation": {"name": info.get("name", ""), "version": info.get("version", "")},
         "instructions": init.get("instructions"),
     }
+
+
+def _listed(
+    request: Callable[[str, dict[str, Any]], dict[str, Any]], method: str, field_name: str
+) -> list[Any]:
+    """Every page of one list. "Method not found" is an empty list: a capability
+    announces a family (`resources`), not each of its lists (servers on mcp<2, such as
+    the official mcp-server-sqlite, have no resources/templates/list)."""
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(_MAX_PAGES):
+        try:
+            page = request(method, {"cursor": cursor} if cursor else {})
+        except RequestError as exc:
+            if exc.code == METHOD_NOT_FOUND:
+                return items
+            raise
+        items += page.get(field_name) or []
+        cursor = page.get("nextCursor")
+        if not cursor:
+            break
+    return items
 
 
 def _handshake_version() -> str:

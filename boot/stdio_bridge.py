@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -33,6 +34,13 @@ from .server_kinds import Found
 COMMAND_SITE = "__command__"
 BRIDGE_NAME = "metorial-stdio-bridge"
 STDERR_TAIL = 200  # lines kept: a start-up failure shows the command's whole traceback
+BACKOFF_MAX = 60.0  # seconds between attempts to start a command that keeps failing
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before the next start after `failures` failed ones: 1, 2, 4... 60."""
+    return float(min(2 ** max(failures - 1, 0), BACKOFF_MAX))
+
 
 # Runs in the child: its argv and sys.path as the command expects, then the command.
 # The command's own site comes before the package root whatever it runs: the root holds
@@ -124,6 +132,9 @@ class StdioServer:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.init_result: dict[str, Any] = {}
         self.stderr_reader: threading.Thread | None = None
+        self.failures = 0  # failed starts in a row (reset by one that succeeds)
+        self.retry_at = 0.0  # time.monotonic() before which no start is tried
+        self.last_failure: str | None = None
 
     # -- process -------------------------------------------------------------------
 
@@ -171,7 +182,7 @@ class StdioServer:
         import mcp.server.streamable_http_manager  # noqa: F401
 
         try:
-            result = self._wait("initialize", future, self.timeout)
+            result = self._wait_for_initialize(future)
         except BridgeError as exc:
             raise self._start_error(proc) or exc from None
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -190,6 +201,23 @@ class StdioServer:
             f"the stdio server `{self.label}` exited (code {code}) while starting:",
             list(self.stderr_tail),
         )
+
+    def _wait_for_initialize(self, future: concurrent.futures.Future[Any]) -> dict[str, Any]:
+        """The handshake's answer; a command that exits first fails at once with its
+        last stderr (one that exits before the request is registered would otherwise
+        leave it waiting out the whole timeout)."""
+        deadline = time.monotonic() + self.timeout
+        proc = self.proc
+        while not future.done() and proc is not None and proc.poll() is None:
+            if time.monotonic() >= deadline:
+                break
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                future.result(0.1)
+        if not future.done() and proc is not None and proc.poll() is not None:
+            if self.stderr_reader is not None:
+                self.stderr_reader.join(1)
+            raise BridgeError(self._exited(proc))
+        return self._wait("initialize", future, max(deadline - time.monotonic(), 0.0))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -311,7 +339,38 @@ class StdioServer:
 
     def ensure_started(self) -> None:
         if not self.alive():
+            self.restart()
+
+    def restart(self) -> None:
+        """Start the command again, unless the last failed start is too recent: a
+        command that fails at every start is tried after 1, 2, 4... 60 s, not on every
+        request."""
+        wait = self.retry_at - time.monotonic()
+        if wait > 0:
+            raise BridgeError(f"{self.last_failure} (next attempt in {wait:.0f} s)")
+        try:
             self.start()
+        except BaseException as exc:
+            self.stop()
+            self.note_failure(exc)
+            raise BridgeError(self.last_failure or str(exc)) from None
+        self.failures, self.retry_at = 0, 0.0
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Record and log a failed start, with the command's last stderr lines."""
+        self.failures += 1
+        self.retry_at = time.monotonic() + backoff(self.failures)
+        if self.stderr_reader is not None:
+            self.stderr_reader.join(1)  # its last words belong in the note
+        text = str(exc) or type(exc).__name__
+        tail = " | ".join(list(self.stderr_tail)[-5:])
+        if tail and "last stderr" not in text:
+            text += f". Its last stderr: {tail}"
+        self.last_failure = text
+        self._log(
+            f"metorial: {text}; it starts again on the next request after "
+            f"{backoff(self.failures):.0f} s"
+        )
 
     async def forward(self, method: str, params: Any) -> dict[str, Any]:
         from mcp.shared.exceptions import MCPError
@@ -409,8 +468,9 @@ def start(root: str, command: dict[str, Any]) -> Found:
     stdio = StdioServer(root, command)
     try:
         stdio.start()
-    except BaseException:
+    except BaseException as exc:
         stdio.stop()
+        stdio.note_failure(exc)  # the runtime starts it again on a later request
         raise
     server = proxy_server(stdio)
     return Found("stdio", server.name, server.version, server=server, attr=stdio.label)

@@ -233,7 +233,13 @@ def _capture_http(runtime: Any, monkeypatch: pytest.MonkeyPatch, reply_headers: 
     seen: dict[str, Any] = {}
 
     def http(
-        method: str, path: str, headers: dict, body: bytes, query: str, budget: Any = None
+        method: str,
+        path: str,
+        headers: dict,
+        body: bytes,
+        query: str,
+        budget: Any = None,
+        domain: Any = None,
     ) -> HttpResponse:
         seen.update(method=method, path=path, headers=headers, query=query)
         return HttpResponse(200, {"content-type": "application/json", **reply_headers}, b"{}")
@@ -328,3 +334,260 @@ def test_a_call_that_outlives_the_function_timeout_is_a_clear_error(
     assert answer["error"]["code"] == -32001
     assert "timeout" in answer["error"]["message"]
     assert time.monotonic() - started < 25  # answered at the budget, not after the nap
+
+
+# -- issue 23: what a Function URL carries, on the platform path and the Lambda path ---
+
+CHATTY = """from mcp.server.mcpserver import Context, MCPServer
+
+app = MCPServer("chatty")
+
+
+@app.tool()
+async def chatty(ctx: Context) -> str:
+    await ctx.info("working on it")
+    await ctx.warning("almost out of coffee")
+    await ctx.report_progress(1, 2, "half way")
+    return "done"
+
+
+@app.tool()
+def size(text: str) -> int:
+    return len(text)
+
+
+@app.tool()
+def big(megabytes: float) -> str:
+    return "x" * int(megabytes * 1024 * 1024)
+"""
+
+
+@pytest.fixture
+def chatty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from boot.bootstrap import Runtime
+
+    (tmp_path / "server.py").write_text(CHATTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return Runtime("server.py:app", root=str(tmp_path))
+
+
+def _call(runtime: Any, name: str, arguments: dict[str, Any], id_: int = 9) -> dict[str, Any]:
+    message = {"jsonrpc": "2.0", "id": id_, "method": "tools/call"}
+    message["params"] = {"name": name, "arguments": arguments, "_meta": {"progressToken": "p1"}}
+    reply: dict[str, Any] = runtime.handle({"action": "mcp.request", "messages": [message]})
+    return reply
+
+
+def test_a_requests_notifications_go_into_the_platform_logs(chatty: Any) -> None:
+    """ctx.info() / ctx.warning() / progress of an in-process server are in `logs`, and
+    the response is the result alone. Before, they were dropped (JSON response mode)."""
+    reply = _call(chatty, "chatty", {})
+    assert reply["success"] is True
+    assert [json.loads(r)["result"]["content"][0]["text"] for r in reply["responses"]] == ["done"]
+    logs = {entry["type"]: entry["lines"] for entry in reply["logs"]}
+    assert "[info] working on it" in logs["info"]
+    assert "[progress] 1/2 half way" in logs["info"]
+    assert "[warning] almost out of coffee" in logs["error"]
+
+
+def test_a_message_up_to_six_megabytes_is_taken_and_a_larger_one_is_an_error(
+    chatty: Any,
+) -> None:
+    """Lambda takes 6 MB: a 4.5 MB message answered `{"success": true, "responses":
+    ["Request body too large"]}` (the SDK's 4 MiB cap, no id, not JSON-RPC)."""
+    from boot.transport import REQUEST_LIMIT
+
+    text = "y" * (4_500_000)
+    reply = _call(chatty, "size", {"text": text})
+    assert reply["success"] is True, str(reply)[:300]
+    assert json.loads(reply["responses"][0])["result"]["structuredContent"] == {"result": 4_500_000}
+    reply = _call(chatty, "size", {"text": "y" * REQUEST_LIMIT}, id_=12)
+    assert reply["success"] is False
+    error = json.loads(reply["responses"][0])
+    assert error["id"] == 12
+    assert error["error"]["code"] == -32600
+    assert str(REQUEST_LIMIT) in error["error"]["message"]
+
+
+def test_a_response_over_lambdas_limit_is_replaced_by_an_error_naming_it(
+    chatty: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lambda refuses a response over 6,291,556 bytes; a 7 MB result was returned whole,
+    so a local run succeeded where the deployed function fails."""
+    reply = _call(chatty, "big", {"megabytes": 7}, id_=13)
+    assert reply["success"] is False
+    error = json.loads(reply["responses"][0])
+    assert error["id"] == 13 and "6291556" in error["error"]["message"]
+    assert "6291556" in capsys.readouterr().err
+    assert len(json.dumps(reply)) < 10_000
+    assert _call(chatty, "big", {"megabytes": 1})["success"] is True
+
+
+def _url_event(body: str, method: str = "POST", **headers: str) -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "rawPath": "/mcp",
+        "headers": {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-11-25",
+            "host": "abc.lambda-url.eu-west-1.on.aws",
+            **headers,
+        },
+        "body": body,
+        "requestContext": {
+            "domainName": "abc.lambda-url.eu-west-1.on.aws",
+            "http": {"method": method},
+        },
+        "isBase64Encoded": False,
+    }
+
+
+LIST = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+
+
+def test_the_function_url_refuses_a_foreign_origin(
+    chatty: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Lambda an Origin other than the Function URL's own (and METORIAL_ALLOWED_ORIGINS)
+    is refused 403 as the SDK refuses it; a Host other than the URL's is 421. Before,
+    both answered 200."""
+    own = "https://abc.lambda-url.eu-west-1.on.aws"
+    assert chatty.handle(_url_event(LIST))["statusCode"] == 200  # no Origin: not a browser
+    assert chatty.handle(_url_event(LIST, origin=own))["statusCode"] == 200
+    evil = chatty.handle(_url_event(LIST, origin="http://evil.example.com"))
+    assert (evil["statusCode"], evil["body"]) == (403, "Invalid Origin header")
+    assert chatty.handle(_url_event(LIST, host="evil.example.com"))["statusCode"] == 421
+    monkeypatch.setenv("METORIAL_ALLOWED_ORIGINS", "https://app.example.com, http://localhost:*")
+    for origin in ("https://app.example.com", "http://localhost:5173"):
+        assert chatty.handle(_url_event(LIST, origin=origin))["statusCode"] == 200, origin
+    assert chatty.handle(_url_event(LIST, origin="https://other.example"))["statusCode"] == 403
+    monkeypatch.setenv("METORIAL_ALLOWED_ORIGINS", "*")  # any origin, on purpose
+    assert chatty.handle(_url_event(LIST, origin="https://other.example"))["statusCode"] == 200
+    assert chatty.handle(_url_event(LIST, host="evil.example.com"))["statusCode"] == 421
+
+
+def test_the_function_url_answers_notifications_in_one_sse_body(chatty: Any) -> None:
+    """With text/event-stream accepted, the request's logging and progress notifications
+    and then its result come in one buffered SSE body; JSON without it. Before: JSON,
+    the notifications lost."""
+    from boot.transport import sse_messages
+
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call"}
+    call["params"] = {"name": "chatty", "arguments": {}, "_meta": {"progressToken": "p1"}}
+    reply = chatty.handle(_url_event(json.dumps(call)))
+    assert reply["headers"]["content-type"].startswith("text/event-stream")
+    methods = [m.get("method", "result") for m in sse_messages(reply["body"].encode())]
+    assert methods == [
+        "notifications/message",
+        "notifications/message",
+        "notifications/progress",
+        "result",
+    ]
+    plain = chatty.handle(_url_event(json.dumps(call), accept="application/json"))
+    assert plain["headers"]["content-type"] == "application/json"
+    assert json.loads(plain["body"])["result"]["content"][0]["text"] == "done"
+
+
+def test_the_function_url_limits(chatty: Any) -> None:
+    """5 MB bodies are taken (the SDK's 4 MiB cap answered text/plain 413), a response
+    over 6,291,556 bytes is a JSON-RPC error with the id, PATCH a JSON-RPC 405."""
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call"}
+    call["params"] = {"name": "size", "arguments": {"text": "z" * 5_000_000}}
+    taken = chatty.handle(_url_event(json.dumps(call)))
+    assert taken["statusCode"] == 200, taken["body"][:200]
+    call["params"] = {"name": "big", "arguments": {"megabytes": 7}}
+    refused = chatty.handle(_url_event(json.dumps(call)))
+    error = json.loads(refused["body"])
+    assert (error["id"], error["error"]["code"]) == (6, -32603)
+    assert "6291556" in error["error"]["message"]
+    patched = chatty.handle(_url_event(LIST, method="PATCH"))
+    assert patched["statusCode"] == 405
+    assert json.loads(patched["body"])["error"]["code"] == -32000
+
+
+# -- issue 23: a stdio command that fails at initialize is started again --------------
+
+COLD_STDIO = r"""import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+marker = os.path.join(here, "started-once")
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    print("cold start: the database is not up yet", file=sys.stderr, flush=True)
+    if os.environ.get("COLD_HOW") == "hang":
+        time.sleep(60)
+    sys.exit(3)
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    if msg["method"] == "initialize":
+        result = {"protocolVersion": msg["params"]["protocolVersion"],
+                  "capabilities": {"tools": {}, "resources": {}},
+                  "serverInfo": {"name": "cold", "version": "1"}}
+    elif msg["method"] == "tools/list":
+        result = {"tools": [{"name": "read_query", "inputSchema": {"type": "object"}}]}
+    elif msg["method"] == "resources/list":
+        result = {"resources": [{"uri": "memo://insights", "name": "insights"}]}
+    else:  # as mcp<2 servers such as mcp-server-sqlite: no resources/templates/list
+        error = {"code": -32601, "message": "Method not found"}
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "error": error}) + "\n")
+        sys.stdout.flush()
+        continue
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize("how", ["exits", "hangs", "ready"])
+def test_a_stdio_command_that_fails_at_initialize_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], how: str
+) -> None:
+    """A command that exits or never answers `initialize` (a slow cold start) left every
+    later request at "server failed to load" for the container's life. Now the failure
+    is logged with its last stderr lines and the command starts again on a request after
+    the back-off (1 s, then 2, 4... 60). Its discovery takes `resources/templates/list`
+    answering "method not found" as no templates (it failed discovery before)."""
+    from boot.bootstrap import Runtime
+
+    monkeypatch.setenv("METORIAL_STDIO_TIMEOUT", "1")
+    monkeypatch.setenv("COLD_HOW", "hang" if how == "hangs" else "exit")
+    (tmp_path / "cold.py").write_text(COLD_STDIO)
+    if how == "ready":  # no cold start: discovery alone
+        (tmp_path / "started-once").touch()
+    command = {"kind": "file", "target": "cold.py", "argv0": "cold.py", "args": []}
+    runtime = Runtime("cold.py", root=str(tmp_path), command=command)
+    if how != "ready":
+        assert runtime.load_error is not None
+        assert "the database is not up yet" in capfd.readouterr().err
+        first = runtime.handle({"action": "discover"})  # within the back-off: not yet
+        assert first["success"] is False and first["error"]["code"] == "server_load_failed"
+        import time
+
+        time.sleep(1.1)
+    found = runtime.handle({"action": "discover"})
+    assert found["success"] is True, found
+    discovery = found["discovery"]
+    assert [t["name"] for t in discovery["tools"]] == ["read_query"]
+    assert discovery["resourceTemplates"] == []
+    assert [r["uri"] for r in discovery["resources"]] == ["memo://insights"]
+    bridge = runtime.found.bridge if runtime.found else None
+    if bridge is not None:
+        bridge.stop()
+
+
+def test_discovery_still_fails_on_a_real_error() -> None:
+    """Only "method not found" means none: any other error of a list still fails."""
+    from boot.server_kinds import RequestError, discover_via_requests
+
+    def request(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "initialize":
+            return {"capabilities": {"tools": {}, "resources": {}}, "serverInfo": {"name": "x"}}
+        if method == "resources/templates/list":
+            raise RequestError(-32601, "resources/templates/list failed: Method not found")
+        if method == "resources/list":
+            raise RequestError(-32603, "resources/list failed: boom")
+        return {"tools": []}
+
+    with pytest.raises(RequestError, match="boom"):
+        discover_via_requests(request)

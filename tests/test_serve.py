@@ -209,3 +209,164 @@ def test_a_pyenv_shim_that_cannot_run_is_not_taken_for_the_target_python(
             text=True,
         )
         assert version.stdout.strip() == "3.13"
+
+
+# -- issue 23: raw HTTP as a Function URL carries it ---------------------------------
+
+RAW_SERVER = """from mcp.server.mcpserver import Context, MCPServer
+
+app = MCPServer("raw")
+
+
+@app.tool()
+def size(text: str) -> int:
+    return len(text)
+
+
+@app.tool()
+def big(megabytes: float) -> str:
+    return "x" * int(megabytes * 1024 * 1024)
+
+
+@app.tool()
+async def chatty(ctx: Context) -> str:
+    await ctx.info("working on it")
+    await ctx.report_progress(1, 2, "half way")
+    return "done"
+"""
+ALLOWED = "https://app.example.com"
+JSON_AND_SSE = {
+    "accept": "application/json, text/event-stream",
+    "mcp-protocol-version": "2025-11-25",
+}
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("raw")
+    project = python_project(tmp / "p", server=RAW_SERVER, extra='entrypoint = "server.py:app"\n')
+    proc, url = _start(project, tmp, "--concurrency", "2", "--allow-origin", ALLOWED)
+    yield url
+    proc.terminate()
+    proc.wait(20)
+
+
+def _call_body(name: str, arguments: dict[str, Any], id_: int = 1, **meta: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if meta:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params}
+
+
+def test_serve_checks_host_and_origin_as_the_sdk_does(raw: str) -> None:
+    """DNS-rebinding protection: a web page the user visits must not drive the local
+    server. Before, `Host: evil.example.com` and `Origin: http://evil.example.com` got 200."""
+    port = raw.split(":")[2].split("/")[0]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+
+    def status(**headers: str) -> int:
+        return httpx.post(
+            raw, json=body, headers={**JSON_AND_SSE, **headers}, timeout=30
+        ).status_code
+
+    assert status() == 200
+    assert status(host=f"localhost:{port}", origin=f"http://localhost:{port}") == 200
+    assert status(origin=f"http://127.0.0.1:{port}") == 200
+    assert status(origin=ALLOWED) == 200  # --allow-origin
+    assert status(host="evil.example.com") == 421
+    assert status(host="127.0.0.1:1") == 421  # another port is another server
+    assert status(origin="http://evil.example.com") == 403
+    assert status(origin=f"http://localhost:{int(port) + 1}") == 403
+    refused = httpx.post(raw, json=body, headers={"origin": "http://evil.example.com"}, timeout=30)
+    assert refused.text == "Invalid Origin header"
+
+
+def test_a_chunked_body_is_read(raw: str) -> None:
+    """A POST with Transfer-Encoding: chunked and no Content-Length was read as empty
+    (400 -32700)."""
+    data = json.dumps(_call_body("size", {"text": "abc" * 50_000})).encode()
+
+    def chunks() -> Any:
+        for start in range(0, len(data), 16_384):
+            yield data[start : start + 16_384]
+
+    reply = httpx.post(
+        raw,
+        content=chunks(),
+        headers={**JSON_AND_SSE, "content-type": "application/json"},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text[:300]
+    assert reply.json()["result"]["structuredContent"] == {"result": 150_000}
+
+
+def _sized(total: int) -> bytes:
+    """A tools/call of `size` whose body is exactly `total` bytes."""
+    empty = json.dumps(_call_body("size", {"text": ""}), separators=(",", ":")).encode()
+    return json.dumps(
+        _call_body("size", {"text": "y" * (total - len(empty))}), separators=(",", ":")
+    ).encode()
+
+
+def test_bodies_up_to_six_megabytes_are_taken_and_larger_ones_are_413(raw: str) -> None:
+    """A Function URL takes 6 MB (6,291,456 bytes); bodies of 4.1-5.9 MiB answered the
+    SDK's text/plain 413 "Request body too large". Chunked bodies too."""
+    headers = {**JSON_AND_SSE, "content-type": "application/json"}
+    for total in (5 * 1024 * 1024, 6 * 1024 * 1024):
+        body = _sized(total)
+        assert len(body) == total
+        reply = httpx.post(raw, content=body, headers=headers, timeout=60)
+        assert reply.status_code == 200, (total, reply.text[:200])
+        assert reply.json()["result"]["structuredContent"]["result"] > total - 100
+    over = _sized(6 * 1024 * 1024 + 1)
+    assert httpx.post(raw, content=over, headers=headers, timeout=60).status_code == 413
+    chunked = httpx.post(raw, content=iter([over[:1000], over[1000:]]), headers=headers, timeout=60)
+    assert chunked.status_code == 413
+    assert chunked.json() == {"message": "Request must be smaller than 6291456 bytes"}
+
+
+def test_a_response_over_lambdas_limit_is_a_jsonrpc_error(raw: str) -> None:
+    """Lambda refuses a response over 6,291,556 bytes; `serve` answered all 7 MB (200),
+    so it succeeded where the deployed function fails."""
+    reply = httpx.post(
+        raw, json=_call_body("big", {"megabytes": 7}, 31), headers=JSON_AND_SSE, timeout=60
+    )
+    error = reply.json()
+    assert (error["id"], error["error"]["code"]) == (31, -32603)
+    assert "6291556" in error["error"]["message"]
+    small = httpx.post(
+        raw, json=_call_body("big", {"megabytes": 1}), headers=JSON_AND_SSE, timeout=60
+    )
+    assert "result" in small.json()
+
+
+def test_other_methods_answer_a_jsonrpc_405(raw: str) -> None:
+    """PATCH answered http.server's HTML 501 page."""
+    reply = httpx.request("PATCH", raw, json={}, headers=JSON_AND_SSE, timeout=30)
+    assert reply.status_code == 405
+    assert reply.json()["error"]["code"] == -32000
+    assert reply.headers["allow"] == "POST"
+
+
+def test_notifications_come_in_one_buffered_sse_body(raw: str) -> None:
+    """With text/event-stream accepted, the request's logging and progress notifications
+    and then its result; JSON otherwise. Before, JSON only: the notifications were lost."""
+    from boot.transport import sse_messages
+
+    body = _call_body("chatty", {}, 8, progressToken="tok")
+    reply = httpx.post(raw, json=body, headers=JSON_AND_SSE, timeout=30)
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    messages = sse_messages(reply.content)
+    assert [m.get("method") for m in messages] == [
+        "notifications/message",
+        "notifications/progress",
+        None,
+    ]
+    assert messages[0]["params"]["data"] == "working on it"
+    assert messages[1]["params"]["progressToken"] == "tok"
+    assert messages[2]["id"] == 8
+    plain = httpx.post(
+        raw, json=body, headers={**JSON_AND_SSE, "accept": "application/json"}, timeout=30
+    )
+    assert plain.headers["content-type"] == "application/json"
+    assert plain.json()["result"]["content"][0]["text"] == "done"

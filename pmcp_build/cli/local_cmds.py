@@ -42,13 +42,22 @@ def serve(
             "the old package serves until the new one has loaded.",
         ),
     ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            help="An Origin browsers may call from besides the loopback ones (repeatable; "
+            "'*' allows any).",
+        ),
+    ] = None,
 ) -> None:
     """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
+    import os
     import signal
 
     from pmcp_build.local import watch as watching
     from pmcp_build.local.runner import open_pool
-    from pmcp_build.local.serve import make_server
+    from pmcp_build.local.serve import ALLOWED_ORIGINS_ENV, make_server, runtime_origins
 
     loaded = load(file)
     if target:
@@ -65,6 +74,9 @@ def serve(
         return open_pool(built.path, built.layout, concurrency, settings=_settings(loaded, target))
 
     signal.signal(signal.SIGTERM, stop)
+    origins = list(allow_origin or [])
+    # The runtime checks Origin as on Lambda; the instances inherit the list.
+    os.environ[ALLOWED_ORIGINS_ENV] = runtime_origins(origins)
     say(f"starting {concurrency} instance{'s' * (concurrency > 1)} of {package.path.name}…")
     pool = watching.start_quietly(lambda: start(package), say)
     invoker = watching.Swappable(pool) if watch else pool
@@ -75,7 +87,7 @@ def serve(
     for note in info.get("notes") or ():
         err.print(f"note: {note}", markup=False)
     try:
-        server = make_server(invoker, port)
+        server = make_server(invoker, port, origins)
         bound = server.server_address[1]
         print(
             f"serving {package.path.name} at http://127.0.0.1:{bound}/mcp (Ctrl-C to stop)",
