@@ -95,6 +95,12 @@ class Runtime:
 
     # -- dispatch -------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Stop what the server started (a stdio command's process), for a host that
+        ends the runtime before its own exit (tests, a reload)."""
+        if self.found is not None and self.found.stop is not None:
+            self.found.stop()
+
     def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
         return _within_response_limit(self._handle(event, context), event)
 

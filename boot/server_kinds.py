@@ -61,6 +61,7 @@ class Found:
     server: Any = None  # the low-level mcp Server (None for the metorial kind)
     attr: str | None = None
     notes: list[str] = field(default_factory=list)
+    stop: Callable[[], None] | None = None  # ends what the server started (a stdio command)
 
 
 def classify(obj: Any) -> tuple[str, Any] | None:

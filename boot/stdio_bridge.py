@@ -473,4 +473,6 @@ def start(root: str, command: dict[str, Any]) -> Found:
         stdio.note_failure(exc)  # the runtime starts it again on a later request
         raise
     server = proxy_server(stdio)
-    return Found("stdio", server.name, server.version, server=server, attr=stdio.label)
+    return Found(
+        "stdio", server.name, server.version, server=server, attr=stdio.label, stop=stdio.stop
+    )

@@ -85,14 +85,10 @@ REAL = {
         "Jagged Little Pill",
     ),
 }
+
+
 # mcp-server-sqlite (mcp 1.x) announces resources but answers resources/templates/list
 # with "Method not found"; discover treating that as none is the conformance issue's fix.
-DISCOVER_XFAIL = {
-    "sqlite-chinook": "discover fails on resources/templates/list: Method not found "
-    "(fixed on the conformance branch)"
-}
-
-
 def _serve_env() -> dict[str, str]:
     return {
         **os.environ,
@@ -141,12 +137,7 @@ def _invoke(cli: Any, project: Path, event: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "example",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=DISCOVER_XFAIL[name], strict=False))
-        if name in DISCOVER_XFAIL
-        else name
-        for name in sorted(REAL)
-    ],
+    sorted(REAL),
 )
 def test_a_real_stdio_server_discovers_through_invoke(cli: Any, example: str) -> None:
     discovered = _invoke(cli, EXAMPLES / example, {"action": "discover"})

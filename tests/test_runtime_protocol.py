@@ -571,9 +571,7 @@ def test_a_stdio_command_that_fails_at_initialize_is_started_again(
     assert [t["name"] for t in discovery["tools"]] == ["read_query"]
     assert discovery["resourceTemplates"] == []
     assert [r["uri"] for r in discovery["resources"]] == ["memo://insights"]
-    bridge = runtime.found.bridge if runtime.found else None
-    if bridge is not None:
-        bridge.stop()
+    runtime.close()
 
 
 def test_discovery_still_fails_on_a_real_error() -> None:
