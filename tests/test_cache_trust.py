@@ -85,9 +85,8 @@ def _fast(
     finally:
         os.chdir(cwd)
     assert done is not fell_back
-    captured = capsys.readouterr()
-    if done:
-        out, err = captured.out, captured.err
+    captured = capsys.readouterr()  # what the fast path printed, before any fallback
+    out, err = (captured.out, captured.err) if done else (out, captured.err + err)
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     return _check(json.loads(out)["package"]), warnings
 
@@ -220,6 +219,32 @@ def test_a_tampered_site_file_with_the_pack_removed_reinstalls_the_set(
     assert _build(cli, other)[1] == []
 
 
+def test_a_tampered_site_file_found_by_the_fast_path_takes_the_full_build(
+    cli: Any, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fast path cannot reinstall: it steps aside, and the full build does."""
+    project = python_project(tmp_path / "p")
+    _build(cli, project)
+    server = project / "server.py"
+    server.write_text(server.read_text() + "\n# edited\n")
+    clean, _ = _build(cli, project)
+    server.write_text(server.read_text() + "\n# edited again\n")
+    deps = _dependency_set(cache)
+    origins = json.loads((deps / "origins.json").read_text())
+    victim = deps / "site" / next(p for p in sorted(origins) if p.endswith("/__init__.py"))
+    with open(victim, "a") as fh:
+        fh.write("\n# planted\n")
+    (deps / "members.pack").unlink()
+    (old,) = (project / ".pmcp" / "dist").glob("tiny-*.zip")
+    _keep_stat(old, _flip)  # nothing to copy members from: site/ is read
+    _, warnings = _fast(project, capsys, fell_back=True)
+    assert len(warnings) == 2, warnings  # the zip, the set: one line each
+    assert "planted" not in victim.read_text()
+    server.write_text(server.read_text().replace("\n# edited again\n", ""))
+    assert _fast(project, capsys) == (clean, [])
+    assert _build(cli, project) == (clean, [])
+
+
 @pytest.mark.parametrize("path", ["full", "fast"])
 def test_a_dist_zip_altered_in_place_keeping_size_and_mtime_is_written_again(
     cli: Any, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str
@@ -227,7 +252,10 @@ def test_a_dist_zip_altered_in_place_keeping_size_and_mtime_is_written_again(
     """Before: reused on size and mtime, so the next deploy shipped other bytes than
     the plan showed."""
     project = python_project(tmp_path / "p")
-    build = (lambda: _build(cli, project)) if path == "full" else (lambda: _fast(project, capsys))
+
+    def build() -> tuple[str, list[str]]:
+        return _build(cli, project) if path == "full" else _fast(project, capsys)
+
     _build(cli, project)
     clean, warnings = build()
     assert warnings == []
