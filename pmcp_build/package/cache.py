@@ -83,9 +83,8 @@ def warn(subject: Path | str, problem: str) -> None:
 
 def file_sha256(path: Path) -> str | None:
     """The sha256 of the file at `path` (None when it cannot be read), hashed once per
-    process while the file stays the same (by inode, size, mtime and ctime)."""
-    import mmap
-
+    process while the file stays the same (by inode, size, mtime and ctime). Read, not
+    mapped: a file truncated under a mapping would kill the process with SIGBUS."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -93,12 +92,8 @@ def file_sha256(path: Path) -> str | None:
             known = _digests.get(key)
             if known is not None:
                 return known
-            if st.st_size == 0:
-                digest = hashlib.sha256().hexdigest()
-            else:
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                    digest = hashlib.sha256(view).hexdigest()  # one call: the GIL is released
-    except (OSError, ValueError):
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
         return None
     _digests[key] = digest
     return digest
