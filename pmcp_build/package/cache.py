@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from io import BufferedReader
 from pathlib import Path
 
 from pmcp_build.text import one_line
@@ -81,17 +82,21 @@ def warn(subject: Path | str, problem: str) -> None:
     sys.stderr.flush()
 
 
-def file_sha256(path: Path) -> str | None:
+def file_sha256(path: Path, fh: BufferedReader | None = None) -> str | None:
     """The sha256 of the file at `path` (None when it cannot be read), hashed once per
-    process while the file stays the same (by inode, size, mtime and ctime). Read, not
+    process while the file stays the same (by inode, size, mtime and ctime). With `fh`
+    (open on `path`), that very file is hashed, whatever is at `path` by then. Read, not
     mapped: a file truncated under a mapping would kill the process with SIGBUS."""
     try:
-        with open(path, "rb") as fh:
+        with contextlib.ExitStack() as stack:
+            if fh is None:
+                fh = stack.enter_context(open(path, "rb"))
             st = os.fstat(fh.fileno())
             key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             known = _digests.get(key)
             if known is not None:
                 return known
+            fh.seek(0)
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None

@@ -156,7 +156,8 @@ class MemberPack:
                 meta = json.loads(self.index_path.read_text())
                 if meta.get("format") == FORMAT and isinstance(meta.get("sha256"), str):
                     if meta.get("owner") != self.index_path.parent.name:
-                        self._reject(f"its index {self.index_path} belongs to another folder")
+                        where = self.index_path.parent / str(meta.get("file"))
+                        self._reject(where, f"its index {self.index_path} is another folder's")
                     elif isinstance(meta.get("members"), dict):
                         self._meta = meta
             except (OSError, ValueError, TypeError, AttributeError):
@@ -174,10 +175,10 @@ class MemberPack:
                 with open(path, "rb") as fh:
                     size = os.fstat(fh.fileno()).st_size
                     if size != meta["size"]:
-                        self._reject(f"{path} is {size} bytes, its index says {meta['size']}")
+                        self._reject(path, f"{path} is {size} bytes, its index says {meta['size']}")
                         return self._index
-                    if cache_store.file_sha256(path) != meta["sha256"]:
-                        self._reject(f"{path} does not match the sha256 it was written with")
+                    if cache_store.file_sha256(path, fh) != meta["sha256"]:
+                        self._reject(path, f"{path} does not match the sha256 it was written with")
                         return self._index
                     if size:
                         self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -186,12 +187,11 @@ class MemberPack:
                 self._index = {}
         return self._index
 
-    def _reject(self, why: str) -> None:
+    def _reject(self, path: Path, why: str) -> None:
+        """Warned once per file (the zip a reuse check found changed is not warned
+        about again as a pack)."""
         self.rejected = True
-        cache_store.warn(
-            self.index_path.parent / self.index_path.stem,
-            f"{self.label}: {why}; compressing its members again from their sources",
-        )
+        cache_store.warn(path, f"{self.label}: {why}; compressing its members again")
 
     def get(self, sha256: str) -> Member | None:
         found = self._load().get(sha256)
