@@ -101,8 +101,8 @@ FILES = "files.json"
 
 
 def _tree_files(tree: Path) -> dict[str, list[object]]:
-    """Every file under `tree`: path -> [mode, sha256]; a symlink (never unpacked, so
-    put there since) -> ["link"]."""
+    """Every file under `tree`: path -> [mode, sha256]; anything else that is not a
+    folder (a symlink, a fifo: never unpacked, so put there since) -> ["not a file"]."""
     found: dict[str, list[object]] = {}
     for dirpath, dirnames, filenames in os.walk(tree):
         base = Path(dirpath)
@@ -112,7 +112,7 @@ def _tree_files(tree: Path) -> dict[str, list[object]]:
             path = base / name
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
-                found[prefix + name] = ["link"]
+                found[prefix + name] = ["not a file"]
                 continue
             mode = 0o755 if st.st_mode & 0o111 else 0o644
             found[prefix + name] = [mode, sha256_file(path)]
@@ -127,7 +127,10 @@ def _tree_problem(dest: Path) -> str | None:
         (dest / ".complete").stat()
     except (OSError, ValueError):
         return ""
-    found = _tree_files(dest / "tree")
+    try:
+        found = _tree_files(dest / "tree")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
     if found == recorded:
         return None
     changed = sorted(set(found) ^ set(recorded)) or sorted(
