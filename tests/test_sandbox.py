@@ -333,7 +333,9 @@ def test_a_downloaded_source_is_loaded_in_the_sandbox(
     cli: Any, tmp_path: Path, http_dir: Any, hostile_env: dict[str, Any]
 ) -> None:
     www, base = http_dir
-    sha = _zip_source(www / "src.zip", {"server.py": SERVER})
+    # Code nobody here wrote: it names the server after a secret, if it can read one.
+    server = SERVER.replace('"tiny"', 'os.environ.get("AWS_SECRET_ACCESS_KEY", "tiny")')
+    sha = _zip_source(www / "src.zip", {"server.py": "import os\n" + server})
     root = tmp_path / "remote"
     root.mkdir()
     (root / "metorial.toml").write_text(
