@@ -63,7 +63,7 @@ def main() -> None:
         try:
             envelope = json.loads(line)
             if envelope.get("loaded_files"):
-                protocol.write(json.dumps({"loaded_files": _loaded_files(task_root)}) + "\n")
+                protocol.write(json.dumps({"loaded_files": _loaded_files()}) + "\n")
                 continue
             context = LambdaContext(envelope.get("context") or {})
             result = {"result": handler(envelope.get("event"), context)}
@@ -72,15 +72,15 @@ def main() -> None:
         protocol.write(json.dumps(result, default=str) + "\n")
 
 
-def _loaded_files(task_root: str) -> list[str]:
-    """The task root's source files imported so far: the load check compiles their
-    bytecode itself, outside the sandbox, for the next check to reuse."""
-    prefix = task_root.rstrip("/") + "/"
+def _loaded_files() -> list[str]:
+    """The source files of the modules imported so far (the task root's and the standard
+    library's): the load check compiles their bytecode itself, outside the sandbox, for
+    the next check to reuse."""
     found = []
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and path.startswith(prefix) and path.endswith(".py"):
-            found.append(path[len(prefix) :])
+        if isinstance(path, str) and path.startswith("/") and path.endswith(".py"):
+            found.append(path)
     return found
 
 

@@ -456,23 +456,32 @@ class _Worker:
         return self.invoker.invoke(event, timeout)
 
     def keep_bytecode(self, python: str) -> None:
-        """Compile, outside the sandbox, the bytecode of the task root's files the worker
-        imported and found none for (see COMPILE_AT): the next check imports them from
-        it. Only files the tool laid out are compiled, so the worker's list (its own
-        word) can cost a compile, never put a byte of its choosing in the cache."""
+        """Compile, outside the sandbox, the bytecode of the files the worker imported and
+        found none for (see COMPILE_AT): the next check imports them from it. The prefix
+        stands for every source, so the standard library's bytecode is kept there too.
+        Only files of the task root the tool laid out, or of the python's own prefix, are
+        compiled, so the worker's list (its own word) can cost a compile, never put a byte
+        of its choosing in the cache."""
+        from pmcp_build.sandbox import python_prefix
+
         code = self.bytecode
         if code.prefix is None:
             return
-        base = _bytecode_base(code.prefix, code.inside)
+        inside, system = code.inside + "/", str(python_prefix(python)) + "/"
         jobs = []
-        for rel in dict.fromkeys(self.invoker.loaded_files()):
-            parts = rel.split("/")
-            if ".." in parts or "" in parts or not (code.root / rel).is_file():
+        for path in dict.fromkeys(self.invoker.loaded_files()):
+            if "/../" in path or "/./" in path or "//" in path:
                 continue
-            cfile = base / rel[: -len(".py")]
+            if path.startswith(inside):
+                host = code.root / path[len(inside) :]
+            elif path.startswith((system, "/usr/lib/")):
+                host = Path(path)
+            else:
+                continue
+            cfile = code.prefix / path[1 : -len(".py")]
             cfile = cfile.with_name(f"{cfile.name}.{code.tag}.pyc")
-            if not cfile.exists():
-                jobs.append([str(code.root / rel), str(cfile), f"{code.inside}/{rel}"])
+            if not cfile.exists() and host.is_file() and not host.is_symlink():
+                jobs.append([str(host), str(cfile), path])
         if len(jobs) >= COMPILE_AT:
             _compile(python, jobs)
 
