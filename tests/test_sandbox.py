@@ -452,3 +452,16 @@ def test_the_check_compiles_bytecode_outside_and_the_worker_cannot_write_it(
     assert not list(cache.glob("deps/*/check/**/__pycache__"))
     (root / "server.py").write_text(SERVER + "\n# edited\n")
     assert _build(cli, root).exit_code == 0
+
+
+def test_a_bad_check_deadline_is_one_line(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
+    root = python_project(tmp_path / "p", server=SERVER)
+    result = _build(cli, root, PMCP_BUILD_LOAD_CHECK_TIMEOUT="soon")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: PMCP_BUILD_LOAD_CHECK_TIMEOUT=soon: not a number of seconds between 0 and "
+        "3600; unset it for the default (60)"
+    )

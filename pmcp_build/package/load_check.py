@@ -167,11 +167,20 @@ def declared_environment(targets: Any) -> dict[str, str]:
 
 
 def _deadline() -> float:
+    """Seconds the server has to load, and again to answer discover."""
     raw = os.environ.get("PMCP_BUILD_LOAD_CHECK_TIMEOUT", "")
-    try:
-        return float(raw) if raw else DEADLINE
-    except ValueError:
+    if not raw:
         return DEADLINE
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= 3600:
+        raise UserError(
+            f"PMCP_BUILD_LOAD_CHECK_TIMEOUT={one_line(raw)[:40]}: not a number of seconds "
+            "between 0 and 3600; unset it for the default (60)"
+        )
+    return seconds
 
 
 class _LoadFailed(Exception):
