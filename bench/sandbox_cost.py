@@ -82,7 +82,10 @@ def main() -> None:
             capture_output=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(old)], check=True)
+        # Both sides start from bytecode, as a pip install leaves them (this environment
+        # sets PYTHONDONTWRITEBYTECODE=1: without it each build would compile the tool).
+        for code in (old, ROOT / "pmcp_build", ROOT / "boot"):
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(code)], check=True)
         sides = {
             "before": (_project(tmp, "p-before"), tmp / "cache-before", old, {}),
             "after": (_project(tmp, "p-after"), tmp / "cache-after", None, {}),
