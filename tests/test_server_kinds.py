@@ -307,6 +307,8 @@ def test_stdio_bridge_restarts_after_a_crash_and_times_out(cli, tmp_path: Path) 
         "invoke",
         "--event",
         "-",
+        "--env-passthrough",  # invoke gives the server none of ours unless told to
+        "METORIAL_STDIO_TIMEOUT",
         input=json.dumps({"action": "mcp.batch", "messages": [call, listing, hang]}),
         env={"METORIAL_STDIO_TIMEOUT": "1"},
     )

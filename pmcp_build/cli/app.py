@@ -285,7 +285,8 @@ def build_and_check(loaded: LoadedManifest, json_mode: bool) -> tuple[Package, L
 
     with _progress(json_mode, BUILDING):
         layout = resolve_layout(loaded, quiet=True)
-        pending = load_check.begin(layout)
+        declared = load_check.declared_environment(loaded.manifest.targets.values())
+        pending = load_check.begin(layout, declared)
         package = package_layout(loaded, layout)
     _say_lock(package)
     with _progress(json_mode, "loading the server to check it…"):

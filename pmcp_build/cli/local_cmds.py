@@ -21,6 +21,24 @@ from pmcp_build.cli.app import (
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 
+PassthroughOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env-passthrough",
+        metavar="NAME",
+        help="Give the server this variable of yours too (repeat for several); by default it "
+        "sees only Lambda's variables and the target's declared environment.",
+    ),
+]
+AwsCredentialsOption = Annotated[
+    bool,
+    typer.Option(
+        "--aws-credentials",
+        help="Give the server your AWS credentials (as AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), as the function's role would on Lambda.",
+    ),
+]
+
 
 @app.command()
 @guard
@@ -50,9 +68,10 @@ def serve(
             "'*' allows any).",
         ),
     ] = None,
+    env_passthrough: PassthroughOption = None,
+    aws_credentials: AwsCredentialsOption = False,
 ) -> None:
     """Run the built package on 127.0.0.1 as a Function URL would (MCP over HTTP)."""
-    import os
     import signal
 
     from pmcp_build.local import watch as watching
@@ -70,13 +89,16 @@ def serve(
     def say(line: str) -> None:
         err.print(line, markup=False)
 
+    origins = list(allow_origin or [])
+    settings = _settings(loaded, target, env_passthrough or [], aws_credentials)
+    # The runtime checks Origin as on Lambda: the instances are told the list (their
+    # environment is Lambda's, not this process's).
+    settings.environment[ALLOWED_ORIGINS_ENV] = runtime_origins(origins)
+
     def start(built: Any) -> Any:
-        return open_pool(built.path, built.layout, concurrency, settings=_settings(loaded, target))
+        return open_pool(built.path, built.layout, concurrency, settings=settings)
 
     signal.signal(signal.SIGTERM, stop)
-    origins = list(allow_origin or [])
-    # The runtime checks Origin as on Lambda; the instances inherit the list.
-    os.environ[ALLOWED_ORIGINS_ENV] = runtime_origins(origins)
     say(f"starting {concurrency} instance{'s' * (concurrency > 1)} of {package.path.name}…")
     pool = watching.start_quietly(lambda: start(package), say)
     invoker = watching.Swappable(pool) if watch else pool
@@ -114,6 +136,8 @@ def invoke(
     event: Annotated[str, typer.Option("--event", "-e", help="Event JSON file, or - for stdin.")],
     file: ManifestOption = Path(MANIFEST_NAME),
     target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    env_passthrough: PassthroughOption = None,
+    aws_credentials: AwsCredentialsOption = False,
 ) -> None:
     """Run one event through the built package and print the response as JSON."""
     from pmcp_build.local.runner import open_invoker
@@ -130,7 +154,8 @@ def invoke(
     if target:
         check_targets(loaded, [target])
     package = build_quietly(loaded, json_mode=True)
-    invoker = open_invoker(package.path, package.layout, settings=_settings(loaded, target))
+    settings = _settings(loaded, target, env_passthrough or [], aws_credentials)
+    invoker = open_invoker(package.path, package.layout, settings=settings)
     try:
         result = invoker.invoke(payload)
     finally:
@@ -140,9 +165,14 @@ def invoke(
         raise typer.Exit(1)  # the response is printed; the exit code says it failed
 
 
-def _settings(loaded: Any, target: str | None) -> Any:
-    """The function's name, memory and timeout as a lambda target declares them (the
-    context object shows them to the handler); defaults without one."""
+def _settings(
+    loaded: Any, target: str | None, passthrough: list[str], aws_credentials: bool
+) -> Any:
+    """The function's name, memory, timeout, region and environment as a lambda target
+    declares them (the context object and os.environ show them to the handler); defaults
+    without one. Nothing of the caller's environment but what was asked for."""
+    import os
+
     from pmcp_build.deploy.auth_env import auth_environment, served_url
     from pmcp_build.local.runner import FunctionSettings
 
@@ -151,9 +181,56 @@ def _settings(loaded: Any, target: str | None) -> Any:
     if chosen is None:
         lambdas = [t for t in loaded.manifest.targets.values() if t.kind == "lambda"]
         chosen = lambdas[0] if len(lambdas) == 1 else None
+    environment: dict[str, str] = {}
+    if chosen is not None and chosen.kind == "lambda":
+        environment = _declared(chosen.environment)
+    environment.update(auth)
+    for name in passthrough:
+        if name not in os.environ:
+            raise UserError(f"--env-passthrough {name}: {name} is not set here")
+        environment[name] = os.environ[name]
+    if aws_credentials:
+        environment.update(_aws_credentials())
     if chosen is None or chosen.kind != "lambda":
-        return FunctionSettings(loaded.manifest.server.name, environment=auth)
-    return FunctionSettings(chosen.function, chosen.memory, chosen.timeout, environment=auth)
+        return FunctionSettings(loaded.manifest.server.name, environment=environment)
+    region = chosen.region or os.environ.get("AWS_REGION") or "us-east-1"
+    return FunctionSettings(
+        chosen.function, chosen.memory, chosen.timeout, environment=environment, region=region
+    )
+
+
+def _declared(raw: dict[str, str]) -> dict[str, str]:
+    """The target's environment as Lambda would get it: `${env:NAME}` read from here,
+    as `plan` does; a variable that refers to one not set is left out, with a note."""
+    import os
+
+    from pmcp_build.manifest.model import ENV_REF
+
+    found: dict[str, str] = {}
+    for key, value in raw.items():
+        missing = [m.group(1) for m in ENV_REF.finditer(value) if m.group(1) not in os.environ]
+        if missing:
+            err.print(
+                f"note: environment.{key} not given: {missing[0]} is not set here", markup=False
+            )
+            continue
+        found[key] = ENV_REF.sub(lambda m: os.environ[m.group(1)], value)
+    return found
+
+
+def _aws_credentials() -> dict[str, str]:
+    """The caller's AWS credentials, from wherever boto3 finds them (variables, a
+    profile, SSO), as the three variables Lambda gives a function for its role."""
+    import boto3
+
+    found = boto3.Session().get_credentials()
+    if found is None:
+        raise UserError("--aws-credentials: no AWS credentials found here (set a profile or AWS_*)")
+    frozen = found.get_frozen_credentials()
+    given = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        given["AWS_SESSION_TOKEN"] = frozen.token
+    return given
 
 
 def _read_event_file(path: Path) -> str:

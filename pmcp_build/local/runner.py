@@ -7,11 +7,13 @@ package runs in an isolated interpreter (handler_host.py); a custom-runtime pack
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import queue
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -39,7 +41,8 @@ class Invoker(Protocol):
 
 class FunctionSettings:
     """The function as Lambda would describe it to the handler (the context object), and
-    the environment it runs with besides this machine's (the url's auth settings)."""
+    the environment it runs with besides Lambda's own variables (sandbox.lambda_environment):
+    the target's declared one and whatever `serve`/`invoke` were told to pass through."""
 
     def __init__(
         self,
@@ -47,9 +50,22 @@ class FunctionSettings:
         memory: int = 512,
         timeout: int = 30,
         environment: dict[str, str] | None = None,
+        region: str = "us-east-1",
     ) -> None:
         self.name, self.memory, self.timeout = name, memory, timeout
         self.environment = dict(environment or {})
+        self.region = region
+
+    def env(self, runtime: str, handler: str, task_root: str) -> dict[str, str]:
+        """The whole environment of the function's process: never this machine's."""
+        from pmcp_build.sandbox import lambda_environment
+
+        made = lambda_environment(
+            runtime, handler, self.name, self.memory, self.region, task_root=task_root
+        )
+        # The manifest refuses Lambda's reserved names, so what the target sets (TZ, LANG)
+        # overrides a default as it would on Lambda.
+        return {**made, **self.environment}
 
 
 def _stream(log: Any) -> Any:
@@ -64,12 +80,16 @@ def _stream(log: Any) -> Any:
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """Stop `proc` and every process it started: it leads its own session (started with
+    start_new_session), so its group goes with it; a sandboxed one is bwrap, whose pid
+    namespace dies with it, double forks included."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever ignored SIGTERM, or stayed behind
+    proc.wait()
 
 
 def host_architecture() -> str:
@@ -254,10 +274,20 @@ def open_invoker(
                 f"running a {layout.runtime} package needs python{version}: "
                 f"`uv python install {version}`"
             )
-        return PythonInvoker(root, layout.handler.split(".")[0], python, log, settings)
+        module = layout.handler.split(".")[0]
+        return PythonInvoker(root, module, python, log, settings, runtime=layout.runtime)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+class Sandboxed:
+    """How the load check runs a worker: in bwrap (pmcp_build.sandbox), the task root at
+    /var/task, with `read_only` (host path, path inside) mounted besides, or, where no
+    sandbox can be had, as a plain process with the same scrubbed environment."""
+
+    def __init__(self, isolated: bool, read_only: tuple[tuple[Path, str], ...] = ()) -> None:
+        self.isolated, self.read_only = isolated, read_only
 
 
 class PythonInvoker:
@@ -270,31 +300,31 @@ class PythonInvoker:
         settings: FunctionSettings | None = None,
         python_options: tuple[str, ...] = (),
         keep_root: bool = False,
+        sandboxed: Sandboxed | None = None,
+        start_timeout: float = 60,
+        runtime: str = "python3",
     ) -> None:
         self.root = root
         self.keep_root = keep_root  # the load check lays out its root again next time
         self.settings = settings or FunctionSettings()
         self.lock = threading.Lock()  # one invocation at a time, as in a Lambda instance
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update(
-            {
-                "LAMBDA_TASK_ROOT": str(root),
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "AWS_LAMBDA_FUNCTION_NAME": self.settings.name,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.settings.memory),
-                **self.settings.environment,
-            }
-        )
+        worker = _WorkerSpec(root, module, python, python_options, runtime)
+        argv, env, cwd = _python_command(worker, self.settings, sandboxed)
         self.proc = subprocess.Popen(
-            [python, "-I", "-S", *python_options, str(WORKER), str(root), module],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=_stream(log),
             text=True,
-            cwd=root,
+            cwd=cwd,
             env=env,
+            start_new_session=True,  # its own group: close() stops all it started
         )
-        first = self._read(timeout=60)
+        try:
+            first = self._read(timeout=start_timeout)
+        except BaseException:
+            self.close()  # a server hanging at import is not left running
+            raise
         # What the runtime loaded: kind, name, load error (see handler_host._describe).
         self.server_info: dict[str, Any] | None = first.get("server")
         if "init_error" in first:
@@ -336,10 +366,54 @@ class PythonInvoker:
             return {"errorType": "Runtime.HandlerError", "errorMessage": reply["error"]}
         return reply["result"]
 
+    def loaded_files(self) -> list[str]:
+        """The files of the modules the worker has imported (as it reports them: only a
+        hint of what to compile, never trusted for more)."""
+        with self.lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"loaded_files": True}) + "\n")
+            self.proc.stdin.flush()
+            reply = self._read(10)
+        files = reply.get("loaded_files") if isinstance(reply, dict) else None
+        return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
     def close(self) -> None:
         _stop(self.proc)
         if not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _WorkerSpec:
+    """What a python worker runs: the task root, the handler's module, which python."""
+
+    def __init__(
+        self, root: Path, module: str, python: str, options: tuple[str, ...], runtime: str
+    ) -> None:
+        self.root, self.module, self.python = root, module, python
+        self.options, self.runtime = options, runtime
+
+
+def _python_command(
+    spec: _WorkerSpec, settings: FunctionSettings, sandboxed: Sandboxed | None
+) -> tuple[list[str], dict[str, str], Path]:
+    """argv, environment and cwd of a worker: in bwrap when `sandboxed` is isolated."""
+    from pmcp_build import sandbox
+
+    handler = f"{spec.module}.handler"
+    if sandboxed is None or not sandboxed.isolated:
+        env = settings.env(spec.runtime, handler, str(spec.root))
+        argv = [spec.python, "-I", "-S", *spec.options, str(WORKER), str(spec.root), spec.module]
+        return argv, env, spec.root
+    worker = f"{sandbox.RUNTIME_DIR}/handler_host.py"
+    mounts: list[tuple[Path | str, str]] = [(spec.root, sandbox.TASK_ROOT), (WORKER, worker)]
+    mounts += sandboxed.read_only
+    prefix = sandbox.python_prefix(spec.python)
+    if not str(prefix).startswith("/usr/"):  # /usr is the system's, mounted already
+        mounts.append((prefix, str(prefix)))
+    env = settings.env(spec.runtime, handler, sandbox.TASK_ROOT)
+    python = os.path.realpath(spec.python)  # a venv's link points outside the sandbox
+    inner = [python, "-I", "-S", *spec.options, worker, sandbox.TASK_ROOT, spec.module]
+    return sandbox.wrap(inner, env, mounts), env, spec.root
 
 
 class _RuntimeApi(ThreadingHTTPServer):
@@ -415,17 +489,15 @@ class BinaryInvoker:
         self.lock = threading.Lock()
         threading.Thread(target=self.api.serve_forever, daemon=True).start()
         port = self.api.server_address[1]
-        env = dict(os.environ)
-        env.update(
-            {
-                "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
-                "LAMBDA_TASK_ROOT": str(root),
-                "_HANDLER": "bootstrap",
-                "AWS_LAMBDA_FUNCTION_NAME": "local",
-            }
-        )
+        env = (settings or FunctionSettings()).env("provided.al2023", "bootstrap", str(root))
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [str(root / "bootstrap")], cwd=root, env=env, stdout=_stream(log), stderr=_stream(log)
+            [str(root / "bootstrap")],
+            cwd=root,
+            env=env,
+            stdout=_stream(log),
+            stderr=_stream(log),
+            start_new_session=True,  # its own group: close() stops all it started
         )
 
     def invoke(self, event: Any, timeout: float | None = None) -> Any:

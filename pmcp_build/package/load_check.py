@@ -24,10 +24,23 @@ from bytecode instead of compiling it. The prefix's bytecode for every file writ
 anew is removed before each load, so an edit within the same second and of the same
 size cannot load stale code. `serve` and `invoke` never use the prefix: they run what
 Lambda runs, bytecode only where the zip has it.
+
+The source's code is hostile until proven otherwise, so the worker runs in the sandbox
+(pmcp_build/sandbox.py: bwrap, the task root at /var/task read-only, no network, no home,
+no cache, Lambda's environment only). Nothing of the cache is writable from inside: the
+bytecode prefix is mounted read-only and the worker runs with -B; the tool compiles the
+bytecode of the modules the check imported itself, outside, from the files it wrote
+(_compile_loaded), so what the next check reuses was written by the tool alone. Where no
+sandbox can be had, a downloaded source's code never runs (the check is skipped with a
+note saying why) and a local source's check runs with the same scrubbed environment and
+a note that it was not isolated. Every process the check starts is stopped when it ends
+or times out (PMCP_BUILD_LOAD_CHECK_TIMEOUT seconds, default 60).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -48,6 +61,19 @@ if TYPE_CHECKING:
 FORMAT = "load-v2"
 TRACEBACK_LINES = 8
 SLOTS = 4  # task roots per dependency set: builds running side by side each take one
+DEADLINE = 60.0  # seconds for the server to load, and again to answer discover
+# Bytecode the check lacks is compiled by the tool once this many imported files have
+# none: a one-file edit compiles its file in the worker (in memory, ~1 ms) rather than
+# paying a second interpreter's start (~20 ms) to keep it.
+COMPILE_AT = 8
+# Runs in the target python, outside the sandbox, on files the tool wrote: compiling
+# executes nothing. Each line of stdin: [source, cfile, name shown in tracebacks].
+COMPILER = (
+    "import json, py_compile, sys\n"
+    "mode = py_compile.PycInvalidationMode.TIMESTAMP\n"
+    "for src, cfile, shown in json.load(sys.stdin):\n"
+    "    py_compile.compile(src, cfile, shown, doraise=False, quiet=2, invalidation_mode=mode)\n"
+)
 
 
 class LoadReport(Frozen):
@@ -114,14 +140,47 @@ def last_lines(text: str, count: int = TRACEBACK_LINES) -> str:
     return "\n".join(lines[-count:])
 
 
-def check(package: Package) -> LoadReport | None:
+def check(package: Package, environment: dict[str, str] | None = None) -> LoadReport | None:
     """None for a binary package (nothing to load); raises UserError when it fails."""
-    return begin(package.layout).result(package)
+    return begin(package.layout, environment).result(package)
 
 
-def begin(layout: Layout) -> PendingCheck:
-    """Start checking `layout` now, in a thread; `result(package)` once the zip is written."""
-    return PendingCheck(layout)
+def begin(layout: Layout, environment: dict[str, str] | None = None) -> PendingCheck:
+    """Start checking `layout` now, in a thread; `result(package)` once the zip is written.
+    `environment`: the targets' declared variables (declared_environment)."""
+    return PendingCheck(layout, environment or {})
+
+
+def declared_environment(targets: Any) -> dict[str, str]:
+    """What the check's server sees besides Lambda's own variables: every lambda target's
+    declared environment, `${env:NAME}` left as written (never this machine's value, which
+    may be a secret the source must not read); a key the targets set differently is
+    given as the first one declares it."""
+    from pmcp_build.manifest.model import ENV_REF
+
+    found: dict[str, str] = {}
+    for target in targets:
+        for key, value in (getattr(target, "environment", None) or {}).items():
+            if isinstance(value, str):
+                found.setdefault(key, ENV_REF.sub(lambda m: "${env:" + m.group(1) + "}", value))
+    return found
+
+
+def _deadline() -> float:
+    """Seconds the server has to load, and again to answer discover."""
+    raw = os.environ.get("PMCP_BUILD_LOAD_CHECK_TIMEOUT", "")
+    if not raw:
+        return DEADLINE
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= 3600:
+        raise UserError(
+            f"PMCP_BUILD_LOAD_CHECK_TIMEOUT={one_line(raw)[:40]}: not a number of seconds "
+            "between 0 and 3600; unset it for the default (60)"
+        )
+    return seconds
 
 
 class _LoadFailed(Exception):
@@ -136,12 +195,16 @@ class PendingCheck:
     """A load check under way beside the writing of the zip (or already decided: a
     binary, a cached result, PMCP_BUILD_LOAD_CHECK=0)."""
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+    def __init__(self, layout: Layout, environment: dict[str, str]) -> None:
+        self.layout, self.environment = layout, environment
         self.report: LoadReport | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
-        self.cached = cache_dir() / "loadcheck" / f"{layout_fingerprint(layout)}.json"
+        key = layout_fingerprint(layout)
+        if environment:  # what the server saw is part of what it answered
+            seen = json.dumps(environment, sort_keys=True).encode()
+            key += "-" + hashlib.sha256(seen).hexdigest()[:16]
+        self.cached = cache_dir() / "loadcheck" / f"{key}.json"
         if layout.handler == "bootstrap":
             return
         if os.environ.get("PMCP_BUILD_LOAD_CHECK", "1") == "0":
@@ -161,7 +224,7 @@ class PendingCheck:
 
     def _run(self) -> None:
         try:
-            self.report = _load(self.layout, None)
+            self.report = _load(self.layout, None, self.environment)
         except BaseException as exc:  # handed to result(), in the caller's thread
             self.error = exc
 
@@ -173,7 +236,7 @@ class PendingCheck:
             if isinstance(self.error, _NeedsZip):
                 self.error = None
                 try:
-                    self.report = _load(self.layout, package.path)
+                    self.report = _load(self.layout, package.path, self.environment)
                 except BaseException as exc:
                     self.error = exc
             if self.error is None and self.report is not None and self.report.status == "ok":
@@ -188,7 +251,7 @@ class PendingCheck:
         return self.report
 
 
-def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
+def _load(layout: Layout, zip_path: Path | None, environment: dict[str, str]) -> LoadReport:
     """Load the server in a fresh worker and ask it to discover. `zip_path` None: lay
     the task root out from the layout (_NeedsZip if a source changed since it was
     hashed); else unpack that zip."""
@@ -205,14 +268,22 @@ def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
     python = find_python(version)
     if python is None:
         return LoadReport("skipped", notes=(f"no python{version} on this machine",))
-    invoker = _start_worker(layout, python, zip_path)
+    isolated, why = _isolation(layout)
+    if why is not None and not isolated and _downloaded(layout):
+        # The floor: code from a URL never runs outside a sandbox.
+        return LoadReport("skipped", notes=(f"not run without a sandbox: {why}",))
+    invoker = _start_worker(layout, python, zip_path, _Run(isolated, environment))
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
             raise _LoadFailed(f"the server failed to load:\n{info['load_error'].rstrip()}")
-        reply = invoker.invoke({"action": "discover"}, timeout=60)
+        reply = invoker.invoke({"action": "discover"}, timeout=_deadline())
+        invoker.keep_bytecode(python)
     finally:
         invoker.close()
+    notes = tuple(one_line(str(n)) for n in info.get("notes") or ())
+    if why is not None:
+        notes += (f"the check ran without a sandbox ({why}): not isolated from this machine",)
     if not isinstance(reply, dict) or not reply.get("success"):
         error = (reply or {}).get("error") if isinstance(reply, dict) else reply
         message = error.get("message", error) if isinstance(error, dict) else error
@@ -227,15 +298,41 @@ def _load(layout: Layout, zip_path: Path | None) -> LoadReport:
         resources=len(discovery.get("resources") or [])
         + len(discovery.get("resourceTemplates") or []),
         prompts=len(discovery.get("prompts") or []),
-        notes=tuple(one_line(str(n)) for n in info.get("notes") or ()),
+        notes=notes,
     )
+
+
+def _isolation(layout: Layout) -> tuple[bool, str | None]:
+    """Whether the check runs in the sandbox, and why not when it does not."""
+    from pmcp_build import sandbox
+
+    why = sandbox.unavailable()
+    return why is None, why
+
+
+def _downloaded(layout: Layout) -> bool:
+    """The source's files were read from the download cache (a [source].url, a
+    --source-url): code nobody on this machine wrote."""
+    cache = cache_dir().resolve()
+    for entry in layout.entries:
+        if entry.origin == "source" and entry.src is not None:
+            return entry.src.resolve().is_relative_to(cache)
+    return False
+
+
+class _Run:
+    """How a check's worker runs: sandboxed or not, and the declared environment."""
+
+    def __init__(self, isolated: bool, environment: dict[str, str]) -> None:
+        self.isolated, self.environment = isolated, environment
 
 
 def _claim_root(layout: Layout) -> tuple[Path, IO[bytes] | None, Path | None]:
     """A task root at a fixed path (so bytecode kept under the prefix matches it, and
     the next check rewrites only what changed), one of SLOTS per dependency set, held
-    with a lock while the worker runs; a temporary root, without a prefix, when all
-    are taken or locks are not available here."""
+    with a lock while the worker runs, with its own bytecode prefix (a file's bytecode
+    records its mtime, which differs between slots); a temporary root, without a prefix,
+    when all are taken or locks are not available here."""
     folder = dependency_set(layout)
     if folder is not None:
         try:
@@ -253,19 +350,26 @@ def _claim_root(layout: Layout) -> tuple[Path, IO[bytes] | None, Path | None]:
                     continue
                 root = folder / "check" / str(slot)
                 root.mkdir(exist_ok=True)
-                return root, held, folder / "pycache"
+                prefix = folder / "bytecode" / str(slot)
+                prefix.mkdir(parents=True, exist_ok=True)
+                return root, held, prefix
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix="pmcp-task-")), None, None
 
 
-def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
+def _bytecode_base(prefix: Path, inside_root: str) -> Path:
+    """Where the prefix keeps the bytecode of the task root's files, as python maps a
+    source path under -X pycache_prefix (the path the worker sees it at)."""
+    return prefix / inside_root.lstrip("/")
+
+
+def _forget_bytecode(base: Path, written: list[str]) -> None:
     """Remove the prefix's bytecode for the .py files just written: a .pyc is checked
     by mtime (whole seconds) and size only, so an edit of the same size within the same
     second would otherwise load the old code. Files kept from the last check are the
     same files (same inode, mtime and ctime), so their bytecode stays valid: with the
     same dependency set, only what changed compiles."""
-    base = prefix / root.relative_to(root.anchor)
     for rel in written:
         if rel.endswith(".py"):
             path = base / rel
@@ -277,14 +381,23 @@ def _forget_bytecode(prefix: Path, root: Path, written: list[str]) -> None:
                         (folder / name).unlink(missing_ok=True)
 
 
-def _start_worker(layout: Layout, python: str, zip_path: Path | None) -> _Worker:
-    """The worker `serve` uses, on a task root holding exactly the zip's files."""
+def _start_worker(layout: Layout, python: str, zip_path: Path | None, run: _Run) -> _Worker:
+    """The worker `serve` uses, on a task root holding exactly the zip's files, in the
+    sandbox when `run.isolated`."""
     import shutil
     import subprocess
 
-    from pmcp_build.local.runner import PythonInvoker, extract, task_root_from_layout
+    from pmcp_build import sandbox
+    from pmcp_build.local.runner import (
+        FunctionSettings,
+        PythonInvoker,
+        Sandboxed,
+        extract,
+        task_root_from_layout,
+    )
 
     root, held, prefix = _claim_root(layout)
+    inside = sandbox.TASK_ROOT if run.isolated else str(root)
     record = root.with_suffix(".json")
     try:
         before = None
@@ -301,17 +414,28 @@ def _start_worker(layout: Layout, python: str, zip_path: Path | None) -> _Worker
             extract(zip_path, root)
             prefix = None  # fresh mtimes everywhere: nothing to reuse or to keep
         elif held is not None and prefix is not None:
-            _forget_bytecode(prefix, root, done[1])
+            _forget_bytecode(_bytecode_base(prefix, inside), done[1])
             tmp = record.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(done[0]))
             os.replace(tmp, record)
+        # -B: the worker writes no bytecode anywhere; it reads the tool's, read-only.
+        options: tuple[str, ...] = ("-B",)
+        mounts: tuple[tuple[Path, str], ...] = ()
+        if prefix is not None:
+            shown = sandbox.BYTECODE_DIR if run.isolated else str(prefix)
+            options += ("-X", f"pycache_prefix={shown}")
+            mounts = ((prefix, sandbox.BYTECODE_DIR),)
         invoker = PythonInvoker(
             root,
             layout.handler.split(".")[0],
             python,
             subprocess.DEVNULL,
-            python_options=("-X", f"pycache_prefix={prefix}") if prefix is not None else (),
+            settings=FunctionSettings(environment=run.environment),
+            python_options=options,
             keep_root=held is not None and prefix is not None,
+            sandboxed=Sandboxed(run.isolated, mounts),
+            start_timeout=_deadline(),
+            runtime=layout.runtime,
         )
     except BaseException:
         record.unlink(missing_ok=True)
@@ -319,18 +443,56 @@ def _start_worker(layout: Layout, python: str, zip_path: Path | None) -> _Worker
         if held is not None:
             held.close()
         raise
-    return _Worker(invoker, held)
+    return _Worker(invoker, held, _Bytecode(root, inside, prefix, layout.runtime))
+
+
+class _Bytecode:
+    """Where a check's task root is, as the worker sees it, and its bytecode prefix."""
+
+    def __init__(self, root: Path, inside: str, prefix: Path | None, runtime: str) -> None:
+        self.root, self.inside, self.prefix = root, inside, prefix
+        self.tag = "cpython-" + runtime.removeprefix("python").replace(".", "")
 
 
 class _Worker:
     """The worker and the slot it holds: closing stops it, removes its root, frees the slot."""
 
-    def __init__(self, invoker: Any, held: IO[bytes] | None) -> None:
-        self.invoker, self.held = invoker, held
+    def __init__(self, invoker: Any, held: IO[bytes] | None, bytecode: _Bytecode) -> None:
+        self.invoker, self.held, self.bytecode = invoker, held, bytecode
         self.server_info = invoker.server_info
 
     def invoke(self, event: Any, timeout: float | None = None) -> Any:
         return self.invoker.invoke(event, timeout)
+
+    def keep_bytecode(self, python: str) -> None:
+        """Compile, outside the sandbox, the bytecode of the files the worker imported and
+        found none for (see COMPILE_AT): the next check imports them from it. The prefix
+        stands for every source, so the standard library's bytecode is kept there too.
+        Only files of the task root the tool laid out, or of the python's own prefix, are
+        compiled, so the worker's list (its own word) can cost a compile, never put a byte
+        of its choosing in the cache."""
+        from pmcp_build.sandbox import python_prefix
+
+        code = self.bytecode
+        if code.prefix is None:
+            return
+        inside, system = code.inside + "/", str(python_prefix(python)) + "/"
+        jobs = []
+        for path in dict.fromkeys(self.invoker.loaded_files()):
+            if "/../" in path or "/./" in path or "//" in path:
+                continue
+            if path.startswith(inside):
+                host = code.root / path[len(inside) :]
+            elif path.startswith((system, "/usr/lib/")):
+                host = Path(path)
+            else:
+                continue
+            cfile = code.prefix / path[1 : -len(".py")]
+            cfile = cfile.with_name(f"{cfile.name}.{code.tag}.pyc")
+            if not cfile.exists() and host.is_file() and not host.is_symlink():
+                jobs.append([str(host), str(cfile), path])
+        if len(jobs) >= COMPILE_AT:
+            _compile(python, jobs)
 
     def close(self) -> None:
         try:
@@ -338,3 +500,19 @@ class _Worker:
         finally:
             if self.held is not None:
                 self.held.close()
+
+
+def _compile(python: str, jobs: list[list[str]]) -> None:
+    """py_compile in the target python (its bytecode format), with no environment of
+    ours; a failure only costs the next check the compile."""
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [python, "-I", "-S", "-c", COMPILER],
+            input=json.dumps(jobs),
+            text=True,
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=120,
+        )
