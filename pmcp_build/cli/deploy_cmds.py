@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -386,7 +385,7 @@ def rollback(
             raise UserError("rollback cancelled; nothing was changed")
     results = execute(plan, None, environments(loaded, [target]))
     if json_out:
-        sys.stdout.write(json.dumps({"outputs": {r.name: r.outputs for r in results}}) + "\n")
+        emit_json({"outputs": {r.name: r.outputs for r in results}}, indent=None)
         return
     _print_results(results, {})
     out.print("Rollback complete.", markup=False)
