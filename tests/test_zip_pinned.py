@@ -122,8 +122,8 @@ def test_packs_serve_members_and_a_stale_pack_is_ignored(
             m.setattr(zipwriter, "compress", None)
             again, _ = write_zip(layout, tmp_path / "b.zip", MemberCache((MemberPack(source),)))
         assert again == digest
-    # A pack of another format (a deflate bump), a truncated pack, a zip replaced since
-    # it was indexed: not used.
+    # A pack of another format (a deflate bump), a truncated pack, a zip changed in
+    # place since it was indexed (same size and mtime): not used.
     meta = json.loads(index.read_text())
     index.write_text(json.dumps({**meta, "format": "zlib-L6"}))
     assert len(MemberPack(index)) == 0
@@ -131,7 +131,12 @@ def test_packs_serve_members_and_a_stale_pack_is_ignored(
     pack = index.with_suffix(".pack")
     pack.write_bytes(pack.read_bytes()[:-1])
     assert len(MemberPack(index)) == 0
-    os.utime(tmp_path / "a.zip", ns=(1, 1))
+    zip_path = tmp_path / "a.zip"
+    st = zip_path.stat()
+    data = bytearray(zip_path.read_bytes())
+    data[len(data) // 2] ^= 1
+    zip_path.write_bytes(bytes(data))
+    os.utime(zip_path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert len(MemberPack(tmp_path / "prev.json")) == 0
 
 

@@ -12,12 +12,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pmcp_build import __version__
 from pmcp_build.errors import UserError
 from pmcp_build.layout.model import Entry, entry_from_bytes, entry_from_file
 from pmcp_build.manifest.model import ENTRYPOINT_ORDER, PythonRuntime
+from pmcp_build.package import cache as cache_store
 from pmcp_build.source.tree import SourceTree
 
 BOOT_DIR = Path(__file__).resolve().parents[2] / "boot"
@@ -86,10 +88,8 @@ def index_entry(
         "command": command,
     }
     key = hashlib.sha256(template.read_bytes() + json.dumps(variables, sort_keys=True).encode())
-    cached = cache_dir / "index" / f"{key.hexdigest()}.py" if cache_dir else None
-    if cached is not None and cached.exists():
-        text = cached.read_text()  # rendering is pure; skip importing jinja2 on rebuilds
-    else:
+    text = _rendered(cache_dir / "index", key.hexdigest()) if cache_dir else None
+    if text is None:
         import jinja2
 
         env = jinja2.Environment(
@@ -99,12 +99,21 @@ def index_entry(
             undefined=jinja2.StrictUndefined,
         )
         text = env.get_template(template.name).render(**variables)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(text)
+        if cache_dir is not None:
+            cache_store.write_sealed(cache_dir / "index", key.hexdigest(), text.encode(), ".py")
     return entry_from_bytes(
         f"{module}.py", text.encode(), "generated", 0o644, detail=f"handler for {entrypoint}"
     )
+
+
+def _rendered(folder: Path, key: str) -> str | None:
+    """The cached rendering (rendering is pure; skip importing jinja2 on rebuilds), if
+    its bytes are those its name's sha256 says (package/cache.py: sealed files)."""
+    for path in cache_store.find_sealed(cache_store.listing(folder), folder, key, ".py"):
+        data = cache_store.read_sealed(path, ".py", "handler module")
+        if data is not None:
+            return data.decode()
+    return None
 
 
 def requirements_file(runtime: PythonRuntime, tree: SourceTree) -> Path | None:
@@ -243,40 +252,66 @@ def bytecode_entries(entries: list[Entry], version: str, cache_dir: Path) -> lis
     tag = f"cpython-{version.replace('.', '')}"
     store = cache_dir / "pyc" / tag
     # The pyc embeds its /var/task path, so the same source at two paths differs.
-    cached = {
-        e.path: store / e.sha256[:2] / f"{e.sha256}-{_path_key(e.path)}.pyc"
-        for e in entries
-        if e.path.endswith(".py")
-    }
-    todo = [e for e in entries if e.path in cached and not cached[e.path].exists()]
+    keys = {e.path: f"{e.sha256}-{_path_key(e.path)}" for e in entries if e.path.endswith(".py")}
+    found = _cached_bytecode([e for e in entries if e.path in keys], keys, store, tag)
+    todo = [e for e in entries if e.path in keys and e.path not in found]
     if todo:
-        stage = cache_dir / "pyc" / f".stage-{tag}"
-        shutil.rmtree(stage, ignore_errors=True)
-        src_root, out_root = stage / "src", stage / "out"
-        for entry in todo:
-            dest = src_root / entry.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(entry.read())
-        subprocess.run(
-            [python, "-c", _COMPILER, str(src_root), str(out_root)],
-            input="\0".join(e.path for e in todo),
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        for entry in todo:
-            built = out_root / _cache_path(entry.path, tag)
-            if built.exists():
-                cached[entry.path].parent.mkdir(parents=True, exist_ok=True)
-                built.replace(cached[entry.path])
-        shutil.rmtree(stage, ignore_errors=True)
-    return [
-        entry_from_file(
-            _cache_path(e.path, tag), cached[e.path], e.origin, mode=0o644, detail=e.detail
-        )
-        for e in entries
-        if e.path in cached and cached[e.path].exists()  # sources that do not compile: none
-    ]
+        (cache_dir / "pyc").mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".stage-{tag}-", dir=cache_dir / "pyc"))
+        try:
+            src_root, out_root = stage / "src", stage / "out"
+            for entry in todo:
+                dest = src_root / entry.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(entry.read())
+            subprocess.run(
+                [python, "-c", _COMPILER, str(src_root), str(out_root)],
+                input="\0".join(e.path for e in todo),
+                text=True,
+                check=True,
+                capture_output=True,
+            )
+            for entry in todo:
+                built = out_root / _cache_path(entry.path, tag)
+                if built.exists():  # sources that do not compile: none
+                    shard = store / entry.sha256[:2]
+                    sealed = cache_store.write_sealed(
+                        shard, keys[entry.path], built.read_bytes(), ".pyc"
+                    )
+                    found[entry.path] = _pyc_entry(entry, sealed, tag)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return [found[e.path] for e in entries if e.path in found]
+
+
+def _cached_bytecode(
+    entries: list[Entry], keys: dict[str, str], store: Path, tag: str
+) -> dict[str, Entry]:
+    """The .pyc entries the cache holds for `entries`, each read and hashed once and
+    checked against the sha256 in its name (package/cache.py: sealed files); one that
+    fails is a warning, removed, and compiled again."""
+    shards: dict[str, list[str]] = {}
+    found: dict[str, Entry] = {}
+    for entry in entries:
+        shard = store / entry.sha256[:2]
+        if shard.name not in shards:
+            shards[shard.name] = cache_store.listing(shard)
+        for path in cache_store.find_sealed(shards[shard.name], shard, keys[entry.path], ".pyc"):
+            pyc = _pyc_entry(entry, path, tag)
+            if pyc.sha256 == cache_store.sealed_digest(path, ".pyc"):
+                found[entry.path] = pyc
+                break
+            cache_store.warn(
+                path, f"{path}: this cached bytecode does not match its sha256; compiling it again"
+            )
+            path.unlink(missing_ok=True)
+    return found
+
+
+def _pyc_entry(source: Entry, pyc: Path, tag: str) -> Entry:
+    return entry_from_file(
+        _cache_path(source.path, tag), pyc, source.origin, mode=0o644, detail=source.detail
+    )
 
 
 def _cache_path(path: str, tag: str) -> str:

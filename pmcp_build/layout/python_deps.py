@@ -3,6 +3,14 @@
 The cache key is the hash of everything that decides what gets installed: the
 requirements text, the boot runtime's requirements, the python version, the
 architecture and the platform tag. An unchanged requirements file never reinstalls.
+
+A dependency set (deps/<key>/) is made whole in a temporary folder and renamed into
+place: `site/` (copies of the wheels' files, never hard links into uv's cache),
+`origins.json` (file -> distribution), `entries.json` (file -> mode, size, sha256) and
+`seal.json` (the key and the sha256 of those two). Before a set is used its seal is
+checked, and its member pack (written by its first build) is hashed; when there is no
+sound pack, the files the package would be compressed from are hashed instead. A set
+that fails is one warning line, and installed again.
 """
 
 from __future__ import annotations
@@ -21,9 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pmcp_build.errors import UserError
+from pmcp_build.layout.model import normal_mode
 from pmcp_build.layout.requirements_policy import checked_text
 
-CACHE_FORMAT = "deps-v3"  # v3: uv_cache.json dropped
+# v4: copies instead of hard links into uv's cache, entries.json and seal.json written
+# with the set (v3: uv_cache.json dropped)
+CACHE_FORMAT = "deps-v4"
+SEAL = "seal.json"
 BOOT_REQUIREMENTS = Path(__file__).resolve().parents[2] / "boot" / "requirements.txt"
 
 # Files that differ from install to install or name the build machine. uv_cache.json
@@ -94,15 +106,16 @@ def install(
         req_text if locked is None else f"locked\n{locked}", python, architecture, with_boot
     )
     dest = cache_dir / "deps" / key
-    if (dest / "origins.json").exists():
-        return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
-
+    if dest.exists():
+        found = checked_set(dest)
+        if found is not None:
+            return found
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     try:
         _run_uv(requirements, python, architecture, tmp / "site", quiet, locked, with_boot)
         origins = _scrub(tmp / "site")
-        (tmp / "origins.json").write_text(json.dumps(origins, sort_keys=True))
+        _seal(tmp, origins, key)
         # Atomic publish; if a concurrent build filled the same key first, theirs is
         # identical and ours is dropped below.
         with contextlib.suppress(OSError):
@@ -110,6 +123,84 @@ def install(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return InstalledDeps(dest / "site", json.loads((dest / "origins.json").read_text()))
+
+
+def _seal(folder: Path, origins: dict[str, str], key: str) -> None:
+    """Write a fresh set's origins, entries (every file hashed, on every core) and the
+    seal binding both to the set's key (its folder's name once published)."""
+    origins_text = json.dumps(origins, sort_keys=True).encode()
+    entries_text = json.dumps(_hash_files(folder / "site", sorted(origins))).encode()
+    (folder / "origins.json").write_bytes(origins_text)
+    (folder / "entries.json").write_bytes(entries_text)
+    seal = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "origins": hashlib.sha256(origins_text).hexdigest(),
+        "entries": hashlib.sha256(entries_text).hexdigest(),
+    }
+    (folder / SEAL).write_text(json.dumps(seal, sort_keys=True))
+
+
+def checked_set(dest: Path) -> InstalledDeps | None:
+    """The dependency set at `dest` if it passes its checks; else it is warned about,
+    evicted, and None (the caller installs it again)."""
+    problem, origins = _set_problem(dest)
+    if problem is None:
+        return InstalledDeps(dest / "site", origins)
+    from pmcp_build.package import cache as cache_store
+
+    cache_store.warn(dest, f"{dest}: {problem}; installing it again")
+    cache_store.evict(dest)
+    return None
+
+
+def _set_problem(dest: Path) -> tuple[str | None, dict[str, str]]:
+    """What is wrong with a cached set, if anything, and its origins. The seal binds
+    origins.json and entries.json to the key; the member pack, when there is one, is
+    hashed (once per process: the zip writer reuses the result) and is then what the
+    package's dependency files come from; without a sound pack, they come from site/,
+    so those files are hashed against entries.json."""
+    from pmcp_build.package.zipwriter import DEPENDENCY_PACK, MemberPack
+
+    try:
+        seal = json.loads((dest / SEAL).read_text())
+        origins_text = (dest / "origins.json").read_bytes()
+        entries_text = (dest / "entries.json").read_bytes()
+    except (OSError, ValueError):
+        return "is incomplete (its seal, origins.json or entries.json is missing)", {}
+    if not isinstance(seal, dict) or seal.get("key") != dest.name:
+        return "its seal is another set's", {}
+    digests = [hashlib.sha256(text).hexdigest() for text in (origins_text, entries_text)]
+    if digests != [seal.get("origins"), seal.get("entries")]:
+        return "origins.json or entries.json does not match its seal", {}
+    origins: dict[str, str] = json.loads(origins_text)
+    if len(MemberPack(dest / "members.json", DEPENDENCY_PACK)) > 0:
+        return None, origins
+    entries: dict[str, list[object]] = json.loads(entries_text)
+    found = _hash_files(dest / "site", sorted(entries))
+    for path, want in entries.items():
+        if found[path] != want:
+            return f"site/{path} does not match the sha256 it was installed with", {}
+    return None, origins
+
+
+def _hash_files(site: Path, paths: list[str]) -> dict[str, list[object]]:
+    """path -> [mode, size, sha256] (modes as the package holds them), on every core:
+    reads and sha256 release the GIL. A missing or unreadable file maps to []."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: str) -> list[object]:
+        try:
+            with open(site / path, "rb") as fh:
+                data = fh.read()
+                st_mode = os.fstat(fh.fileno()).st_mode
+        except OSError:
+            return []
+        return [normal_mode(st_mode), len(data), hashlib.sha256(data).hexdigest()]
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(paths, pool.map(one, paths, chunksize=64), strict=True))
 
 
 def _uv() -> str:
@@ -148,11 +239,12 @@ def _run_uv(
         python,
         "--only-binary",
         ":all:",
-        # Hardlinks into uv's cache (copies across filesystems): ~30% off a cold
-        # install. Safe because nothing writes through them: uv never changes a cache
-        # entry in place, and _scrub only unlinks.
+        # Copies, never hard links into uv's cache (~30% slower cold): a write to a
+        # linked file (by a server loaded at build time, a person, another tool) would
+        # change what uv installs everywhere on the machine, and what every set using
+        # that wheel holds. Not `clone`: uv falls back from it to hard links.
         "--link-mode",
-        "hardlink",
+        "copy",
         "--no-config",
     ]
     if locked is not None:

@@ -18,9 +18,16 @@ from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, InstalledDeps, inst
 from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
+from pmcp_build.package import cache as cache_store
 from pmcp_build.package import rebuild
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.write import Package, dependency_set, layout_fingerprint, write_package
+from pmcp_build.package.write import (
+    CacheDamaged,
+    Package,
+    dependency_set,
+    layout_fingerprint,
+    write_package,
+)
 from pmcp_build.source.globs import is_glob, matches
 from pmcp_build.source.tree import SourceTree, load_source
 
@@ -228,9 +235,26 @@ def build(loaded: LoadedManifest, quiet: bool = True) -> Package:
 
 
 def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
-    """Write the zip of a resolved layout into .pmcp/dist/, and record the inputs."""
+    """Write the zip of a resolved layout into .pmcp/dist/, and record the inputs.
+
+    A cached file the layout named that changed in the cache (found as its bytes are
+    compressed: a dependency set's file, a .pyc, a downloaded source's file) has been
+    warned about; its cache item is evicted and the layout resolved again, which makes
+    it anew (reinstalled, recompiled, downloaded), once."""
     out_dir = loaded.root / ".pmcp" / "dist"
-    package = write_package(layout, out_dir, loaded.manifest.server.name)
+    name = loaded.manifest.server.name
+    try:
+        package = write_package(layout, out_dir, name)
+    except CacheDamaged as damaged:
+        cache_store.evict(damaged.item)
+        layout = resolve_layout(loaded)
+        try:
+            package = write_package(layout, out_dir, name)
+        except CacheDamaged as again:
+            raise UserError(
+                f"{again.item}: changed again while the package was being built; is another "
+                "process writing to the build cache? Remove it and build again"
+            ) from None
     _record_inputs(loaded, layout, out_dir)
     return package
 

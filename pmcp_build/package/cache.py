@@ -1,7 +1,12 @@
-"""The build cache: where it is, what a build used from it, what it holds, pruning.
+"""The build cache: where it is, what a build used from it, what it holds, pruning,
+and the checks that nothing it serves has changed since this tool wrote it.
 
 Everything in the cache is derived data keyed by content, so any item may be removed
-at any time; the cost is only a slower next build. Pruning removes the least recently
+at any time; the cost is only a slower next build. Nothing is trusted on stat alone:
+every object a package is built from is checked against the sha256 recorded when it
+was written (in its name, or in an index written with it), and one that fails is a
+`warning:` line and a rebuild of that object, never a shipped byte. Entries are written
+once, into a temporary name, and renamed into place. Pruning removes the least recently
 used items first and never what the last build needed, which every build records
 (`uses/last-build.json`). "Last use" is the item's mtime: builds touch what they read.
 
@@ -11,8 +16,8 @@ Items, by kind:
                                        the member packs; no build needs them now)
   package         packages/<print>     a layout fingerprint -> the zip's sha256
   download        sources/<sha>/       an unpacked source zip ([source].url)
-  bytecode        pyc/<tag>/<xx>/*     a compiled .pyc
-  handler         index/*.py           a rendered handler module
+  bytecode        pyc/<tag>/<xx>/*     a compiled .pyc, <key>.<its sha256>.pyc
+  handler         index/*.py           a rendered handler module, <key>.<its sha256>.py
   load check      loadcheck/<print>.json  what loading a layout's server found
                                        (package/load_check.py; kept while its
                                        package entry is needed)
@@ -21,11 +26,16 @@ Items, by kind:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable
+from io import BufferedReader
 from pathlib import Path
+
+from pmcp_build.text import one_line
 
 KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler", "load check")
 LAST_BUILD = Path("uses") / "last-build.json"
@@ -52,6 +62,120 @@ def touch_if_stale(path: Path, now: float, older_than: float = 3600.0) -> None:
             os.utime(path)
 
 
+# -- checking what the cache serves ----------------------------------------------------
+
+_warned: set[str] = set()
+# sha256 of files hashed in this process, by identity: path, device, inode, size, mtime
+# and ctime (any write since, and any utime that puts the mtime back, moves the ctime).
+# So a file is hashed once per build however many readers check it.
+_digests: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+def warn(subject: Path | str, problem: str) -> None:
+    """One `warning:` line on stderr for a cache object that failed its check (the
+    caller rebuilds it): once per object per process, however many readers find it."""
+    key = str(subject)
+    if key in _warned:
+        return
+    _warned.add(key)
+    sys.stderr.write(f"warning: {one_line(problem)}\n")
+    sys.stderr.flush()
+
+
+def file_sha256(path: Path, fh: BufferedReader | None = None) -> str | None:
+    """The sha256 of the file at `path` (None when it cannot be read), hashed once per
+    process while the file stays the same (by inode, size, mtime and ctime). With `fh`
+    (open on `path`), that very file is hashed, whatever is at `path` by then. Read, not
+    mapped: a file truncated under a mapping would kill the process with SIGBUS."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if fh is None:
+                fh = stack.enter_context(open(path, "rb"))
+            st = os.fstat(fh.fileno())
+            key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = _digests.get(key)
+            if known is not None:
+                return known
+            fh.seek(0)
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+    _digests[key] = digest
+    return digest
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a temporary name beside it, then a rename (so a
+    reader, or a build killed halfway, never sees part of an entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def evict(path: Path) -> None:
+    """Remove a cache entry that failed its check (renamed away first, as `remove`)."""
+    remove(path.parent, [Item("", path.name, 0, 0.0, False)])
+
+
+# Sealed files: a cache file whose name ends in the sha256 of its bytes,
+# <key>.<sha256><suffix>. The key says what it was made from (a template and its
+# variables, a source file), the digest what it holds, so reading it back checks it.
+
+
+def sealed_path(folder: Path, key: str, data: bytes, suffix: str) -> Path:
+    return folder / f"{key}.{hashlib.sha256(data).hexdigest()}{suffix}"
+
+
+def write_sealed(folder: Path, key: str, data: bytes, suffix: str) -> Path:
+    path = sealed_path(folder, key, data, suffix)
+    write_atomic(path, data)
+    return path
+
+
+def sealed_digest(path: Path, suffix: str) -> str:
+    """The sha256 a sealed file's name promises ('' if the name is not one)."""
+    name = path.name[: -len(suffix)] if path.name.endswith(suffix) else ""
+    digest = name.rpartition(".")[2]
+    return digest if len(digest) == 64 else ""
+
+
+def listing(folder: Path) -> list[str]:
+    """The names in `folder`; none when it does not exist (yet)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def find_sealed(names: Iterable[str], folder: Path, key: str, suffix: str) -> list[Path]:
+    """The sealed files for `key` among `names` (a listing of `folder`), in name order."""
+    prefix = f"{key}."
+    return [
+        folder / n
+        for n in sorted(names)
+        if n.startswith(prefix) and n.endswith(suffix) and len(n) == len(prefix) + 64 + len(suffix)
+    ]
+
+
+def read_sealed(path: Path, suffix: str, what: str) -> bytes | None:
+    """A sealed file's bytes if they are those its name promises; otherwise one warning,
+    the file removed, and None (the caller makes it again)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() == sealed_digest(path, suffix):
+        return data
+    warn(path, f"{path}: this cached {what} does not match its sha256; making it again")
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
 # -- recording what a build needed ------------------------------------------------------
 
 
@@ -60,10 +184,8 @@ def record_build(root: Path, needed: Iterable[Path], started: float) -> list[str
     items = sorted({item for p in needed if (item := _item_of(root, p)) is not None})
     path = root / LAST_BUILD
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"started": started, "items": items}, separators=(",", ":")))
-        os.replace(tmp, path)
+        data = {"started": started, "items": items}
+        write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
     return items
 
 
@@ -81,6 +203,12 @@ def _item_of(root: Path, path: Path) -> str | None:
     if n is None or len(parts) < n:
         return None
     return "/".join(parts[:n])
+
+
+def item_path(root: Path, path: Path) -> Path | None:
+    """The cache item (a dependency set's folder, a download's, one .pyc) holding `path`."""
+    item = _item_of(root, path)
+    return root / item if item is not None else None
 
 
 def last_build(root: Path) -> tuple[set[str], float]:

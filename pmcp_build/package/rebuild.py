@@ -28,7 +28,7 @@ from pathlib import Path
 from pmcp_build import __version__
 from pmcp_build.layout.model import Entry, Layout, make_layout, normal_mode
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.write import Package, write_package
+from pmcp_build.package.write import CacheDamaged, Package, write_package
 from pmcp_build.package.zipwriter import FORMAT
 
 RECORD = ".build-inputs.json"
@@ -150,7 +150,8 @@ def forget(out_dir: Path) -> None:
 
 def rebuild(manifest: Path) -> Package | None:
     """The package, if the last build's record proves the inputs unchanged but for file
-    contents; None when a full build is needed."""
+    contents; None when a full build is needed (also when a cached file it names failed
+    its check: the full build makes that again)."""
     manifest = manifest.resolve()
     out_dir = manifest.parent / ".pmcp" / "dist"
     try:
@@ -180,7 +181,10 @@ def rebuild(manifest: Path) -> Package | None:
         layout = make_layout(entries, runtime, handler, architecture, left_out)
     except Exception:  # any doubt: the full build decides, and reports
         return None
-    package = write_package(layout, out_dir, data["name"])
+    try:
+        package = write_package(layout, out_dir, data["name"])
+    except CacheDamaged:
+        return None  # warned; the full build evicts it and makes it again
     if changed:
         # Edited files: record their new signatures so the next build need not rehash.
         path = out_dir / RECORD

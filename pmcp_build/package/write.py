@@ -14,11 +14,14 @@ import os
 import time
 from pathlib import Path
 
+from pmcp_build.errors import UserError
 from pmcp_build.layout.model import Entry, Layout
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.zipwriter import (
+    DEPENDENCY_PACK,
     FORMAT,
+    ContentChanged,
     MemberCache,
     MemberPack,
     index_zip,
@@ -68,25 +71,44 @@ def dependency_set(layout: Layout) -> Path | None:
     return None
 
 
+class CacheDamaged(Exception):
+    """A cached file the layout was built from no longer holds the bytes the layout
+    hashed: `item` (a cache item's folder or file) is to be evicted and the layout
+    resolved again. Warned about already."""
+
+    def __init__(self, item: Path) -> None:
+        super().__init__(str(item))
+        self.item = item
+
+
 def _reuse(index: Path, out_dir: Path, name: str) -> tuple[str, Path] | None:
     """The zip of an earlier build of the same layout, if it is still there unchanged.
 
-    The index records the zip's sha256 and its size and mtime when written: matching
-    size and mtime_ns stand for an unchanged file (as git's index does), so a warm build
-    does not re-hash the package."""
+    The index records the zip's sha256; the zip is hashed before it is reused (once per
+    process: ~1 GB/s), so a zip changed in place, whatever its size and mtime, is
+    written again rather than deployed."""
     try:
-        digest, size, mtime_ns = index.read_text().split()
+        digest = index.read_text().split()[0]
         existing = out_dir / f"{name}-{digest[:12]}.zip"
-        st = existing.stat()
-    except (OSError, ValueError):
+        if not existing.is_file():
+            return None
+    except (OSError, ValueError, IndexError):
         return None
-    if st.st_size != int(size) or st.st_mtime_ns != int(mtime_ns):
+    if cache_store.file_sha256(existing) != digest:
+        cache_store.warn(
+            existing,
+            f"{existing}: does not match the sha256 it was built with ({digest[:12]}); "
+            "writing it again",
+        )
         return None
     cache_store.touch(index)
     return digest, existing
 
 
 def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
+    """Write (or reuse) the layout's zip in `out_dir`. Raises CacheDamaged when a cached
+    file the layout names changed in the cache, UserError when a source file changed
+    while it was being packaged."""
     started = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     root = cache_dir()
@@ -96,29 +118,52 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     if reused is not None:
         digest, final = reused
     else:
-        # Unchanged members come out of the previous build's zip and the dependency
-        # set's pack: two mmaps, whatever the file count.
-        previous = MemberPack(out_dir / f".{name}.members.json")
-        dep_pack = MemberPack(deps / "members.json") if deps is not None else None
-        packs = (previous, dep_pack) if dep_pack is not None else (previous,)
-        tmp = out_dir / f".{name}-building.zip"
-        digest, written = write_zip(layout, tmp, MemberCache(packs))
-        final = out_dir / f"{name}-{digest[:12]}.zip"
-        os.replace(tmp, final)
-        index_zip(out_dir / f".{name}.members.json", final, written)
-        if deps is not None and dep_pack is not None and len(dep_pack) == 0:
-            in_deps = [
-                w for e, w in zip(layout.entries, written, strict=True) if e.origin == "dependency"
-            ]
-            write_pack(deps / "members.json", final, in_deps)
-        st = final.stat()
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
+        digest, final = _write(layout, out_dir, name, deps)
+        cache_store.write_atomic(index, f"{digest}\n".encode())
     for old in out_dir.glob(f"{name}-*.zip"):
         if old != final:  # dist/ holds the current build; deployments keep their own copy
             old.unlink(missing_ok=True)
     _record_uses(root, layout, index, deps, started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
+
+
+def _write(layout: Layout, out_dir: Path, name: str, deps: Path | None) -> tuple[str, Path]:
+    """Write the zip: unchanged members come out of the previous build's zip and the
+    dependency set's pack (two mmaps, whatever the file count, each checked against
+    its sha256 before use), the rest is compressed."""
+    previous = MemberPack(out_dir / f".{name}.members.json", "the previous build's zip")
+    dep_pack = MemberPack(deps / "members.json", DEPENDENCY_PACK) if deps else None
+    packs = (previous, dep_pack) if dep_pack is not None else (previous,)
+    tmp = out_dir / f".{name}-building.zip"
+    try:
+        digest, written = write_zip(layout, tmp, MemberCache(packs))
+    except ContentChanged as exc:
+        raise _changed(exc.entry) from None
+    final = out_dir / f"{name}-{digest[:12]}.zip"
+    os.replace(tmp, final)
+    index_zip(out_dir / f".{name}.members.json", final, written, digest)
+    if deps is not None and dep_pack is not None and dep_pack.needs_writing():
+        in_deps = [
+            w for e, w in zip(layout.entries, written, strict=True) if e.origin == "dependency"
+        ]
+        write_pack(deps / "members.json", final, in_deps)
+    return digest, final
+
+
+def _changed(entry: Entry) -> Exception:
+    """What a file whose bytes moved under the writer means: a cached one is the cache's
+    fault (warned, and rebuilt by the caller), a source file was edited mid-build."""
+    root = cache_dir()
+    src = entry.src
+    item = cache_store.item_path(root, src) if src is not None else None
+    if src is None or item is None:
+        return UserError(
+            f"{src or entry.path}: changed while the package was being built; build again"
+        )
+    cache_store.warn(
+        item, f"{src}: changed in the build cache since it was written; rebuilding {item}"
+    )
+    return CacheDamaged(item)
 
 
 def _record_uses(
@@ -148,9 +193,5 @@ def _record_uses(
 
 
 def _rendered(folder: Path, entry: Entry) -> list[Path]:
-    """The render cache's copy of a generated file (found by content: few, tiny files)."""
-    try:
-        candidates = [p for p in folder.iterdir() if p.stat().st_size == entry.size]
-    except OSError:
-        return []
-    return [p for p in candidates if hashlib.sha256(p.read_bytes()).hexdigest() == entry.sha256]
+    """The render cache's copy of a generated file (sealed: its name ends in its sha256)."""
+    return sorted(folder.glob(f"*.{entry.sha256}.py"))

@@ -30,11 +30,12 @@ import struct
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import deflate
 
 from pmcp_build.layout.model import Entry, Layout
+from pmcp_build.package import cache as cache_store
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,40 +122,76 @@ def _incompressible(data: bytes) -> bool:
     return len(deflate.deflate_compress(sample, 1)) > len(sample) * 0.97
 
 
+DEPENDENCY_PACK = "the dependency set's member pack"  # what warnings call it
+
+
 class MemberPack:
     """Compressed members of many files in one file, indexed by content sha256.
 
     Two kinds: a dependency set's pack (its ~1,000 members in one file, shared by every
     project using the set) and the previous build's zip itself, so a rebuild copies the
     unchanged members out of one mmap instead of opening one cache file per member.
-    The index (JSON beside it) names the file, its size and, for a zip in dist/ that a
-    person could replace, its mtime; a pack that does not match is ignored.
+
+    The index (JSON beside it) names the file, its size and its sha256, and the folder
+    it belongs in (`owner`: an index moved to another dependency set is not that set's).
+    The file is hashed once per process before any member is copied out of it (the
+    writer's one extra read on a rebuild); one that does not match is a warning, and
+    its members are compressed again from their sources. An index written by another
+    version of the tool (another format, no sha256) is passed over quietly.
     """
 
-    def __init__(self, index: Path) -> None:
+    def __init__(self, index: Path, label: str = "member pack") -> None:
         self.index_path = index
+        self.label = label  # what the warning calls it: "the dependency set's member pack"
+        self._meta: dict[str, Any] | None = None
         self._index: dict[str, list[int]] | None = None
         self._map: mmap.mmap | None = None
+        self.rejected = False  # the pack failed its check (and has been warned about)
+
+    def _read_index(self) -> dict[str, Any]:
+        """The index if it is one this version wrote for this folder; {} otherwise."""
+        if self._meta is None:
+            self._meta = {}
+            try:
+                meta = json.loads(self.index_path.read_text())
+                if meta.get("format") == FORMAT and isinstance(meta.get("sha256"), str):
+                    if meta.get("owner") != self.index_path.parent.name:
+                        where = self.index_path.parent / str(meta.get("file"))
+                        self._reject(where, f"its index {self.index_path} is another folder's")
+                    elif isinstance(meta.get("members"), dict):
+                        self._meta = meta
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass
+        return self._meta
 
     def _load(self) -> dict[str, list[int]]:
         if self._index is None:
             self._index = {}
+            meta = self._read_index()
+            if not meta:
+                return self._index
             try:
-                index = json.loads(self.index_path.read_text())
-                if index.get("format") != FORMAT:
-                    return self._index
-                with open(self.index_path.parent / index["file"], "rb") as fh:
-                    st = os.fstat(fh.fileno())
-                    if st.st_size != index["size"] or index.get("mtime_ns", st.st_mtime_ns) != (
-                        st.st_mtime_ns
-                    ):
+                path = self.index_path.parent / meta["file"]
+                with open(path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if size != meta["size"]:
+                        self._reject(path, f"{path} is {size} bytes, its index says {meta['size']}")
                         return self._index
-                    if st.st_size:
+                    if cache_store.file_sha256(path, fh) != meta["sha256"]:
+                        self._reject(path, f"{path} does not match the sha256 it was written with")
+                        return self._index
+                    if size:
                         self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                self._index = index["members"]
+                self._index = meta["members"]
             except (OSError, ValueError, KeyError, TypeError):
                 self._index = {}
         return self._index
+
+    def _reject(self, path: Path, why: str) -> None:
+        """Warned once per file (the zip a reuse check found changed is not warned
+        about again as a pack)."""
+        self.rejected = True
+        cache_store.warn(path, f"{self.label}: {why}; compressing its members again")
 
     def get(self, sha256: str) -> Member | None:
         found = self._load().get(sha256)
@@ -166,21 +203,27 @@ class MemberPack:
     def __len__(self) -> int:
         return len(self._load())
 
+    def needs_writing(self) -> bool:
+        """No usable pack: never written, written by another version, or one that failed
+        its check. Reads the index only: the file is hashed when a member is wanted."""
+        return self.rejected or not self._read_index()
+
 
 def _write_index(index: Path, meta: dict[str, object]) -> None:
-    tmp = index.with_name(f".{index.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"format": FORMAT, **meta}, separators=(",", ":")))
-    os.replace(tmp, index)
+    data = {"format": FORMAT, "owner": index.parent.name, **meta}
+    cache_store.write_atomic(index, json.dumps(data, separators=(",", ":")).encode())
 
 
-def index_zip(index: Path, zip_path: Path, members: list[Written]) -> None:
-    """Make a freshly written zip a pack for the next build (its index beside it)."""
-    st = zip_path.stat()
+def index_zip(
+    index: Path, zip_path: Path, members: list[Written], digest: str | None = None
+) -> None:
+    """Make a freshly written zip (whose sha256 is `digest`; hashed when not given) a
+    pack for the next build."""
+    size = zip_path.stat().st_size
+    digest = digest or cache_store.file_sha256(zip_path)
     table = {m.sha256: [m.method, m.crc, m.offset, m.length] for m in members}
     rel = os.path.relpath(zip_path, index.parent)
-    _write_index(
-        index, {"file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "members": table}
-    )
+    _write_index(index, {"file": rel, "size": size, "sha256": digest, "members": table})
 
 
 def write_pack(index: Path, zip_path: Path, members: list[Written]) -> None:
@@ -189,17 +232,25 @@ def write_pack(index: Path, zip_path: Path, members: list[Written]) -> None:
     pack = index.with_suffix(".pack")
     tmp = pack.with_name(f".{pack.name}.tmp{os.getpid()}")
     table: dict[str, list[int]] = {}
+    digest = hashlib.sha256()
     offset = 0
-    with open(zip_path, "rb") as src, open(tmp, "wb") as out:
-        for m in members:
-            if m.sha256 in table:
-                continue
-            src.seek(m.offset)
-            out.write(src.read(m.length))
-            table[m.sha256] = [m.method, m.crc, offset, m.length]
-            offset += m.length
-    os.replace(tmp, pack)
-    _write_index(index, {"file": pack.name, "size": offset, "members": table})
+    try:
+        with open(zip_path, "rb") as src, open(tmp, "wb") as out:
+            for m in members:
+                if m.sha256 in table:
+                    continue
+                src.seek(m.offset)
+                payload = src.read(m.length)
+                out.write(payload)
+                digest.update(payload)
+                table[m.sha256] = [m.method, m.crc, offset, m.length]
+                offset += m.length
+        os.replace(tmp, pack)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_index(
+        index, {"file": pack.name, "size": offset, "sha256": digest.hexdigest(), "members": table}
+    )
 
 
 class MemberCache:
@@ -216,12 +267,21 @@ class MemberCache:
         return None
 
 
+class ContentChanged(Exception):
+    """A file's bytes are not those its layout entry hashed: edited during the build, or
+    (a cached file) changed in the cache. The writer stops; the caller decides."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(f"{entry.path} changed while the package was being built")
+        self.entry = entry
+
+
 def _produce(batch: list[Entry]) -> list[Member]:
     members = []
     for entry in batch:
         data = entry.read()
         if hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise RuntimeError(f"{entry.path} changed while the package was being built")
+            raise ContentChanged(entry)
         members.append(compress(data))
     return members
 

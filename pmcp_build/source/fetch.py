@@ -6,12 +6,18 @@ for the whole download (default 300; a server that drips a byte every few second
 cut off, not waited for), `PMCP_DOWNLOAD_LIMIT_MB` (default 100), at most 10 redirects;
 unpacked: 250 MB in all, 100 MB per entry, 50,000 entries, no entry expanding more
 than 200:1, no absolute paths, `..`, symlinks, duplicates or file/folder clashes.
+
+The unpacked tree (sources/<sha256>/tree/) is published whole by a rename, with
+`files.json` beside it: every file's path, mode and sha256. Each use hashes the tree
+against it (a source is small: a few ms); a tree that differs (a file edited, added,
+removed, its mode changed) is one warning line and is downloaded and unpacked again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -23,6 +29,7 @@ from typing import Any
 
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
+from pmcp_build.package import cache as cache_store
 
 EXTRACT_LIMIT = 250 * 1024 * 1024
 MEMBER_LIMIT = 100 * 1024 * 1024
@@ -57,8 +64,13 @@ def fetch_zip(url: str, sha256: str, cache_dir: Path, archive: Path | None = Non
     """Download (unless `archive` holds it already), verify and unpack a source zip;
     cached by its sha256."""
     dest = cache_dir / "sources" / sha256
-    if (dest / ".complete").exists():
-        return dest / "tree"
+    if dest.exists():
+        problem = _tree_problem(dest)
+        if problem is None:
+            return dest / "tree"
+        if problem:  # "": written by an earlier version, without files.json
+            cache_store.warn(dest, f"{dest}: {problem}; downloading {url} again")
+        cache_store.evict(dest)
     with tempfile.TemporaryDirectory(prefix="pmcp-src-") as tmp:
         if archive is None:
             archive = Path(tmp) / "source.zip"
@@ -76,12 +88,55 @@ def fetch_zip(url: str, sha256: str, cache_dir: Path, archive: Path | None = Non
         dest.parent.mkdir(parents=True, exist_ok=True)
         final = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=dest.parent))
         shutil.move(str(staging), final / "tree")
+        (final / FILES).write_text(json.dumps(_tree_files(final / "tree"), sort_keys=True))
         (final / ".complete").write_text(url)
         try:
             os.replace(final, dest)
         except OSError:
             shutil.rmtree(final, ignore_errors=True)  # another build won the race
     return dest / "tree"
+
+
+FILES = "files.json"
+
+
+def _tree_files(tree: Path) -> dict[str, list[object]]:
+    """Every file under `tree`: path -> [mode, sha256]; anything else that is not a
+    folder (a symlink, a fifo: never unpacked, so put there since) -> ["not a file"]."""
+    found: dict[str, list[object]] = {}
+    for dirpath, dirnames, filenames in os.walk(tree):
+        base = Path(dirpath)
+        rel = base.relative_to(tree).as_posix()
+        prefix = "" if rel == "." else f"{rel}/"
+        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
+            path = base / name
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                found[prefix + name] = ["not a file"]
+                continue
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            found[prefix + name] = [mode, sha256_file(path)]
+    return found
+
+
+def _tree_problem(dest: Path) -> str | None:
+    """What differs between a cached download and the files.json written with it: None
+    when nothing, "" when it has no files.json (an earlier version's: not a warning)."""
+    try:
+        recorded = json.loads((dest / FILES).read_text())
+        (dest / ".complete").stat()
+    except (OSError, ValueError):
+        return ""
+    try:
+        found = _tree_files(dest / "tree")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if found == recorded:
+        return None
+    changed = sorted(set(found) ^ set(recorded)) or sorted(
+        p for p in found if found[p] != recorded[p]
+    )
+    return f"tree/{changed[0]} differs from what was unpacked"
 
 
 def sha256_file(path: Path) -> str:
