@@ -14,6 +14,7 @@ from pmcp_build.cli.app import (
     JsonOption,
     ManifestOption,
     PythonOption,
+    RemoteCacheOption,
     Sha256Option,
     SourceUrlOption,
     app,
@@ -44,9 +45,13 @@ def build(
     sha256: Sha256Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
     from pmcp_build.layout.view import build_json, layout_lines
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
 
     loaded = load(file, source_url, sha256, None, python, architecture)
     if target:

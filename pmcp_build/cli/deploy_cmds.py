@@ -19,6 +19,7 @@ from pmcp_build.cli.app import (
     JsonOption,
     ManifestOption,
     PythonOption,
+    RemoteCacheOption,
     S3Option,
     Sha256Option,
     SourceUrlOption,
@@ -132,10 +133,14 @@ def plan_cmd(
     s3: S3Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
 ) -> None:
     """Show the package and the actions needed to deploy it."""
     from pmcp_build.deploy import saved
     from pmcp_build.deploy.plan import make_plan
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
 
     if refresh.lower() not in ("true", "false"):
         raise typer.BadParameter("must be true or false", param_hint="--refresh")
@@ -205,11 +210,15 @@ def apply(
     s3: S3Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
 ) -> None:
     """Carry out the plan (or a saved one, exactly): upload, create, update. Idempotent."""
     from pmcp_build.deploy import saved
     from pmcp_build.deploy.apply import execute
     from pmcp_build.deploy.plan import make_plan
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
 
     data = saved.load(plan_file) if plan_file is not None else None
     if data is not None:
