@@ -95,9 +95,7 @@ def _build(cli: Any, project: Path, *extra: str) -> tuple[str, list[str]]:
 def _keys(s3: Any, under: str = "") -> dict[str, bytes]:
     listing = s3.list_objects_v2(Bucket=CACHE_BUCKET, Prefix=f"{PREFIX}/{under}")
     return {
-        o["Key"][len(PREFIX) + 1 :]: s3.get_object(Bucket=CACHE_BUCKET, Key=o["Key"])[
-            "Body"
-        ].read()
+        o["Key"][len(PREFIX) + 1 :]: s3.get_object(Bucket=CACHE_BUCKET, Key=o["Key"])["Body"].read()
         for o in listing.get("Contents", [])
     }
 

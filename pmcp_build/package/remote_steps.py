@@ -192,7 +192,7 @@ def fetch_package(layout: Layout, out_dir: Path, name: str) -> None:
         return
     fingerprint = layout_fingerprint(layout)
     index = cache_store.cache_dir() / "packages" / fingerprint
-    if index.exists():
+    if index.exists() or not _has_pack(layout):
         return
     doc = store.get_action(remote.action_key("package", fingerprint))
     sha256 = doc.get("zip") if doc else None
@@ -209,6 +209,17 @@ def fetch_package(layout: Layout, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_store.write_atomic(out_dir / f"{name}-{sha256[:12]}.zip", data)
     cache_store.write_atomic(index, f"{sha256}\n".encode())
+
+
+def _has_pack(layout: Layout) -> bool:
+    """Whether the layout's dependency set (if any) has its member pack. One installed
+    here has none until its first zip is written locally, which writes the pack: so
+    that set's zip is written, not fetched, and the set can be stored again whole."""
+    from pmcp_build.package.write import dependency_set
+    from pmcp_build.package.zipwriter import MemberPack
+
+    deps = dependency_set(layout)
+    return deps is None or not MemberPack(deps / "members.json").needs_writing()
 
 
 def zip_problem(data: bytes, layout: Layout) -> str | None:
