@@ -209,6 +209,14 @@ RemoteCacheOption = Annotated[
         help="Read and write a shared build cache (default: $PMCP_BUILD_REMOTE_CACHE).",
     ),
 ]
+AllManifestsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--all-manifests",
+        metavar="DIR",
+        help="Every metorial.toml under DIR, a few at a time ($PMCP_BUILD_JOBS).",
+    ),
+]
 
 
 def load(file: Path, *synth: str | None) -> LoadedManifest:
