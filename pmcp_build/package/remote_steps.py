@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # Objects an action entry named that the store did not have (deleted, or damaged and
 # not used): this build makes them and stores them again, where write-once allows.
 _missing: set[str] = set()
+_fetched: set[str] = set()  # source zips this process read from the store
 
 SET_FILES = ("members.pack", "members.json", "origins.json", "entries.json", "seal.json")
 
@@ -170,12 +171,13 @@ def fetch_source(sha256: str, archive: Path) -> str | None:
     if data is None:
         return None
     archive.write_bytes(data)
+    _fetched.add(sha256)
     return sha256
 
 
 def publish_source(sha256: str, archive: Path) -> None:
     store = remote.active()
-    if store is not None:
+    if store is not None and sha256 not in _fetched:
         store.put(sha256, archive)
 
 
