@@ -26,7 +26,7 @@ import pytest
 from botocore.stub import Stubber
 
 from pmcp_build.package import cache as cache_store
-from pmcp_build.package import remote
+from pmcp_build.package import remote, remote_steps
 
 from .conftest import EXAMPLES
 
@@ -61,6 +61,8 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
         monkeypatch.setenv("UV_CACHE_DIR", str(home / "uv-cache"))
         for memo in ("_warned", "_digests"):
             getattr(cache_store, memo).clear()
+        for seen in ("_missing", "_fetched", "_absent"):
+            getattr(remote_steps, seen).clear()
         remote._active.clear()
         project = home / "work" / "python-server"
         if not project.exists():

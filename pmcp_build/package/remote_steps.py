@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package import remote
@@ -37,6 +37,19 @@ if TYPE_CHECKING:
 # not used): this build makes them and stores them again, where write-once allows.
 _missing: set[str] = set()
 _fetched: set[str] = set()  # source zips this process read from the store
+_absent: set[str] = set()  # action keys this process looked up and did not find
+
+
+def _lookup(store: remote.RemoteCache, key: str) -> dict[str, Any] | None:
+    """An action entry, asked for once per process (publishing after a miss does not
+    ask again)."""
+    if key in _absent:
+        return None
+    doc = store.get_action(key)
+    if doc is None:
+        _absent.add(key)
+    return doc
+
 
 SET_FILES = ("members.pack", "members.json", "origins.json", "entries.json", "seal.json")
 
@@ -63,7 +76,7 @@ def restore_set(key: str, dest: Path) -> bool:
     store = remote.active()
     if store is None:
         return False
-    doc = store.get_action(_set_action(key))
+    doc = _lookup(store, _set_action(key))
     files = doc.get("files") if doc else None
     if not isinstance(files, dict) or sorted(files) != sorted(SET_FILES):
         return False
@@ -85,6 +98,7 @@ def restore_set(key: str, dest: Path) -> bool:
             os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _note(_published("deps", key, store))  # it is there: nothing to store
     return dest.exists()
 
 
@@ -128,7 +142,7 @@ def publish_set(dest: Path | None) -> None:
     if any(d is None for d in digests.values()) or not _sound(dest, digests):
         return
     key = _set_action(dest.name)
-    entry = store.get_action(key)
+    entry = _lookup(store, key)
     if entry is not None and entry.get("files") == digests:
         repaired = [store.put(str(d), dest / n) for n, d in digests.items() if d in _missing]
         if all(repaired):
@@ -196,7 +210,8 @@ def fetch_package(layout: Layout, out_dir: Path, name: str) -> None:
     index = cache_store.cache_dir() / "packages" / fingerprint
     if index.exists() or not _has_pack(layout):
         return
-    doc = store.get_action(remote.action_key("package", fingerprint))
+    key = remote.action_key("package", fingerprint)
+    doc = _lookup(store, key)
     sha256 = doc.get("zip") if doc else None
     if not isinstance(sha256, str):
         return
@@ -211,6 +226,7 @@ def fetch_package(layout: Layout, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_store.write_atomic(out_dir / f"{name}-{sha256[:12]}.zip", data)
     cache_store.write_atomic(index, f"{sha256}\n".encode())
+    _note(_published("package", key, store))
 
 
 def _has_pack(layout: Layout) -> bool:
@@ -251,7 +267,7 @@ def publish_package(layout: Layout, path: Path, sha256: str) -> None:
     marker = _published("package", key, store)
     if marker.exists():
         return
-    entry = store.get_action(key)
+    entry = _lookup(store, key)
     if entry is not None and entry.get("zip") == sha256:
         stored = sha256 not in _missing or store.put(sha256, path)
     else:
