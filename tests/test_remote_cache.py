@@ -301,6 +301,7 @@ class StallingProxy:
         self.upstream = upstream_port
         self.large = large
         self.stalled = threading.Event()
+        self.released = threading.Event()
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
@@ -340,7 +341,8 @@ class StallingProxy:
                     dst.sendall(head + b"\r\n\r\n" + buffer[: length // 2])
                     self.stalled_key = head.split(b" ")[1].decode()
                     self.stalled.set()
-                    time.sleep(3600)
+                    self.released.wait(600)
+                    return  # the connection closes with half the body sent
                 while len(buffer) < length:
                     buffer += src.recv(65536)
                 dst.sendall(head + b"\r\n\r\n" + buffer[:length])
@@ -364,6 +366,7 @@ class StallingProxy:
         return both()
 
     def close(self) -> None:
+        self.released.set()
         self.server.close()
 
 
