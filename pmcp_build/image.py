@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 
 def require_inputs(inputs: SynthInputs) -> None:
+    from pmcp_build.package import remote
+
+    remote.configure(None)  # PMCP_BUILD_REMOTE_CACHE, checked before the download
     missing = [
         name
         for name, value in (("ZIP_URL", inputs.source_url), ("S3_BUCKET/S3_KEY", inputs.s3))

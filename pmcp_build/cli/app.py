@@ -203,6 +203,22 @@ ArchOption = Annotated[
     str | None,
     typer.Option("--architecture", help="Manifest-less: arm64 or x86_64 (default x86_64)."),
 ]
+RemoteCacheOption = Annotated[
+    str | None,
+    typer.Option(
+        "--remote-cache",
+        metavar="s3://BUCKET/PREFIX",
+        help="Read and write a shared build cache (default: $PMCP_BUILD_REMOTE_CACHE).",
+    ),
+]
+AllManifestsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--all-manifests",
+        metavar="DIR",
+        help="Every metorial.toml under DIR, a few at a time ($PMCP_BUILD_JOBS).",
+    ),
+]
 
 
 def load(file: Path, *synth: str | None) -> LoadedManifest:

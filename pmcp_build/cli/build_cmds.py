@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pmcp_build.cli.app import (
+    AllManifestsOption,
     ArchOption,
     JsonOption,
     ManifestOption,
     PythonOption,
+    RemoteCacheOption,
     Sha256Option,
     SourceUrlOption,
     app,
@@ -44,9 +46,18 @@ def build(
     sha256: Sha256Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
+    all_manifests: AllManifestsOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
     from pmcp_build.layout.view import build_json, layout_lines
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
+    if all_manifests is not None:
+        no_single_options(file, source_url, sha256, python, architecture)
+        argv = ["build", *(["-t", target] if target else []), *(["--json"] if json_out else [])]
+        run_workspace(all_manifests, argv, json_out)
 
     loaded = load(file, source_url, sha256, None, python, architecture)
     if target:
@@ -59,6 +70,39 @@ def build(
         out.print(line, markup=False)
     print_load_report(report)
     out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+
+
+def no_single_options(file: Path, *synth: str | None) -> None:
+    """--all-manifests finds the manifests: options naming one are usage errors."""
+    if file != Path(MANIFEST_NAME) or any(v is not None for v in synth):
+        raise typer.BadParameter(
+            "-f and the manifest-less options name one server; drop them (each server's "
+            "folder holds its metorial.toml)",
+            param_hint="--all-manifests",
+        )
+
+
+def run_workspace(
+    root: Path,
+    argv: list[str],
+    json_out: bool,
+    changes_code: int | None = None,
+    detailed: bool = False,
+) -> None:
+    """Run `argv` for every server under `root`; print a section each (or one JSON
+    document); exit as one manifest would (1 when any failed)."""
+    import subprocess
+
+    from pmcp_build import workspace
+
+    runs = workspace.run_all(root, workspace.find_manifests(root), argv, subprocess.run)
+    if json_out:
+        sys.stdout.write(json.dumps(workspace.to_json(runs, changes_code), indent=2) + "\n")
+    else:
+        for line in workspace.text_lines(runs, changes_code):
+            out.print(line, markup=False)
+    code = workspace.exit_code(runs, changes_code, detailed)
+    raise typer.Exit(code)
 
 
 def print_load_report(report: LoadReport | None) -> None:

@@ -14,10 +14,12 @@ from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
 from pmcp_build.cli.app import (
+    AllManifestsOption,
     ArchOption,
     JsonOption,
     ManifestOption,
     PythonOption,
+    RemoteCacheOption,
     S3Option,
     Sha256Option,
     SourceUrlOption,
@@ -131,10 +133,25 @@ def plan_cmd(
     s3: S3Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
+    all_manifests: AllManifestsOption = None,
 ) -> None:
     """Show the package and the actions needed to deploy it."""
     from pmcp_build.deploy import saved
     from pmcp_build.deploy.plan import make_plan
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
+    if all_manifests is not None:
+        from pmcp_build.cli.build_cmds import no_single_options, run_workspace
+
+        no_single_options(file, source_url, sha256, s3, python, architecture)
+        if out_file is not None or print_manifest:
+            raise typer.BadParameter("--out and --print-manifest name one server")
+        argv = ["plan", "--detailed-exitcode", f"--refresh={refresh}"]
+        argv += [a for t in target or [] for a in ("-t", t)]
+        argv += (["--no-refresh"] if no_refresh else []) + (["--json"] if json_out else [])
+        run_workspace(all_manifests, argv, json_out, CHANGES_EXIT, detailed_exitcode)
 
     if refresh.lower() not in ("true", "false"):
         raise typer.BadParameter("must be true or false", param_hint="--refresh")
@@ -204,11 +221,28 @@ def apply(
     s3: S3Option = None,
     python: PythonOption = None,
     architecture: ArchOption = None,
+    remote_cache: RemoteCacheOption = None,
+    all_manifests: AllManifestsOption = None,
 ) -> None:
     """Carry out the plan (or a saved one, exactly): upload, create, update. Idempotent."""
     from pmcp_build.deploy import saved
     from pmcp_build.deploy.apply import execute
     from pmcp_build.deploy.plan import make_plan
+    from pmcp_build.package import remote
+
+    remote.configure(remote_cache)
+    if all_manifests is not None:
+        from pmcp_build.cli.build_cmds import no_single_options, run_workspace
+
+        no_single_options(file, source_url, sha256, s3, python, architecture)
+        if plan_file is not None or not auto_approve:
+            raise typer.BadParameter(
+                "needs --auto-approve and no PLANFILE (servers are applied side by side; "
+                "review them with `pmcp-build plan --all-manifests DIR` first)"
+            )
+        argv = ["apply", "--auto-approve", *(["--all"] if all_targets else [])]
+        argv += [a for t in target or [] for a in ("-t", t)] + (["--json"] if json_out else [])
+        run_workspace(all_manifests, argv, json_out)
 
     data = saved.load(plan_file) if plan_file is not None else None
     if data is not None:

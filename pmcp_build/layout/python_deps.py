@@ -106,6 +106,10 @@ def install(
         req_text if locked is None else f"locked\n{locked}", python, architecture, with_boot
     )
     dest = cache_dir / "deps" / key
+    if not dest.exists():
+        from pmcp_build.package import remote_steps
+
+        remote_steps.restore_set(key, dest)  # a shared cache's copy, checked below
     if dest.exists():
         found = checked_set(dest)
         if found is not None:

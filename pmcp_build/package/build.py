@@ -19,7 +19,7 @@ from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
 from pmcp_build.package import cache as cache_store
-from pmcp_build.package import rebuild
+from pmcp_build.package import rebuild, remote_steps
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.write import (
     CacheDamaged,
@@ -243,6 +243,7 @@ def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
     it anew (reinstalled, recompiled, downloaded), once."""
     out_dir = loaded.root / ".pmcp" / "dist"
     name = loaded.manifest.server.name
+    remote_steps.fetch_package(layout, out_dir, name)  # a shared cache's zip, checked
     try:
         package = write_package(layout, out_dir, name)
     except CacheDamaged as damaged:
@@ -256,6 +257,8 @@ def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
                 "process writing to the build cache? Remove it and build again"
             ) from None
     _record_inputs(loaded, layout, out_dir)
+    remote_steps.publish_set(dependency_set(package.layout))
+    remote_steps.publish_package(package.layout, package.path, package.sha256)
     return package
 
 

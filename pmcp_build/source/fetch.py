@@ -30,6 +30,7 @@ from typing import Any
 from pmcp_build.errors import UserError
 from pmcp_build.manifest.model import MANIFEST_NAME
 from pmcp_build.package import cache as cache_store
+from pmcp_build.package import remote_steps
 
 EXTRACT_LIMIT = 250 * 1024 * 1024
 MEMBER_LIMIT = 100 * 1024 * 1024
@@ -74,7 +75,7 @@ def fetch_zip(url: str, sha256: str, cache_dir: Path, archive: Path | None = Non
     with tempfile.TemporaryDirectory(prefix="pmcp-src-") as tmp:
         if archive is None:
             archive = Path(tmp) / "source.zip"
-            digest = _download(url, archive)
+            digest = remote_steps.fetch_source(sha256, archive) or _download(url, archive)
         else:
             digest = sha256_file(archive)
         if digest != sha256:
@@ -82,6 +83,7 @@ def fetch_zip(url: str, sha256: str, cache_dir: Path, archive: Path | None = Non
                 f"[source].url: {url} has sha256 {digest}, but [source].sha256 pins {sha256}; "
                 "if the new archive is trusted, update sha256"
             )
+        remote_steps.publish_source(sha256, archive)
         staging = Path(tmp) / "tree"
         safe_extract(archive, staging, label=url)
         _unwrap_single_folder(staging)
