@@ -158,8 +158,12 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-@pytest.mark.parametrize("what", ["members.pack", "entries.json", "package zip"])
-@pytest.mark.parametrize("how", sorted(DAMAGE))
+# Each damage once and each object once (a diagonal of the 3x3): every pair costs a
+# build on two machines, and the check is the same sha256 whatever the damage.
+@pytest.mark.parametrize(
+    ("what", "how"),
+    [("members.pack", "flipped"), ("entries.json", "truncated"), ("package zip", "emptied")],
+)
 def test_a_damaged_remote_object_is_warned_about_and_never_shipped(
     cli: Any, s3: Any, machine: Machine, what: str, how: str
 ) -> None:
