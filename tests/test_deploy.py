@@ -159,6 +159,11 @@ def test_missing_bucket_is_one_line(cli, project: Path) -> None:
     toml.write_text(toml.read_text().replace(f'bucket = "{BUCKET}"', 'bucket = "no-such-bkt"', 1))
     planned = cli("-C", str(project), "plan", "-t", "prod")
     assert planned.exit_code == 0, planned.output  # a missing bucket reads as "to create"
+    # ... and the plan says so before apply finds out (one HeadBucket, object absent)
+    assert (
+        "warning: lambda tiny-prod: bucket no-such-bkt does not exist: apply will fail at "
+        "the upload" in planned.output
+    )
     result = cli("-C", str(project), "apply", "-t", "prod", "--auto-approve")
     assert result.exit_code == 1, result.output
     assert len(result.stderr.strip().splitlines()) == 1
@@ -236,3 +241,17 @@ def test_targets_sharing_an_artifact_upload_it_once(
             "CodeSha256"
         ]
     }
+
+
+def test_an_s3_targets_missing_bucket_is_a_warning_in_the_plan(cli, project: Path) -> None:
+    toml = project / "metorial.toml"
+    text = toml.read_text()
+    head, tail = text.split("[targets.artifact]")
+    toml.write_text(head + "[targets.artifact]" + tail.replace(BUCKET, "no-such-bkt", 1))
+    planned = cli("-C", str(project), "plan", "-t", "artifact")
+    assert planned.exit_code == 0, planned.output
+    assert "warning: s3 artifact: bucket no-such-bkt does not exist" in planned.output
+    # A bucket that exists says nothing of the kind.
+    fine = cli("-C", str(project), "plan", "-t", "prod")
+    assert f"bucket {BUCKET} does not exist" not in fine.output
+    assert "warning: lambda tiny-prod: bucket" not in fine.output

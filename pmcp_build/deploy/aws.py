@@ -202,6 +202,24 @@ def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     return None if head is None else dict(head)
 
 
+def bucket_missing(s3: Any, bucket: str) -> bool:
+    """Whether HeadBucket says `bucket` does not exist: asked only when HeadObject found
+    nothing, which S3 answers alike for a missing key and a missing bucket. A 403 (the
+    bucket exists but is someone else's, or not readable here) is not "missing"."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        return code_of(exc) in ("404", "NoSuchBucket", "NotFound")
+    return False
+
+
+def missing_bucket_warning(bucket: str) -> str:
+    return (
+        f"bucket {bucket} does not exist: apply will fail at the upload; create it first "
+        f"(`aws s3 mb s3://{bucket}`), pmcp-build never creates or deletes buckets"
+    )
+
+
 # -- helpers the executor runs by name (service, operation) -------------------------------
 # Each takes (client, params, progress) and returns a response-shaped dict.
 

@@ -12,13 +12,18 @@ from pmcp_build.deploy.targets.common import TargetInput
 from pmcp_build.manifest.model import S3Target
 
 
-def read(given: TargetInput[S3Target]) -> dict[str, Any]:
+def read(given: TargetInput[S3Target]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The object's state, and a warning when its bucket does not exist (one HeadBucket,
+    only when the object is absent: S3 answers HeadObject alike for both)."""
     t = given.target
     with aws.translating(f"reading s3://{t.bucket}/{t.key}"):
-        head = aws.head_object(aws.clients(aws.connection(t)).s3, t.bucket, t.key)
-    if head is None:
-        return {"exists": False, "sha256": None}
-    return {"exists": True, "sha256": (head.get("Metadata") or {}).get("sha256")}
+        s3 = aws.clients(aws.connection(t)).s3
+        head = aws.head_object(s3, t.bucket, t.key)
+        if head is None:
+            missing = aws.bucket_missing(s3, t.bucket)
+            warnings = (f"s3 {given.name}: {aws.missing_bucket_warning(t.bucket)}",) * missing
+            return {"exists": False, "sha256": None}, warnings
+    return {"exists": True, "sha256": (head.get("Metadata") or {}).get("sha256")}, ()
 
 
 def diff(*, bucket: str, key: str, sha256: str, state: dict[str, Any]) -> list[Action]:
@@ -50,7 +55,7 @@ def diff(*, bucket: str, key: str, sha256: str, state: dict[str, Any]) -> list[A
 
 def plan(given: TargetInput[S3Target], refresh: bool) -> TargetPlan:
     t = given.target
-    state = read(given) if refresh else {}
+    state, warnings = read(given) if refresh else ({}, ())
     actions = diff(
         bucket=t.bucket,
         key=t.key,
@@ -67,6 +72,7 @@ def plan(given: TargetInput[S3Target], refresh: bool) -> TargetPlan:
         observed=state,
         outputs={"s3": f"s3://{t.bucket}/{t.key}"},
         refreshed=refresh,
+        warnings=warnings,
     )
 
 

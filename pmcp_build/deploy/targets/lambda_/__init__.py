@@ -86,6 +86,8 @@ def _lambda_calls(action: Action, function: str) -> Action:
 
 def _warnings(want: DesiredFunction, state: LambdaState) -> list[str]:
     warnings = auth_env.url_warnings(want.function, want.url_access)
+    if state.bucket_missing:
+        warnings.append(f"lambda {want.function}: {aws.missing_bucket_warning(want.bucket)}")
     if want.settings.snapstart and want.alias is None:
         warnings.append(
             f"lambda {want.function}: snapstart applies to published versions only; invoking "

@@ -180,6 +180,7 @@ class LambdaState:
     offline plan diffs against)."""
 
     artifact: bool = False
+    bucket_missing: bool = False  # HeadBucket: 404, asked only when the artifact is absent
     function: FunctionState | None = None
     url: Url | None = None
     grants: Mapping[str, Statement] = field(default_factory=dict)  # ours, on the url

@@ -46,10 +46,11 @@ def read(want: DesiredFunction, c: aws.Clients, verify_role: bool = False) -> La
 
 def _read(want: DesiredFunction, c: aws.Clients, verify_role: bool) -> LambdaState:
     artifact = want.key is not None and aws.head_object(c.s3, want.bucket, want.key) is not None
+    no_bucket = want.key is not None and not artifact and aws.bucket_missing(c.s3, want.bucket)
     found = aws.absent_as_none(lambda: c.lam.get_function(FunctionName=want.function), _MISSING)
     if found is None:
         role = _read_auto_role(c.iam, want.function, None, verify_role) if want.auto_role else None
-        return LambdaState(artifact=artifact, role=role)
+        return LambdaState(artifact=artifact, bucket_missing=no_bucket, role=role)
     concurrency = (found.get("Concurrency") or {}).get("ReservedConcurrentExecutions")
     fn = function_state(found["Configuration"], found.get("Tags") or {}, concurrency)
     alias_version = published = newest = None
@@ -71,6 +72,7 @@ def _read(want: DesiredFunction, c: aws.Clients, verify_role: bool) -> LambdaSta
     role = _read_auto_role(c.iam, want.function, fn, verify_role) if want.auto_role else None
     return LambdaState(
         artifact=artifact,
+        bucket_missing=no_bucket,
         function=fn,
         url=url,
         grants=grants,
