@@ -99,8 +99,8 @@ def serve(
         return open_pool(built.path, built.layout, concurrency, settings=settings)
 
     signal.signal(signal.SIGTERM, stop)
-    say(f"starting {concurrency} instance{'s' * (concurrency > 1)} of {package.path.name}…")
-    pool = watching.start_quietly(lambda: start(package), say)
+    starting = f"starting {concurrency} instance{'s' * (concurrency > 1)} of {package.path.name}…"
+    pool = watching.start_quietly(lambda: start(package), say, starting)
     invoker = watching.Swappable(pool) if watch else pool
     info = getattr(invoker, "server_info", None) or {}
     if info.get("load_error"):

@@ -93,33 +93,49 @@ def changes(before: Snapshot, after: Snapshot, base: Path) -> list[str]:
 # -- instances that Ctrl-C does not reach ------------------------------------------------
 
 
-def start_quietly(start: Callable[[], InstancePool], say: Callable[[str], None]) -> InstancePool:
+def start_quietly(
+    start: Callable[[], InstancePool], say: Callable[[str], None], line: str | None = None
+) -> InstancePool:
     """Run `start` (which spawns the workers) in a thread with SIGINT blocked, so the
     workers inherit the block; the main thread stays interruptible. On Ctrl-C the
     instances still starting are waited for and closed before KeyboardInterrupt goes on:
-    nothing is left running, nothing is left in /tmp."""
+    nothing is left running, nothing is left in /tmp. `line` (the progress line) is said
+    once the thread exists, so a Ctrl-C that answers it always finds the thread to wait
+    for; one that lands before the thread reached `start` cancels it instead."""
     made: list[InstancePool] = []
     failed: list[BaseException] = []
     # An Event, not Thread.join: a join that Ctrl-C interrupts marks the thread stopped
     # on CPython 3.11, and the next join would return while the workers still start.
     done = threading.Event()
+    gate = threading.Lock()  # decides, once, between "cancelled" and "running"
+    flags = {"cancelled": False, "running": False}
 
     def run() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            with gate:
+                if flags["cancelled"]:
+                    return
+                flags["running"] = True
             made.append(start())
         except BaseException as exc:  # handed to the main thread below
             failed.append(exc)
         finally:
             done.set()
 
-    threading.Thread(target=run, name="pmcp-start", daemon=True).start()
     try:
+        threading.Thread(target=run, name="pmcp-start", daemon=True).start()
+        if line is not None:
+            say(line)
         while not done.wait(0.2):
             pass
     except KeyboardInterrupt:
-        say("stopping: waiting for the instances that are starting…")
-        done.wait()
+        with gate:
+            flags["cancelled"] = True
+            running = flags["running"]
+        if running:
+            say("stopping: waiting for the instances that are starting…")
+            done.wait()
         for pool in made:
             pool.close()
         raise
