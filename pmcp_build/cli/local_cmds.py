@@ -183,7 +183,8 @@ def _settings(
         chosen = lambdas[0] if len(lambdas) == 1 else None
     environment: dict[str, str] = {}
     if chosen is not None and chosen.kind == "lambda":
-        environment = _declared(chosen.environment)
+        name = next(k for k, t in loaded.manifest.targets.items() if t is chosen)
+        environment = _declared(chosen.environment, f"targets.{name}")
     environment.update(auth)
     for name in passthrough:
         if name not in os.environ:
@@ -199,14 +200,16 @@ def _settings(
     )
 
 
-def _declared(raw: dict[str, str]) -> dict[str, str]:
-    """The target's environment as Lambda would get it: `${env:NAME}` read from here,
-    as `plan` does; a variable that refers to one not set is left out, with a note."""
+def _declared(raw: dict[str, str], where: str) -> dict[str, str]:
+    """The target's environment as Lambda would get it: `${env:NAME}` read from here by
+    the resolver `plan` uses (so the values are masked in what is printed); a variable
+    that refers to one not set is left out, with a note."""
     import os
 
     from pmcp_build.manifest.model import ENV_REF
+    from pmcp_build.manifest.secrets import resolve
 
-    found: dict[str, str] = {}
+    given: dict[str, str] = {}
     for key, value in raw.items():
         missing = [m.group(1) for m in ENV_REF.finditer(value) if m.group(1) not in os.environ]
         if missing:
@@ -214,8 +217,8 @@ def _declared(raw: dict[str, str]) -> dict[str, str]:
                 f"note: environment.{key} not given: {missing[0]} is not set here", markup=False
             )
             continue
-        found[key] = ENV_REF.sub(lambda m: os.environ[m.group(1)], value)
-    return found
+        given[key] = value
+    return dict(resolve(given, where).values)
 
 
 def _aws_credentials() -> dict[str, str]:

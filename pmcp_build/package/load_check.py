@@ -156,13 +156,11 @@ def declared_environment(targets: Any) -> dict[str, str]:
     declared environment, `${env:NAME}` left as written (never this machine's value, which
     may be a secret the source must not read); a key the targets set differently is
     given as the first one declares it."""
-    from pmcp_build.manifest.model import ENV_REF
-
     found: dict[str, str] = {}
     for target in targets:
         for key, value in (getattr(target, "environment", None) or {}).items():
             if isinstance(value, str):
-                found.setdefault(key, ENV_REF.sub(lambda m: "${env:" + m.group(1) + "}", value))
+                found.setdefault(key, value)  # as written: a reference is never resolved
     return found
 
 
