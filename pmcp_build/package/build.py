@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from pmcp_build.errors import UserError
@@ -13,13 +15,20 @@ from pmcp_build.layout.binary import (
     raw_artifact_entries,
     zip_artifact_entries,
 )
-from pmcp_build.layout.model import Entry, KeepBudget, Layout, entry_from_file, make_layout
+from pmcp_build.layout.model import (
+    Entry,
+    KeepBudget,
+    Layout,
+    entry_from_file,
+    make_layout,
+    normal_mode,
+)
 from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, InstalledDeps, install
 from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
 from pmcp_build.package import cache as cache_store
-from pmcp_build.package import rebuild, remote_steps
+from pmcp_build.package import rebuild, remote, remote_steps, zipwriter
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.write import (
     CacheDamaged,
@@ -44,6 +53,7 @@ __all__ = [
 def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     manifest = loaded.manifest
     cache = cache_dir()
+    ahead = _cold(loaded)
     tree = load_source(manifest.source, loaded.root, cache)
     runtime = manifest.runtime
     entries: list[Entry] = []
@@ -82,7 +92,7 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
         runtime_deps = py.dependency_entries(deps.root, deps.origins)
         entries += runtime_deps + py.command_entries(command_deps, runtime_deps)
-        entries += asset_entries(manifest.assets, tree)
+        entries += asset_entries(manifest.assets, tree, ahead)
         if runtime.bytecode:
             entries += py.bytecode_entries(entries, runtime.python, cache)
         return make_layout(
@@ -95,9 +105,19 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
             lock.status != "locked",
         )
     assert isinstance(runtime, BinaryRuntime)
-    entries += artifact_entries(runtime, tree)
-    entries += asset_entries(manifest.assets, tree)
+    entries += artifact_entries(runtime, tree, ahead)
+    entries += asset_entries(manifest.assets, tree, ahead)
     return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out)
+
+
+def _cold(loaded: LoadedManifest) -> bool:
+    """Whether this build will surely deflate its big files: no earlier build of the
+    project left a zip to reuse members from, and no remote cache may hand one over. Then
+    big assets and the artifact are deflated as they are hashed (zipwriter's
+    compress_ahead); otherwise that could be work for nothing."""
+    out_dir = loaded.root / ".pmcp" / "dist"
+    previous = out_dir / f".{loaded.manifest.server.name}.members.json"
+    return not os.environ.get(remote.ENV, "").strip() and not previous.exists()
 
 
 def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
@@ -163,7 +183,7 @@ def _locked_dependencies(
     return deps, outcome
 
 
-def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
+def artifact_entries(runtime: BinaryRuntime, tree: SourceTree, ahead: bool = False) -> list[Entry]:
     path = tree.root / runtime.artifact
     if not path.is_file():
         raise UserError(
@@ -174,14 +194,22 @@ def artifact_entries(runtime: BinaryRuntime, tree: SourceTree) -> list[Entry]:
     data = path.read_bytes()
     try:
         if classify(data[:4]) == "zip":
-            return zip_artifact_entries(data, runtime.architecture, runtime.artifact)
-        return raw_artifact_entries(data, runtime.architecture, runtime.artifact)
+            entries = zip_artifact_entries(data, runtime.architecture, runtime.artifact)
+        else:
+            entries = raw_artifact_entries(data, runtime.architecture, runtime.artifact)
     except ArtifactError as exc:
         raise UserError(f"[runtime].artifact: {exc}") from exc
+    for entry in entries if ahead else ():
+        assert entry.data is not None  # an artifact's files are held, read once
+        zipwriter.compress_ahead(entry.sha256, entry.data)
+    return entries
 
 
-def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
+def asset_entries(assets: tuple[Asset, ...], tree: SourceTree, ahead: bool = False) -> list[Entry]:
+    """The files the [[assets]] name, read and hashed once (`ahead`: big ones deflated
+    from those bytes at once, see _cold)."""
     entries: list[Entry] = []
+    guard = _SourceGuard(tree.root)
     for index, asset in enumerate(assets):
         src = asset.from_
         base = tree.root / src
@@ -208,26 +236,63 @@ def asset_entries(assets: tuple[Asset, ...], tree: SourceTree) -> list[Entry]:
                 "fix the path or remove the asset"
             )
         for _, path in found:
-            _inside_source(path, tree.root, f"assets[{index}].from {src!r}")
-        entries += [entry_from_file(dest, path, "asset", detail=src) for dest, path in found]
+            guard.check(path, f"assets[{index}].from {src!r}")
+        entries += [_asset_entry(dest, path, src, ahead) for dest, path in found]
     return entries
 
 
-def _inside_source(path: Path, root: Path, what: str) -> None:
-    """An asset is a file of the source: not reached through a symlink, not outside."""
-    real_root = root.resolve()
-    rel = path.relative_to(root) if path.is_relative_to(root) else None
-    if rel is None or not path.resolve().is_relative_to(real_root):
-        raise UserError(f"{what}: {path} is outside the source; assets must be files in it")
-    current = root
-    for part in rel.parts:
-        current = current / part
-        if current.is_symlink():
-            raise UserError(
-                f"{what}: {current.relative_to(root).as_posix()} is a symlink; assets are "
-                "not read through symlinks (they could package the build machine's files); "
-                "copy the file in"
-            )
+def _asset_entry(dest: str, path: Path, detail: str, ahead: bool) -> Entry:
+    """entry_from_file's entry, with the bytes handed to the writer's compress_ahead
+    before they are let go (a big asset is then read once, not twice)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+        st_mode = os.fstat(fh.fileno()).st_mode
+    digest = hashlib.sha256(data).hexdigest()
+    if ahead:
+        zipwriter.compress_ahead(digest, data)
+    mode = normal_mode(st_mode)
+    return Entry(dest, "asset", mode, len(data), digest, src=path, detail=detail)
+
+
+class _SourceGuard:
+    """An asset is a file of the source: not reached through a symlink, not outside.
+    Folders already found to be plain folders inside it are not checked again (an asset
+    folder of 500 files costs 500 lstat calls, not 500 path resolutions)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real_root = root.resolve()
+        self.plain: set[str] = set()  # folders under root, none of them a symlink
+
+    def check(self, path: Path, what: str) -> None:
+        root = self.root
+        rel = path.relative_to(root) if path.is_relative_to(root) else None
+        if rel is not None and ".." not in rel.parts:
+            current = str(root)
+            for part in rel.parts[:-1]:
+                current = os.path.join(current, part)
+                if current not in self.plain:
+                    if os.path.islink(current):
+                        break
+                    self.plain.add(current)
+            else:
+                if not path.is_symlink():
+                    return  # every component a plain entry under the root: inside
+        self._check_slowly(path, rel, what)
+
+    def _check_slowly(self, path: Path, rel: Path | None, what: str) -> None:
+        root = self.root
+        if rel is None or not path.resolve().is_relative_to(self.real_root):
+            raise UserError(f"{what}: {path} is outside the source; assets must be files in it")
+        current = root
+        for part in rel.parts:
+            current = current / part
+            if current.is_symlink():
+                raise UserError(
+                    f"{what}: {current.relative_to(root).as_posix()} is a symlink; assets are "
+                    "not read through symlinks (they could package the build machine's files); "
+                    "copy the file in"
+                )
 
 
 def build(loaded: LoadedManifest, quiet: bool = True) -> Package:

@@ -51,8 +51,9 @@ class Package:
 
 
 def layout_fingerprint(layout: Layout) -> str:
-    """The zip is a pure function of this (and of the writer's format)."""
-    h = hashlib.sha256(f"zip-v2 {FORMAT}\n".encode())
+    """The zip is a pure function of this (and of the writer's format). v3: members of
+    1 MiB or more are written first, largest first (zipwriter.write_order)."""
+    h = hashlib.sha256(f"zip-v3 {FORMAT}\n".encode())
     for e in layout.entries:
         h.update(f"{e.path}\0{e.mode:o}\0{e.sha256}\n".encode())
     return h.hexdigest()

@@ -13,7 +13,8 @@ run-time CPU dispatch (only its checksums and decompressor do, and those compute
 defined values), so its output depends on its version alone; tests/test_zip_pinned.py
 forces every dispatch path this CPU offers and checks a golden sha256.
 
-Streaming: members are written in layout order as they become ready, with a bounded
+Streaming: members are written in a fixed order (write_order: big ones first, then
+layout order) as they become ready, with a bounded
 number being compressed in threads (libdeflate releases the GIL), so peak memory
 follows the largest file, not the package. Compressed members are reused by content
 from packs read through mmap (a dependency set's pack, and the previous build's zip),
@@ -68,6 +69,11 @@ _INFLIGHT_BYTES = 32 * 1024 * 1024
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FILES = 256
 _INLINE_BYTES = 256 * 1024
+# Members at least this big are written first, largest first (then the rest in layout
+# order): a big file met last would be deflated on one core while the others wait (a
+# 24 MB bootstrap sorts after every asset). Largest-first keeps every worker busy to
+# the end, and the order is a pure function of the layout (sizes and paths).
+_BIG = _BATCH_BYTES
 
 
 def _workers() -> int:
@@ -267,6 +273,47 @@ class MemberCache:
         return None
 
 
+# -- compressing ahead of the writer ----------------------------------------------------
+#
+# A cold build reads and hashes every asset to make the layout, then the writer would
+# read each file again and deflate it. A big file can instead be deflated from the
+# bytes that were just hashed (one read, one hash), on a worker, while the rest of the
+# layout is still being resolved: the writer takes the member by content. Only while
+# the budget lasts (one file per worker, then 32 MiB in all), so memory still follows
+# the largest file; what the writer does not take (a zip reused after all) is dropped
+# at its end. A pure function of the bytes, as every member: the zip is the same.
+
+_ahead: dict[str, Future[list[Member]]] = {}
+_ahead_bytes = 0
+_ahead_pool: ThreadPoolExecutor | None = None
+
+
+def compress_ahead(sha256: str, data: bytes) -> bool:
+    """Start deflating `data` (whose sha256 is `sha256`) for the next write_zip; False
+    when it is small or the budget is spent (the writer then reads the file itself)."""
+    global _ahead_bytes, _ahead_pool
+    if len(data) < _BIG or sha256 in _ahead:
+        return False
+    if len(_ahead) >= _workers() and _ahead_bytes + len(data) > _INFLIGHT_BYTES:
+        return False
+    if _ahead_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _ahead_pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="ahead")
+    _ahead[sha256] = _ahead_pool.submit(lambda: [compress(data)])
+    _ahead_bytes += len(data)
+    return True
+
+
+def drop_ahead() -> None:
+    """Forget what was compressed ahead (a write took what it needed, or none is due)."""
+    global _ahead_bytes
+    for future in _ahead.values():
+        future.cancel()
+    _ahead.clear()
+    _ahead_bytes = 0
+
+
 class ContentChanged(Exception):
     """A file's bytes are not those its layout entry hashed: edited during the build, or
     (a cached file) changed in the cache. The writer stops; the caller decides."""
@@ -326,16 +373,31 @@ def write_zip(
     Returns the zip's sha256 and where each member landed (what a pack records).
     """
     cache = cache or MemberCache()
+    order = write_order(layout.entries)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
             sink = _Sink(fh)
-            written = _write_members(sink, layout.entries, cache)
+            written = _write_members(sink, tuple(layout.entries[i] for i in order), cache)
             sink.flush()
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    return sink.digest.hexdigest(), written
+    in_layout: list[Written] = [written[0]] * len(written)
+    for position, index in enumerate(order):
+        in_layout[index] = written[position]
+    return sink.digest.hexdigest(), in_layout
+
+
+def write_order(entries: tuple[Entry, ...]) -> list[int]:
+    """The order members are written in (indices into `entries`, which are in layout
+    order): members of _BIG bytes or more first, largest first (ties by path), then the
+    rest in layout order. The central directory follows the same order."""
+    big = sorted(
+        (i for i, e in enumerate(entries) if e.size >= _BIG),
+        key=lambda i: (-entries[i].size, entries[i].path),
+    )
+    return big + [i for i, e in enumerate(entries) if e.size < _BIG]
 
 
 def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
@@ -343,13 +405,16 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
 
     Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
     one future per file costs more than deflating a small file). At most 2 x workers
-    batches, and 32 MiB of their input (or one file if larger), are in flight; whatever
+    batches, and 32 MiB of their input (or one batch per worker, if larger), are in
+    flight; whatever
     is ready at the front is written at once. The pool (and concurrent.futures) only
     comes to be at the first miss: a rebuild from packs never starts a thread.
     """
-    # (entries, their members when known, or the future that computes them)
-    pending: deque[tuple[list[Entry], list[Member] | None, Future[list[Member]] | None]]
-    pending = deque()
+    # (entries, their members when known, or the future that computes them, and whether
+    # that future is one of ours, counted in flight, or one compressing ahead)
+    pending: deque[tuple[list[Entry], list[Member] | None, Future[list[Member]] | None, bool]] = (
+        deque()
+    )
     batch: list[Entry] = []
     batch_bytes = inflight = inflight_bytes = 0
     workers = _workers()
@@ -357,10 +422,11 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
 
     def front() -> Iterator[tuple[Entry, Member]]:
         nonlocal inflight, inflight_bytes
-        group, members, future = pending.popleft()
+        group, members, future, counted = pending.popleft()
         if future is not None:
-            inflight -= 1
-            inflight_bytes -= sum(e.size for e in group)
+            if counted:
+                inflight -= 1
+                inflight_bytes -= sum(e.size for e in group)
             members = future.result()
         assert members is not None
         yield from zip(group, members, strict=True)
@@ -370,21 +436,23 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
 
     def submit() -> Iterator[tuple[Entry, Member]]:
         nonlocal batch, batch_bytes, inflight, inflight_bytes, pool
-        while inflight and (
+        # Every worker may hold a batch, however big (two large files deflate side by
+        # side); past that, the byte bound holds.
+        while inflight >= workers and (
             inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
         ):
             yield from front()
         if pool is None and batch_bytes <= _INLINE_BYTES and not pending:
             # A small first miss (the one edited file of a rebuild) costs less than
             # starting a pool: compress it here.
-            pending.append((batch, _produce(batch), None))
+            pending.append((batch, _produce(batch), None, False))
             batch, batch_bytes = [], 0
             return
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             pool = ThreadPoolExecutor(max_workers=workers)
-        pending.append((batch, None, pool.submit(_produce, batch)))
+        pending.append((batch, None, pool.submit(_produce, batch), True))
         inflight += 1
         inflight_bytes += batch_bytes
         batch, batch_bytes = [], 0
@@ -392,10 +460,11 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
     try:
         for entry in entries:
             hit = cache.get(entry.sha256)
-            if hit is not None:
+            ahead = _ahead.get(entry.sha256) if hit is None else None
+            if hit is not None or ahead is not None:
                 if batch:
                     yield from submit()
-                pending.append(([entry], [hit], None))
+                pending.append(([entry], None if hit is None else [hit], ahead, False))
             else:
                 batch.append(entry)
                 batch_bytes += entry.size
@@ -410,6 +479,7 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        drop_ahead()
 
 
 def _write_members(
