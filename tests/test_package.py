@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,58 @@ def test_raw_elf_becomes_executable_bootstrap_at_root(cli, tmp_path: Path) -> No
     assert [f["path"] for f in data["layout"]["files"]] == ["bootstrap"]
     assert _modes(data["package"]["path"])["bootstrap"] == 0o100755
     assert data["layout"]["runtime"] == "provided.al2023"
+
+
+def test_cold_build_deflates_big_files_as_it_hashes_them_and_makes_the_same_zip(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold build (no earlier zip of the project) deflates the artifact and big assets
+    from the bytes it hashed, while the layout is resolved; the writer takes them by
+    content instead of reading the files again. A build that is not cold compresses them
+    in the writer: same zip, byte for byte. Members of 1 MiB or more come first, largest
+    first."""
+    from pmcp_build.package import zipwriter
+
+    rng = random.Random(3)
+    boot = elf(HOST_EM) + b"\x48\x89\xe5\xc3" * 450_000  # compressible, as code is
+    project = binary_project(tmp_path / "b", boot, extra='[[assets]]\nfrom = "data"\nto = "data"\n')
+    (project / "data" / "docs").mkdir(parents=True)
+    (project / "data" / "noise.bin").write_bytes(rng.randbytes(1_200_000))
+    (project / "data" / "words.txt").write_bytes(b"lorem ipsum dolor " * 100_000)
+    for n in range(5):
+        (project / "data" / "docs" / f"{n}.md").write_bytes(b"# page %d\n" % n * 50)
+    ahead: list[int] = []
+    produced: list[str] = []
+    offer, produce = zipwriter.compress_ahead, zipwriter._produce
+    monkeypatch.setattr(
+        zipwriter,
+        "compress_ahead",
+        lambda sha, data: offer(sha, data) and not ahead.append(len(data)),
+    )
+    monkeypatch.setattr(
+        zipwriter,
+        "_produce",
+        lambda batch: produced.extend(e.path for e in batch) or produce(batch),
+    )
+    cold = _build_json(cli, project)["package"]
+    assert sorted(ahead) == [1_200_000, 1_800_000, len(boot)]
+    assert not {"bootstrap", "data/noise.bin", "data/words.txt"} & set(produced)
+    with zipfile.ZipFile(cold["path"]) as zf:
+        assert [i.filename for i in zf.infolist()] == [
+            "bootstrap", "data/words.txt", "data/noise.bin",
+            *(f"data/docs/{n}.md" for n in range(5)),
+        ]  # fmt: skip
+        assert zf.read("bootstrap") == boot and zf.testzip() is None
+    # Not cold: the previous zip's index is there (its zip gone), the cache is empty.
+    Path(cold["path"]).unlink()
+    ahead.clear()
+    produced.clear()
+    warm = cli(
+        "-C", str(project), "build", "--json", env={"PMCP_BUILD_CACHE_DIR": str(tmp_path / "c")}
+    )
+    assert warm.exit_code == 0, warm.output
+    assert not ahead and "bootstrap" in produced
+    assert json.loads(warm.stdout)["package"]["sha256"] == cold["sha256"]
 
 
 def test_elf_for_the_wrong_architecture_is_rejected(cli, tmp_path: Path) -> None:

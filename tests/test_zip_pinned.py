@@ -107,6 +107,50 @@ def test_same_bytes_with_any_worker_count_memory_bound_and_pack_state(
     assert _zip(tmp_path, "d.zip", cache).read_bytes() == expected
 
 
+def test_big_members_first_largest_first_and_compressing_ahead_changes_no_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members of _BIG bytes or more are written first, largest first, then the rest in
+    layout order (a big file met last would be deflated on one core alone); members
+    compressed ahead from the layout's bytes (a cold build's big assets) are taken by
+    content, not compressed again, and the zip is byte for byte the same."""
+    monkeypatch.setattr(zipwriter, "_BIG", 4096)
+    layout = make_layout(corpus(), "python3.12", "index.handler", "x86_64")
+    digest, written = write_zip(layout, tmp_path / "a.zip")
+    big = sorted((e for e in layout.entries if e.size >= 4096), key=lambda e: (-e.size, e.path))
+    small = [e.path for e in layout.entries if e.size < 4096]
+    assert len(big) >= 4 and small
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == [e.path for e in big] + small
+        assert [i.header_offset for i in infos] == sorted(i.header_offset for i in infos)
+        assert all(zf.read(e.path) == e.data for e in layout.entries)
+    # What a pack records stays in layout order.
+    assert [w.sha256 for w in written] == [e.sha256 for e in layout.entries]
+
+    # The budget: one file per worker whatever its size, then the byte bound.
+    monkeypatch.setattr(zipwriter, "_workers", lambda: 1)
+    monkeypatch.setattr(zipwriter, "_INFLIGHT_BYTES", 1)
+    assert zipwriter.compress_ahead(big[0].sha256, big[0].data or b"")
+    assert not zipwriter.compress_ahead(big[1].sha256, big[1].data or b"")
+    assert not zipwriter.compress_ahead("0" * 64, b"tiny")  # below _BIG: the writer's
+    zipwriter.drop_ahead()
+    monkeypatch.setattr(zipwriter, "_INFLIGHT_BYTES", 32 * 1024 * 1024)
+    assert all(zipwriter.compress_ahead(e.sha256, e.data or b"") for e in big)
+    produced: list[str] = []
+    produce = zipwriter._produce
+
+    def spy(batch: list[Entry]) -> list[zipwriter.Member]:
+        produced.extend(e.path for e in batch)
+        return produce(batch)
+
+    monkeypatch.setattr(zipwriter, "_produce", spy)
+    again, _ = write_zip(layout, tmp_path / "b.zip")
+    assert again == digest
+    assert produced and not {e.path for e in big} & set(produced)
+    assert not zipwriter._ahead  # the writer let go of what it took
+
+
 def test_packs_serve_members_and_a_stale_pack_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
