@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from pmcp_build.layout.elf import MACHINES, glibc_problem
 from pmcp_build.layout.model import MODE_EXEC, Entry, entry_from_bytes, normal_mode
-from pmcp_build.source.fetch import EXTRACT_LIMIT, MEMBER_LIMIT, RATIO_LIMIT
 
 ArtifactKind = Literal["zip", "elf", "script"]
 
@@ -93,6 +90,13 @@ def zip_members(
 ) -> tuple[list[Entry], list[str]]:
     """Read a zip's files as entries (modes normalised), with what is wrong in it:
     paths escaping the package root and names that appear twice."""
+    # Here, not at the top: a raw executable's build needs neither (zipfile and the
+    # download code are ~10 ms of a binary build's start-up).
+    import zipfile
+    import zlib
+
+    from pmcp_build.source.fetch import EXTRACT_LIMIT, MEMBER_LIMIT, RATIO_LIMIT
+
     try:
         zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:

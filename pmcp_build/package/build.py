@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pmcp_build.errors import UserError
-from pmcp_build.layout import python as py
-from pmcp_build.layout import python_lock, python_sources
 from pmcp_build.layout.binary import (
     ArtifactError,
     classify,
@@ -23,8 +22,6 @@ from pmcp_build.layout.model import (
     make_layout,
     normal_mode,
 )
-from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS, InstalledDeps, install
-from pmcp_build.layout.requirements_policy import included_files
 from pmcp_build.manifest.load import LoadedManifest
 from pmcp_build.manifest.model import Asset, BinaryRuntime, PythonRuntime
 from pmcp_build.package import cache as cache_store
@@ -39,6 +36,12 @@ from pmcp_build.package.write import (
 )
 from pmcp_build.source.globs import is_glob, matches
 from pmcp_build.source.tree import SourceTree, load_source
+
+if TYPE_CHECKING:
+    # The Python runtime's modules (lock, uv, templates: ~20 ms of imports) are imported
+    # where a Python package needs them; a binary package's build never does.
+    from pmcp_build.layout import python_lock
+    from pmcp_build.layout.python_deps import InstalledDeps
 
 __all__ = [
     "Package",
@@ -56,58 +59,68 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     ahead = _cold(loaded)
     tree = load_source(manifest.source, loaded.root, cache)
     runtime = manifest.runtime
-    entries: list[Entry] = []
     if isinstance(runtime, PythonRuntime):
-        module = py.handler_module(tree)
-        keep = KeepBudget()
-        entries += [entry_from_file(f.path, f.abspath, "source", keep=keep) for f in tree.files]
-        entries += py.boot_entries()
-        requirements = py.requirements_file(runtime, tree)
-        policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}
-        command_deps: list[Entry] = []
-        if runtime.command is not None:
-            # A stdio command: its requirements in their own folder, the runtime's at
-            # the root, so neither's mcp pin constrains the other.
-            site = tree.root / py.COMMAND_PREFIX  # none: the command needs no requirements
-            if requirements is not None:
-                own = install(
-                    requirements,
-                    runtime.python,
-                    runtime.architecture,
-                    cache,
-                    quiet,
-                    with_boot=False,
-                    **policy,  # type: ignore[arg-type]
-                )
-                site = own.root
-                command_deps = py.dependency_entries(own.root, own.origins)
-            command = py.command_spec(runtime.command, tree, site)
-            entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
-            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
-        else:
-            if requirements is not None and python_sources.kind_of(requirements) == "requirements":
-                py.check_mcp_pin(requirements)
-            entrypoint = py.detect_entrypoint(runtime, tree)
-            entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
-            deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
-        runtime_deps = py.dependency_entries(deps.root, deps.origins)
-        entries += runtime_deps + py.command_entries(command_deps, runtime_deps)
-        entries += asset_entries(manifest.assets, tree, ahead)
-        if runtime.bytecode:
-            entries += py.bytecode_entries(entries, runtime.python, cache)
-        return make_layout(
-            entries,
-            f"python{runtime.python}",
-            f"{module}.handler",
-            runtime.architecture,
-            tree.left_out,
-            tuple(lock.lines()),
-            lock.status != "locked",
-        )
+        return _python_layout(loaded, runtime, tree, quiet, ahead)
     assert isinstance(runtime, BinaryRuntime)
-    entries += artifact_entries(runtime, tree, ahead)
+    entries = artifact_entries(runtime, tree, ahead)
     entries += asset_entries(manifest.assets, tree, ahead)
     return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out)
+
+
+def _python_layout(
+    loaded: LoadedManifest, runtime: PythonRuntime, tree: SourceTree, quiet: bool, ahead: bool
+) -> Layout:
+    from pmcp_build.layout import python as py
+    from pmcp_build.layout import python_sources
+    from pmcp_build.layout.python_deps import install
+
+    manifest, cache = loaded.manifest, cache_dir()
+    module = py.handler_module(tree)
+    keep = KeepBudget()
+    entries = [entry_from_file(f.path, f.abspath, "source", keep=keep) for f in tree.files]
+    entries += py.boot_entries()
+    requirements = py.requirements_file(runtime, tree)
+    policy = {"source_root": tree.root, "remote_source": manifest.source.url is not None}
+    command_deps: list[Entry] = []
+    if runtime.command is not None:
+        # A stdio command: its requirements in their own folder, the runtime's at
+        # the root, so neither's mcp pin constrains the other.
+        site = tree.root / py.COMMAND_PREFIX  # none: the command needs no requirements
+        if requirements is not None:
+            own = install(
+                requirements,
+                runtime.python,
+                runtime.architecture,
+                cache,
+                quiet,
+                with_boot=False,
+                **policy,  # type: ignore[arg-type]
+            )
+            site = own.root
+            command_deps = py.dependency_entries(own.root, own.origins)
+        command = py.command_spec(runtime.command, tree, site)
+        entries.append(py.index_entry(manifest.server.name, "", module, cache, command=command))
+        deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet, boot_only=True)
+    else:
+        if requirements is not None and python_sources.kind_of(requirements) == "requirements":
+            py.check_mcp_pin(requirements)
+        entrypoint = py.detect_entrypoint(runtime, tree)
+        entries.append(py.index_entry(manifest.server.name, entrypoint, module, cache))
+        deps, lock = _locked_dependencies(loaded, runtime, tree, cache, quiet)
+    runtime_deps = py.dependency_entries(deps.root, deps.origins)
+    entries += runtime_deps + py.command_entries(command_deps, runtime_deps)
+    entries += asset_entries(manifest.assets, tree, ahead)
+    if runtime.bytecode:
+        entries += py.bytecode_entries(entries, runtime.python, cache)
+    return make_layout(
+        entries,
+        f"python{runtime.python}",
+        f"{module}.handler",
+        runtime.architecture,
+        tree.left_out,
+        tuple(lock.lines()),
+        lock.status != "locked",
+    )
 
 
 def _cold(loaded: LoadedManifest) -> bool:
@@ -123,6 +136,8 @@ def _cold(loaded: LoadedManifest) -> bool:
 def lock_path(loaded: LoadedManifest, tree: SourceTree) -> tuple[Path, bool]:
     """Where the lock lives and whether builds may write it: beside the manifest, or
     (read only) in a downloaded source, which is never changed."""
+    from pmcp_build.layout import python_lock
+
     if loaded.manifest.source.url is not None:
         return tree.root / python_lock.LOCK_NAME, False
     return loaded.root / python_lock.LOCK_NAME, True
@@ -139,6 +154,8 @@ def hold_lock(
 ) -> python_lock.Outcome:
     """The source's dependencies held to metorial.lock (resolved when stale; written
     beside the manifest, never into a downloaded source). `build` and `lock` share it."""
+    from pmcp_build.layout import python_lock, python_sources
+
     path, writable = lock_path(loaded, tree)
     source = (
         None
@@ -168,6 +185,9 @@ def _locked_dependencies(
 ) -> tuple[InstalledDeps, python_lock.Outcome]:
     """The runtime's dependencies, exactly as metorial.lock names them (a stdio
     command's own requirements are installed apart, and not locked yet)."""
+    from pmcp_build.layout import python_lock
+    from pmcp_build.layout.python_deps import install
+
     outcome = hold_lock(loaded, runtime, tree, boot_only=boot_only)
     writable = lock_path(loaded, tree)[1]
     deps = install(
@@ -330,6 +350,11 @@ def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
 def _record_inputs(loaded: LoadedManifest, layout: Layout, out_dir: Path) -> None:
     """What the next `pmcp-build build` needs to skip loading the manifest when only file
     contents changed (package/rebuild.py). Python packages from a local folder only."""
+    from pmcp_build.layout import python as py
+    from pmcp_build.layout import python_lock, python_sources
+    from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS
+    from pmcp_build.layout.requirements_policy import included_files
+
     manifest, runtime = loaded.manifest, loaded.manifest.runtime
     if not isinstance(runtime, PythonRuntime) or manifest.source.url is not None:
         rebuild.forget(out_dir)
