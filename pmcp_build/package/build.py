@@ -59,12 +59,18 @@ def resolve_layout(loaded: LoadedManifest, quiet: bool = True) -> Layout:
     ahead = _cold(loaded)
     tree = load_source(manifest.source, loaded.root, cache)
     runtime = manifest.runtime
-    if isinstance(runtime, PythonRuntime):
-        return _python_layout(loaded, runtime, tree, quiet, ahead)
-    assert isinstance(runtime, BinaryRuntime)
-    entries = artifact_entries(runtime, tree, ahead)
-    entries += asset_entries(manifest.assets, tree, ahead)
-    return make_layout(entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out)
+    try:
+        if isinstance(runtime, PythonRuntime):
+            return _python_layout(loaded, runtime, tree, quiet, ahead)
+        assert isinstance(runtime, BinaryRuntime)
+        entries = artifact_entries(runtime, tree, ahead)
+        entries += asset_entries(manifest.assets, tree, ahead)
+        return make_layout(
+            entries, "provided.al2023", "bootstrap", runtime.architecture, tree.left_out
+        )
+    except BaseException:
+        zipwriter.drop_ahead()  # no zip to write: what was started ahead is not waited for
+        raise
 
 
 def _python_layout(

@@ -17,6 +17,7 @@ from pathlib import Path
 from pmcp_build.errors import UserError
 from pmcp_build.layout.model import Entry, Layout
 from pmcp_build.package import cache as cache_store
+from pmcp_build.package import zipwriter
 from pmcp_build.package.cache import cache_dir
 from pmcp_build.package.zipwriter import (
     DEPENDENCY_PACK,
@@ -117,6 +118,7 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     deps = dependency_set(layout)
     reused = _reuse(index, out_dir, name)
     if reused is not None:
+        zipwriter.drop_ahead()  # nothing to compress after all
         digest, final = reused
     else:
         digest, final = _write(layout, out_dir, name, deps)
