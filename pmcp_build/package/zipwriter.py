@@ -14,10 +14,10 @@ defined values), so its output depends on its version alone; tests/test_zip_pinn
 forces every dispatch path this CPU offers and checks a golden sha256.
 
 Streaming: members are written in a fixed order (write_order: big ones first, then
-layout order) as they become ready, with a bounded
-number being compressed in threads (libdeflate releases the GIL), so peak memory
-follows the largest file, not the package. Compressed members are reused by content
-from packs read through mmap (a dependency set's pack, and the previous build's zip),
+layout order) as they become ready, with a bounded number being compressed in threads
+(libdeflate releases the GIL), so peak memory follows the largest files (one per
+worker), not the package. Compressed members are reused by content from packs read
+through mmap (a dependency set's pack, and the previous build's zip),
 so a rebuild compresses only what changed and opens two files to reuse the rest.
 """
 
@@ -64,7 +64,8 @@ _MIN_DEFLATE = 64
 # single-core compression time and changes no member's method.
 _SAMPLE_FROM = 32 * 1024
 _SAMPLE = 8 * 1024
-# Bounds on what is being compressed at once (memory follows the largest file).
+# Bounds on what is being compressed at once (memory follows the largest files: 32 MiB,
+# or one file per worker if they are larger).
 _INFLIGHT_BYTES = 32 * 1024 * 1024
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FILES = 256
