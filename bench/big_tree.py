@@ -130,9 +130,13 @@ def make_project(root: Path, mb: int) -> int:
         f'architecture = "{arch}"\nartifact = "build/bootstrap"\n\n'
         '[[assets]]\nfrom = "assets"\nto = "assets"\n\n[targets.dev]\nkind = "local"\n'
     )
-    return sum(p.stat().st_size for p in (root / "build").rglob("*") if p.is_file()) + sum(
-        p.stat().st_size for p in assets.rglob("*") if p.is_file()
-    )
+    return packaged_bytes(root)
+
+
+def packaged_bytes(root: Path) -> int:
+    """What both commands pack: the bootstrap and the assets folder."""
+    files = [root / "build" / "bootstrap", *(root / "assets").rglob("*")]
+    return sum(p.stat().st_size for p in files if p.is_file())
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -163,7 +167,7 @@ def main() -> None:
         if args.keep is None or not (project / "metorial.toml").exists():
             size = make_project(project, args.mb)
         else:
-            size = sum(p.stat().st_size for p in project.rglob("*") if p.is_file())
+            size = packaged_bytes(project)
         files = sum(1 for p in (project / "assets").rglob("*") if p.is_file()) + 1
         print(f"commit {commit}; tree: {size / 1e6:.0f} MB in {files} files; before: {load()}")
         sides = ("pmcp-build build", "zip -X -r -6")
