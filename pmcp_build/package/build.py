@@ -356,15 +356,15 @@ def package_layout(loaded: LoadedManifest, layout: Layout) -> Package:
 def _record_inputs(loaded: LoadedManifest, layout: Layout, out_dir: Path) -> None:
     """What the next `pmcp-build build` needs to skip loading the manifest when only file
     contents changed (package/rebuild.py). Python packages from a local folder only."""
+    manifest, runtime = loaded.manifest, loaded.manifest.runtime
+    if not isinstance(runtime, PythonRuntime) or manifest.source.url is not None:
+        rebuild.forget(out_dir)
+        return
     from pmcp_build.layout import python as py
     from pmcp_build.layout import python_lock, python_sources
     from pmcp_build.layout.python_deps import BOOT_REQUIREMENTS
     from pmcp_build.layout.requirements_policy import included_files
 
-    manifest, runtime = loaded.manifest, loaded.manifest.runtime
-    if not isinstance(runtime, PythonRuntime) or manifest.source.url is not None:
-        rebuild.forget(out_dir)
-        return
     source_root = (loaded.root / (manifest.source.path or ".")).resolve()
     strict = [
         loaded.path.resolve(),
