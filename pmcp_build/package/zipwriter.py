@@ -70,6 +70,10 @@ _INFLIGHT_BYTES = 32 * 1024 * 1024
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FILES = 256
 _INLINE_BYTES = 256 * 1024
+# Batches in flight per worker (the byte bound above holds too): enough that the workers
+# keep compressing what comes next while the writer waits for a big member at the front
+# (two were too few: the workers stood idle while a 24 MB member was deflated ahead).
+_BATCHES_PER_WORKER = 8
 # Members at least this big are written first, largest first (then the rest in layout
 # order): a big file met last would be deflated on one core while the others wait (a
 # 24 MB bootstrap sorts after every asset). Largest-first keeps every worker busy to
@@ -405,7 +409,7 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
     """Members in layout order; cache hits inline, misses compressed by a bounded pool.
 
     Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
-    one future per file costs more than deflating a small file). At most 2 x workers
+    one future per file costs more than deflating a small file). At most 8 x workers
     batches, and 32 MiB of their input (or one batch per worker, if larger), are in
     flight; whatever
     is ready at the front is written at once. The pool (and concurrent.futures) only
@@ -440,7 +444,8 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
         # Every worker may hold a batch, however big (two large files deflate side by
         # side); past that, the byte bound holds.
         while inflight >= workers and (
-            inflight >= 2 * workers or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
+            inflight >= _BATCHES_PER_WORKER * workers
+            or inflight_bytes + batch_bytes > _INFLIGHT_BYTES
         ):
             yield from front()
         if pool is None and batch_bytes <= _INLINE_BYTES and not pending:
