@@ -466,7 +466,8 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
     try:
         for entry in entries:
             hit = cache.get(entry.sha256)
-            ahead = _ahead.get(entry.sha256) if hit is None else None
+            # Taken out, not looked at: a drop_ahead elsewhere no longer reaches it.
+            ahead = _ahead.pop(entry.sha256, None) if hit is None else None
             if hit is not None or ahead is not None:
                 if batch:
                     yield from submit()
