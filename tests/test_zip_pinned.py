@@ -22,6 +22,7 @@ import pytest
 
 from pmcp_build.layout.model import Entry, entry_from_bytes, make_layout
 from pmcp_build.package import zipwriter
+from pmcp_build.package.remote_steps import zip_problem
 from pmcp_build.package.zipwriter import MemberCache, MemberPack, index_zip, write_pack, write_zip
 
 GOLDEN_SHA256 = "00e833f4e2431c3fea466ba682dcf2f488ac78d82baaa106d4c7deeaf5a9ee96"
@@ -125,8 +126,10 @@ def test_big_members_first_largest_first_and_compressing_ahead_changes_no_byte(
         assert [i.filename for i in infos] == [e.path for e in big] + small
         assert [i.header_offset for i in infos] == sorted(i.header_offset for i in infos)
         assert all(zf.read(e.path) == e.data for e in layout.entries)
-    # What a pack records stays in layout order.
+    # What a pack records stays in layout order; a shared cache's copy of this zip is
+    # checked against the writer's order (it would be refused and written again).
     assert [w.sha256 for w in written] == [e.sha256 for e in layout.entries]
+    assert zip_problem((tmp_path / "a.zip").read_bytes(), layout) is None
 
     # The budget: one file per worker whatever its size, then the byte bound.
     monkeypatch.setattr(zipwriter, "_workers", lambda: 1)

@@ -241,13 +241,17 @@ def _has_pack(layout: Layout) -> bool:
 
 
 def zip_problem(data: bytes, layout: Layout) -> str | None:
-    """What differs between a zip and the layout (names in order, modes, bytes)."""
+    """What differs between a zip and the layout (names in the writer's order, modes,
+    bytes)."""
+    from pmcp_build.package.zipwriter import write_order
+
+    entries = [layout.entries[i] for i in write_order(layout.entries)]
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
-            if [i.filename for i in infos] != [e.path for e in layout.entries]:
+            if [i.filename for i in infos] != [e.path for e in entries]:
                 return "its files are not the layout's"
-            for info, entry in zip(infos, layout.entries, strict=True):
+            for info, entry in zip(infos, entries, strict=True):
                 if info.external_attr >> 16 != 0o100000 | entry.mode:
                     return f"{entry.path} has another mode"
                 if hashlib.sha256(zf.read(info)).hexdigest() != entry.sha256:
