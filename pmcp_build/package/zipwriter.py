@@ -285,7 +285,7 @@ class MemberCache:
 # bytes that were just hashed (one read, one hash), on a worker, while the rest of the
 # layout is still being resolved: the writer takes the member by content. Only while
 # the budget lasts (one file per worker, then 32 MiB in all), so memory still follows
-# the largest file; what the writer does not take (a zip reused after all) is dropped
+# the largest files; what the writer does not take (a zip reused after all) is dropped
 # at its end. A pure function of the bytes, as every member: the zip is the same.
 
 _ahead: dict[str, Future[list[Member]]] = {}
@@ -388,9 +388,7 @@ def write_zip(
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    in_layout: list[Written] = [written[0]] * len(written)
-    for position, index in enumerate(order):
-        in_layout[index] = written[position]
+    in_layout = [w for _, w in sorted(zip(order, written, strict=True), key=lambda p: p[0])]
     return sink.digest.hexdigest(), in_layout
 
 
@@ -406,14 +404,15 @@ def write_order(entries: tuple[Entry, ...]) -> list[int]:
 
 
 def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
-    """Members in layout order; cache hits inline, misses compressed by a bounded pool.
+    """Members in the order given; cache hits and members compressed ahead inline, misses
+    compressed by a bounded pool.
 
     Misses go to the pool in batches of consecutive entries (up to 1 MiB or 256 files:
     one future per file costs more than deflating a small file). At most 8 x workers
     batches, and 32 MiB of their input (or one batch per worker, if larger), are in
-    flight; whatever
-    is ready at the front is written at once. The pool (and concurrent.futures) only
-    comes to be at the first miss: a rebuild from packs never starts a thread.
+    flight; whatever is ready at the front is written at once. The pool (and
+    concurrent.futures) only comes to be at the first miss: a rebuild from packs never
+    starts a thread.
     """
     # (entries, their members when known, or the future that computes them, and whether
     # that future is one of ours, counted in flight, or one compressing ahead)
