@@ -134,7 +134,9 @@ def main() -> None:
         known = json.load(fh)
     site = os.path.join(deps, "site")
     entries += [(p, m, s, h, os.path.join(site, p)) for p, (m, s, h) in known.items()]
-    entries.sort()
+    # The writer's member order (zipwriter.write_order): 1 MiB or more first, largest
+    # first, then the rest by path.
+    entries.sort(key=lambda e: (0, -e[2], e[0]) if e[2] >= 1024 * 1024 else (1, 0, e[0]))
 
     packs = [
         pack(os.path.join(project, ".pmcp", "dist", f".{name}.members.json")),
