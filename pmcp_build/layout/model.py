@@ -35,9 +35,11 @@ def megabytes(size: int) -> str:
     return f"{size / MB:.1f} MB"
 
 
-# Not a Lambda quota, but a package with more files than this is a mistake
-# (a virtualenv or node_modules swept in) rather than a server.
-FILE_COUNT_LIMIT = 20_000
+# Not a Lambda quota (Lambda documents none on a package's file count): past this many
+# files, a package is more likely a virtualenv or node_modules swept in than a server, so
+# the build says so, naming the largest folders, and goes on.
+FILE_COUNT_WARNING = 20_000
+_FOLDERS_NAMED = 3
 
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
@@ -289,12 +291,62 @@ def make_layout(
             f"{megabytes(UNZIPPED_LIMIT)}. Largest files: {names}. Exclude what the server "
             "does not need, or use a container image"
         )
-    if len(layout.entries) > FILE_COUNT_LIMIT:
-        raise UserError(
-            f"package has {len(layout.entries)} files (limit {FILE_COUNT_LIMIT}); "
-            "add the folders the server does not need to [source].exclude"
-        )
+    warn_file_count([e.path for e in layout.entries])
     return layout
+
+
+def file_count_warning(paths: list[str]) -> str | None:
+    """The warning for a package of more than FILE_COUNT_WARNING files, naming its
+    largest folders by file count; None below that."""
+    if len(paths) <= FILE_COUNT_WARNING:
+        return None
+    return (
+        f"package has {len(paths):,} files, more than a server usually needs; largest "
+        f"folders: {_largest_folders(paths)}. If a virtualenv or node_modules was swept in, "
+        "add it to [source].exclude"
+    )
+
+
+def warn_file_count(paths: list[str]) -> None:
+    """Say it on stderr, once per process (a build lays its package out once)."""
+    import sys
+
+    message = file_count_warning(paths)
+    if message is not None and message not in _warned:
+        _warned.add(message)
+        sys.stderr.write(f"warning: {one_line(message)}\n")
+        sys.stderr.flush()
+
+
+_warned: set[str] = set()
+
+
+def _largest_folders(paths: list[str]) -> str:
+    """`a/ (12,000 files), b/c/ (9,000 files)`: the top-level folders holding the most
+    files, each named down to where its files divide (a folder whose files all sit in
+    one subfolder is named by that subfolder: `.venv-old/lib/python3.12/site-packages/`)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        cut = path.find("/")
+        while cut > 0:
+            counts[path[:cut]] = counts.get(path[:cut], 0) + 1
+            cut = path.find("/", cut + 1)
+    tops = sorted((p for p in counts if "/" not in p), key=lambda p: (-counts[p], p))
+    shown = []
+    for top in tops[:_FOLDERS_NAMED]:
+        folder = top
+        while True:
+            inner = [p for p in _children(counts, folder) if counts[p] == counts[folder]]
+            if len(inner) != 1:
+                break
+            folder = inner[0]
+        shown.append(f"{one_line(folder)}/ ({counts[folder]:,} files)")
+    return ", ".join(shown) or "none (all at the package root)"
+
+
+def _children(counts: dict[str, int], folder: str) -> list[str]:
+    prefix = folder + "/"
+    return [p for p in counts if p.startswith(prefix) and "/" not in p[len(prefix) :]]
 
 
 def _check_dir_file_clash(by_path: dict[str, Entry]) -> None:
