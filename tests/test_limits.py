@@ -5,6 +5,7 @@ than 65,535 members carries ZIP64 end records."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -13,19 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pmcp_build.layout.model import (
-    FILE_COUNT_WARNING,
-    entry_from_bytes,
-    file_count_warning,
-    make_layout,
-)
-from pmcp_build.package.zipwriter import end_records, write_zip
+from pmcp_build.layout.model import entry_from_bytes, make_layout
+from pmcp_build.package.zipwriter import write_zip
 
 from .helpers import python_project
 
 
 def test_a_30k_file_source_builds_with_a_warning_naming_its_largest_folders(
-    cli, tmp_path: Path
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = python_project(tmp_path / "big", requirements="")
     # Hard links to one small file a folder: a link costs a quarter of a new file, and
@@ -37,6 +33,9 @@ def test_a_30k_file_source_builds_with_a_warning_naming_its_largest_folders(
         first.write_text(f"{d}\n")
         for n in range(1, 1000):
             os.link(first, folder / f"f{n:04d}.txt")
+    from pmcp_build.package import rebuild
+
+    monkeypatch.setattr(rebuild, "_RACY_NS", 0)  # files written by the test are trusted
     result = cli("-C", str(root), "build", "--json")
     assert result.exit_code == 0, result.output
     warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
@@ -44,15 +43,25 @@ def test_a_30k_file_source_builds_with_a_warning_naming_its_largest_folders(
     assert "files, more than a server usually needs" in warning[0]
     assert "data/ (21,000 files), more/ (9,000 files)" in warning[0]
     assert "[source].exclude" in warning[0]
-    import json
-
     built = json.loads(result.stdout)
     assert built["layout"]["file_count"] > 30_000
     with zipfile.ZipFile(built["package"]["path"]) as zf:
         assert len(zf.namelist()) == built["layout"]["file_count"]
+    # A one-file rebuild takes the fast path, and says the same.
+    from pmcp_build import entry
+    from pmcp_build.layout import model
+
+    monkeypatch.setattr(model, "_warned", set())  # once per process: this is a new one
+    (root / "more" / "d25" / "f0000.txt").write_text("edited\n")
+    assert entry.fast_build(["-C", str(root), "build", "--json"])
+    out, err = capsys.readouterr()
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == warning
+    assert json.loads(out)["package"]["sha256"] != built["package"]["sha256"]
 
 
 def test_the_largest_folder_is_named_down_to_where_its_files_divide() -> None:
+    from pmcp_build.layout.model import FILE_COUNT_WARNING, file_count_warning
+
     site = ".venv-old/lib/python3.12/site-packages"
     paths = [f"{site}/pkg{n % 2}/m{n}.py" for n in range(FILE_COUNT_WARNING)]
     paths += ["server.py", "data/a.txt"]
@@ -86,6 +95,8 @@ def test_a_70k_member_zip_has_zip64_end_records_and_reads_back(tmp_path: Path) -
 
 @pytest.mark.parametrize("count", [0, 1, 0xFFFF])
 def test_up_to_65535_members_the_end_record_is_the_classic_one(count: int) -> None:
+    from pmcp_build.package.zipwriter import end_records
+
     assert end_records(count, 10, 20) == (
         b"PK\x05\x06" + bytes(4) + count.to_bytes(2, "little") * 2 + (10).to_bytes(4, "little")
         + (20).to_bytes(4, "little") + bytes(2)
