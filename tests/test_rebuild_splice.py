@@ -147,7 +147,7 @@ def test_many_edits_are_folded_into_the_record(
 
 def test_the_compact_document_is_what_json_dumps_writes(tmp_path: Path) -> None:
     entries = [
-        Entry("a\"b\\c.py", "source", 0o644, 3, "ab" * 32, detail=""),
+        Entry('a"b\\c.py', "source", 0o644, 3, "ab" * 32, detail=""),
         Entry("é/ü.txt", "asset", 0o755, 5, "cd" * 32, detail='from "x"\u202e'),
     ]
     layout = Layout(tuple(entries), "python3.12", "index.handler", "x86_64", (("n\n", "why"),))
