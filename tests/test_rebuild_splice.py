@@ -16,8 +16,8 @@ from pmcp_build import entry
 from pmcp_build.layout.model import Entry, Layout, entry_from_bytes, make_layout
 from pmcp_build.layout.view import build_json, layout_json
 from pmcp_build.package import rebuild
-from pmcp_build.package.write import Package
-from pmcp_build.package.zipwriter import write_zip
+from pmcp_build.package.write import Package, layout_fingerprint
+from pmcp_build.package.zipwriter import index_zip, write_zip
 
 from .helpers import python_project
 
@@ -64,8 +64,14 @@ def test_the_spliced_zip_is_the_one_the_writer_writes(tmp_path: Path, edit: str)
     )
     assert (tmp_path / "spliced.zip").read_bytes() == (tmp_path / "new.zip").read_bytes()
     assert digest == expected
-    as_rows = [[w.sha256, w.method, w.crc, w.offset, w.length] for w in written]
-    assert as_rows == [[w.sha256, w.method, w.crc, w.offset, w.length] for w in expected_written]
+    assert written == [(w.sha256, w.method, w.crc, w.offset, w.length) for w in expected_written]
+    # What the fast path writes beside it is what the writer would: the package index's
+    # key and the previous-build pack's index.
+    assert rebuild._fingerprint(new) == layout_fingerprint(new)
+    rebuild._index_zip(tmp_path / "fast.json", tmp_path / "spliced.zip", written, digest)
+    index_zip(tmp_path / "writer.json", tmp_path / "spliced.zip", expected_written, digest)
+    fast, writer = (json.loads((tmp_path / f).read_text()) for f in ("fast.json", "writer.json"))
+    assert fast == writer
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from pmcp_build.layout.model import (
 )
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.splice import Replacement, splice
+from pmcp_build.package.splice import Landed, Replacement, splice
 from pmcp_build.package.write import (
     CacheDamaged,
     Package,
@@ -45,7 +45,7 @@ from pmcp_build.package.write import (
     layout_fingerprint,
     write_package,
 )
-from pmcp_build.package.zipwriter import FORMAT, index_zip
+from pmcp_build.package.zipwriter import FORMAT
 
 RECORD = ".build-inputs.json"
 STATE = ".build-state.json"
@@ -358,9 +358,9 @@ def _package(
     os.replace(tmp, final)
     old.unlink(missing_ok=True)
     root = cache_dir()
-    index = root / "packages" / layout_fingerprint(layout)
+    index = root / "packages" / _fingerprint(layout)
     cache_store.write_atomic(index, f"{digest}\n".encode())
-    index_zip(out_dir / f".{name}.members.json", final, written, digest)
+    _index_zip(out_dir / f".{name}.members.json", final, written, digest)
     _record_uses(root, layout, index, started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
 
@@ -391,3 +391,35 @@ def _record_uses(root: Path, layout: Layout, index: Path, started: float) -> Non
     for item in cache_store.record_build(root, needed, started):
         if item.startswith("sources/"):
             cache_store.touch(root / item / "used")
+
+
+def _fingerprint(layout: Layout) -> str:
+    """write.layout_fingerprint, hashed in one update instead of one per entry (the same
+    bytes: tests/test_rebuild_splice.py compares the two)."""
+    import hashlib
+
+    h = hashlib.sha256(f"zip-v2 {FORMAT}\n".encode())
+    h.update("".join([f"{e.path}\0{e.mode:o}\0{e.sha256}\n" for e in layout.entries]).encode())
+    return h.hexdigest()
+
+
+def _index_zip(index: Path, zip_path: Path, landed: list[Landed], digest: str) -> None:
+    """zipwriter.index_zip's index of the spliced zip (the pack the next full build
+    copies unchanged members from), written as text rather than through a dict of lists
+    and json.dumps: a third of the cost on 10,000 members. The same document
+    (tests/test_rebuild_splice.py parses both)."""
+    from json.encoder import encode_basestring_ascii as text
+
+    table: dict[str, str] = {}  # the last member of a content wins, as in index_zip
+    for sha, method, crc, offset, length in landed:
+        table[sha] = f"[{method},{crc},{offset},{length}]"
+    members = ",".join([f"{text(sha)}:{row}" for sha, row in table.items()])
+    head = {
+        "format": FORMAT,
+        "owner": index.parent.name,
+        "file": os.path.relpath(zip_path, index.parent),
+        "size": zip_path.stat().st_size,
+        "sha256": digest,
+    }
+    body = json.dumps(head, separators=(",", ":"))[:-1] + ',"members":{' + members + "}}"
+    cache_store.write_atomic(index, body.encode())

@@ -30,7 +30,6 @@ from pmcp_build.package.zipwriter import (
     _VERSION_MADE_BY,
     _VERSION_NEEDED,
     Member,
-    Written,
     compress,
     end_records,
 )
@@ -42,6 +41,11 @@ _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _LOCAL_SIZE = 30
 _CENTRAL_SIZE = 46
+
+
+# Where a member landed: sha256, method, crc, payload offset, payload length (what the
+# previous-build pack records; zipwriter.Written's fields, without an object each).
+Landed = tuple[str, int, int, int, int]
 
 
 class Replacement:
@@ -76,7 +80,7 @@ def splice(
     new_zip: Path,
     shas: list[str],
     replaced: list[Replacement],
-) -> tuple[str, list[Written]]:
+) -> tuple[str, list[Landed]]:
     """Write `new_zip` from `old_zip` (the zip of a layout of len(shas) members) with
     the `replaced` members (in layout order) changed; `shas` are the new layout's. Returns
     its sha256 and where each member landed (what the previous-build pack records)."""
@@ -90,14 +94,14 @@ def splice(
 
 def _splice(
     view: memoryview, new_zip: Path, shas: list[str], replaced: list[Replacement]
-) -> tuple[str, list[Written]]:
+) -> tuple[str, list[Landed]]:
     count = len(shas)
     cd_start, cd_size = _central_directory(view, count)
     cd = bytearray(view[cd_start : cd_start + cd_size])
     records = _walk(cd, count)
     changes = {r.index: r for r in replaced}
     digest = hashlib.sha256()
-    written: list[Written] = []
+    written: list[Landed] = []
     tmp = new_zip.with_name(f".{new_zip.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as out:
@@ -114,7 +118,7 @@ def _splice(
                     if shift:
                         struct.pack_into("<I", cd, pos + 42, offset + shift)
                     at = offset + shift + _LOCAL_SIZE + name_len
-                    written.append(Written(shas[i], method, crc, at, size))
+                    written.append((shas[i], method, crc, at, size))
                 else:
                     end = records[i + 1][4] if i + 1 < count else cd_start
                     put(view[copied_to:offset])
@@ -124,10 +128,9 @@ def _splice(
                     put(member.payload)
                     cd[pos : pos + len(central)] = central
                     at = new_offset + len(header)
-                    written.append(
-                        Written(change.sha256, member.method, member.crc, at, len(member.payload))
-                    )
-                    shift += len(header) + len(member.payload) - (end - offset)
+                    new_size = len(member.payload)
+                    written.append((change.sha256, member.method, member.crc, at, new_size))
+                    shift += len(header) + new_size - (end - offset)
                     copied_to = end
                 pos += _CENTRAL_SIZE + name_len
             put(view[copied_to:cd_start])
