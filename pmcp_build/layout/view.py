@@ -141,12 +141,23 @@ def _files_json(entries: tuple[Entry, ...]) -> str:
     """layout_json's `files`, as json.dumps writes it (ASCII, `, ` and `: `)."""
     from json.encoder import encode_basestring_ascii as text
 
+    # Origins are a handful of names: quoted once, not escaped file by file (a name
+    # outside the set is escaped as any string).
+    origins = {o: f'"{o}"' for o in _ORDER}
     row = '{"path": %s, "origin": %s, "detail": %s, "mode": "%04o", "size": %d, "sha256": %s}'
     return (
         "["
         + ", ".join(
             [
-                row % (text(e.path), text(e.origin), text(e.detail), e.mode, e.size, text(e.sha256))
+                row
+                % (
+                    text(e.path),
+                    origins.get(e.origin) or text(e.origin),
+                    text(e.detail),
+                    e.mode,
+                    e.size,
+                    text(e.sha256),
+                )
                 for e in entries
             ]
         )
