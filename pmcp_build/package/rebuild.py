@@ -2,18 +2,26 @@
 give or take the content of some files, without loading the manifest again.
 
 After every build of a python package, `record` writes `.pmcp/dist/.build-inputs.json`:
-the layout's entries with the stat signature (size, mtime, inode, ctime) of each file
-they came from, the names in every folder under the source root (a file added, removed
-or renamed anywhere changes them; editors that save by rename only change a file's
-signature), and the signatures of the inputs that decide more than one file's content
-(the manifest, the requirements file, the boot runtime, the handler template).
-`rebuild` checks all of them; if only the content of recorded files changed, it
-rehashes those, rebuilds the layout with the same checks (make_layout) and writes the
-package through the same writer, so the zip is the one a full build writes. Any other
-difference, any doubt, and the caller does the full build.
+the layout's entries (in columns) with the stat signature (mode, size, mtime, inode,
+ctime) of each file they came from, the sha256 of the zip they make, the names in every
+folder under the source root (a file added, removed or renamed anywhere changes them;
+editors that save by rename only change a file's signature), and the signatures of the
+inputs that decide more than one file's content (the manifest, the requirements file,
+the boot runtime, the handler template). `rebuild` checks all of them; if only the
+content of recorded files changed, it rehashes those and splices their members into the
+previous zip (package/splice.py: the bytes the writer would write, the previous zip
+hashed first), or, when that zip is not the recorded one, writes the package through
+the writer. Any other difference, any doubt, and the caller does the full build.
 
-Like git's index, a file whose mtime is within two seconds of the recording is "racy"
-(it could change again within the clock's granularity) and is always rehashed.
+What a one-file rebuild of a 10,000-file source costs per unchanged file is one lstat,
+its share of reading the record, and its row in the output: no open, no Path, no
+member object. Its edits go to a small `.build-state.json` (the entries edited since the
+record and the zip they make), so the record is rewritten only once they pile up.
+
+Like git's index, a file whose mtime or ctime is within two seconds of the recording is
+"racy" (it could change again within the clock's granularity): it is recorded as [-1]
+and always rehashed. An edit that keeps the size and puts the mtime back still moves the
+ctime, which no user call sets.
 The module imports neither the manifest models nor the CLI framework: that is the point.
 """
 
