@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ from pmcp_build.layout.model import (
 )
 from pmcp_build.package import cache as cache_store
 from pmcp_build.package.cache import cache_dir
-from pmcp_build.package.splice import Landed, Replacement, splice
+from pmcp_build.package.splice import Landed, NotTheRecordedZip, Replacement, splice
 from pmcp_build.package.write import (
     CacheDamaged,
     Package,
@@ -356,12 +357,19 @@ def _package(
     """The zip: the last one with the edited members spliced in, when it is there and
     unchanged (its sha256 is checked); otherwise through the writer."""
     name = data["name"]
-    old = out_dir / f"{name}-{str(data['zip'])[:12]}.zip" if data.get("zip") else None
-    if not replaced or old is None or cache_store.file_sha256(old) != data["zip"]:
+    recorded = data.get("zip")
+    if not replaced or not isinstance(recorded, str):
         return write_package(layout, out_dir, name)
     started = time.time()
+    old = out_dir / f"{name}-{recorded[:12]}.zip"
     tmp = out_dir / f".{name}-building.zip"
-    digest, written = splice(old, tmp, [e.sha256 for e in layout.entries], replaced)
+    try:
+        shas = [e.sha256 for e in layout.entries]
+        digest, written = splice(old, tmp, shas, replaced, old_sha256=recorded)
+    except (NotTheRecordedZip, ValueError, struct.error, OSError):
+        # Not the recorded zip, or not of the recorded shape: the writer makes it (and
+        # warns about a changed zip as it would on a full build).
+        return write_package(layout, out_dir, name)
     final = out_dir / f"{name}-{digest[:12]}.zip"
     os.replace(tmp, final)
     old.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ import os
 import struct
 from pathlib import Path
 
+from pmcp_build.package import cache as cache_store
 from pmcp_build.package.zipwriter import (
     _DOS_DATE,
     _DOS_TIME,
@@ -75,21 +76,36 @@ def _central_directory(view: memoryview, count: int) -> tuple[int, int]:
     return start, size
 
 
+class NotTheRecordedZip(Exception):
+    """The previous zip is gone or is not the one recorded: write the package anew."""
+
+
 def splice(
     old_zip: Path,
     new_zip: Path,
     shas: list[str],
     replaced: list[Replacement],
+    old_sha256: str | None = None,
 ) -> tuple[str, list[Landed]]:
     """Write `new_zip` from `old_zip` (the zip of a layout of len(shas) members) with
     the `replaced` members (in layout order) changed; `shas` are the new layout's. Returns
-    its sha256 and where each member landed (what the previous-build pack records)."""
-    with open(old_zip, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    its sha256 and where each member landed (what the previous-build pack records).
+    With `old_sha256`, the very file opened is hashed first and must match it (raises
+    NotTheRecordedZip): a zip replaced or edited since it was recorded is not used."""
+    try:
+        fh = open(old_zip, "rb")  # noqa: SIM115 (closed below, after the mapping)
+    except OSError:
+        raise NotTheRecordedZip(str(old_zip)) from None
+    with fh:
+        if old_sha256 is not None and cache_store.file_sha256(old_zip, fh) != old_sha256:
+            raise NotTheRecordedZip(str(old_zip))
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         try:
             return _splice(view, new_zip, shas, replaced)
         finally:
             view.release()
+            mm.close()
 
 
 def _splice(
