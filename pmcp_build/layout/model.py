@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pmcp_build.errors import UserError
 from pmcp_build.frozen import Frozen
@@ -35,9 +35,11 @@ def megabytes(size: int) -> str:
     return f"{size / MB:.1f} MB"
 
 
-# Not a Lambda quota, but a package with more files than this is a mistake
-# (a virtualenv or node_modules swept in) rather than a server.
-FILE_COUNT_LIMIT = 20_000
+# Not a Lambda quota (Lambda documents none on a package's file count): past this many
+# files, a package is more likely a virtualenv or node_modules swept in than a server, so
+# the build says so, naming the largest folders, and goes on.
+FILE_COUNT_WARNING = 20_000
+_FOLDERS_NAMED = 3
 
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
@@ -54,14 +56,14 @@ class Entry(Frozen):
     Equality is by what lands in the zip and where it came from, not by where the bytes
     are read from (`src`, `data`)."""
 
-    __slots__ = ("data", "detail", "mode", "origin", "path", "sha256", "size", "src")
+    __slots__ = ("_src", "data", "detail", "mode", "origin", "path", "sha256", "size")
     _compared = ("path", "origin", "mode", "size", "sha256", "detail")
     path: str
     origin: Origin
     mode: int
     size: int
     sha256: str
-    src: Path | None
+    _src: Path | str | None
     data: bytes | None
     detail: str  # "humanize 4.9.0" for a dependency, the asset's `from`, ...
 
@@ -72,7 +74,7 @@ class Entry(Frozen):
         mode: int,
         size: int,
         sha256: str,
-        src: Path | None = None,
+        src: Path | str | None = None,
         data: bytes | None = None,
         detail: str = "",
     ) -> None:
@@ -84,9 +86,29 @@ class Entry(Frozen):
         put(self, "mode", mode)
         put(self, "size", size)
         put(self, "sha256", sha256)
-        put(self, "src", src)
+        put(self, "_src", src)
         put(self, "data", data)
         put(self, "detail", detail)
+
+    @property
+    def src(self) -> Path | None:
+        """The file the bytes come from. Given as a str (the rebuild fast path, which
+        makes 10,000 entries and reads few of their files), it becomes a Path when first
+        asked for: a Path costs ~2 us to make, three times the rest of the entry."""
+        src = self._src
+        if isinstance(src, str):
+            src = Path(src)
+            object.__setattr__(self, "_src", src)
+        return src
+
+    @property
+    def src_text(self) -> str | None:
+        """`src` as a str, without making a Path of it."""
+        return None if self._src is None else str(self._src)
+
+    def replace(self, **changes: Any) -> Entry:
+        fields = {name: getattr(self, name) for name in self._compared or ()}
+        return Entry(**{**fields, "src": self._src, "data": self.data, **changes})
 
     def __repr__(self) -> str:
         return (
@@ -289,12 +311,62 @@ def make_layout(
             f"{megabytes(UNZIPPED_LIMIT)}. Largest files: {names}. Exclude what the server "
             "does not need, or use a container image"
         )
-    if len(layout.entries) > FILE_COUNT_LIMIT:
-        raise UserError(
-            f"package has {len(layout.entries)} files (limit {FILE_COUNT_LIMIT}); "
-            "add the folders the server does not need to [source].exclude"
-        )
+    warn_file_count([e.path for e in layout.entries])
     return layout
+
+
+def file_count_warning(paths: list[str]) -> str | None:
+    """The warning for a package of more than FILE_COUNT_WARNING files, naming its
+    largest folders by file count; None below that."""
+    if len(paths) <= FILE_COUNT_WARNING:
+        return None
+    return (
+        f"package has {len(paths):,} files, more than a server usually needs; largest "
+        f"folders: {_largest_folders(paths)}. If a virtualenv or node_modules was swept in, "
+        "add it to [source].exclude"
+    )
+
+
+def warn_file_count(paths: list[str]) -> None:
+    """Say it on stderr, once per process (a build lays its package out once)."""
+    import sys
+
+    message = file_count_warning(paths)
+    if message is not None and message not in _warned:
+        _warned.add(message)
+        sys.stderr.write(f"warning: {one_line(message)}\n")
+        sys.stderr.flush()
+
+
+_warned: set[str] = set()
+
+
+def _largest_folders(paths: list[str]) -> str:
+    """`a/ (12,000 files), b/c/ (9,000 files)`: the top-level folders holding the most
+    files, each named down to where its files divide (a folder whose files all sit in
+    one subfolder is named by that subfolder: `.venv-old/lib/python3.12/site-packages/`)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        cut = path.find("/")
+        while cut > 0:
+            counts[path[:cut]] = counts.get(path[:cut], 0) + 1
+            cut = path.find("/", cut + 1)
+    tops = sorted((p for p in counts if "/" not in p), key=lambda p: (-counts[p], p))
+    shown = []
+    for top in tops[:_FOLDERS_NAMED]:
+        folder = top
+        while True:
+            inner = [p for p in _children(counts, folder) if counts[p] == counts[folder]]
+            if len(inner) != 1:
+                break
+            folder = inner[0]
+        shown.append(f"{one_line(folder)}/ ({counts[folder]:,} files)")
+    return ", ".join(shown) or "none (all at the package root)"
+
+
+def _children(counts: dict[str, int], folder: str) -> list[str]:
+    prefix = folder + "/"
+    return [p for p in counts if p.startswith(prefix) and "/" not in p[len(prefix) :]]
 
 
 def _check_dir_file_clash(by_path: dict[str, Entry]) -> None:

@@ -17,10 +17,10 @@ from pmcp_build.layout.binary import (
 )
 from pmcp_build.layout.model import (
     DIRECT_UPLOAD_LIMIT,
-    FILE_COUNT_LIMIT,
     UNZIPPED_LIMIT,
     Entry,
     Layout,
+    file_count_warning,
     megabytes,
 )
 
@@ -115,8 +115,9 @@ def inspect_zip(path: Path, architecture: str | None = None) -> Inspection:
                 "direct-upload limit; deploy it through S3",
             )
         )
-    if len(entries) > FILE_COUNT_LIMIT:
-        findings.append(Finding("warning", f"{len(entries)} files; is a virtualenv included?"))
+    many = file_count_warning([e.path for e in entries])
+    if many is not None:
+        findings.append(Finding("warning", many))
     return Inspection(layout, zipped, tuple(findings))
 
 

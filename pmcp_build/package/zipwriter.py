@@ -544,11 +544,28 @@ def _write_members(
             + name
         )
     start = sink.offset
-    if len(central) > 0xFFFF or start > 0xFFFFFFFF:
-        raise ValueError("package too large for a non-zip64 archive")
     cd = b"".join(central)
     sink.write(cd)
-    sink.write(
-        struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(cd), start, 0)
-    )
+    sink.write(end_records(len(central), len(cd), start))
     return written
+
+
+def end_records(count: int, cd_size: int, cd_start: int) -> bytes:
+    """The end of central directory record, preceded by the ZIP64 end record and its
+    locator (APPNOTE 4.3.14-4.3.15) when the members number more than the classic
+    record's 16-bit counts hold (65,535): a function of the three values alone, so
+    still deterministic. Offsets stay 32-bit: the members' own headers would need ZIP64
+    extra fields past 4 GiB, which the 250 MB unzipped limit never reaches."""
+    if max(cd_start, cd_size) > 0xFFFFFFFF:
+        raise ValueError("package too large for a zip without ZIP64 offsets (over 4 GiB)")
+    if count <= 0xFFFF:
+        return struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, cd_size, cd_start, 0)
+    zip64_at = cd_start + cd_size
+    made_by, needed = (3 << 8) | 45, 45  # Unix; spec 4.5, the first with ZIP64
+    record = struct.pack(
+        "<IQHHIIQQQQ", 0x06064B50, 44, made_by, needed, 0, 0, count, count,
+        cd_size, cd_start,
+    )  # fmt: skip
+    locator = struct.pack("<IIQI", 0x07064B50, 0, zip64_at, 1)
+    classic = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, cd_size, cd_start, 0)
+    return record + locator + classic
