@@ -46,13 +46,26 @@ EDITS = {
 }
 
 
-@pytest.mark.parametrize("edit", list(EDITS))
-def test_the_spliced_zip_is_the_one_the_writer_writes(tmp_path: Path, edit: str) -> None:
-    from pmcp_build.package.splice import Replacement, splice
+# Members of zipwriter.BIG_MEMBER bytes or more are written first, largest first: with
+# two of them the zip's order is not the layout's, and the splice must follow the zip's.
+HUGE = {
+    "b/huge.db": (hashlib.sha256(b"huge").digest() * 40_000, 0o644),
+    "c/larger.db": (COMPRESSIBLE * 300, 0o644),
+}
 
-    old = _layout(BASE)
+
+@pytest.mark.parametrize("big", [False, True], ids=["small members", "big members first"])
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_the_spliced_zip_is_the_one_the_writer_writes(tmp_path: Path, edit: str, big: bool) -> None:
+    from pmcp_build.package.splice import Replacement, splice
+    from pmcp_build.package.zipwriter import write_order
+
+    base = {**BASE, **HUGE} if big else BASE
+    old = _layout(base)
     write_zip(old, tmp_path / "old.zip")
-    new = _layout({**BASE, **EDITS[edit]})
+    new = _layout({**base, **EDITS[edit]})
+    order = write_order(new.entries)
+    assert (order != sorted(order)) == big
     expected, expected_written = write_zip(new, tmp_path / "new.zip")
     replaced = [
         Replacement(i, e.path, e.mode, e.sha256, e.read())
@@ -60,7 +73,11 @@ def test_the_spliced_zip_is_the_one_the_writer_writes(tmp_path: Path, edit: str)
         if e != old.entries[i]
     ]
     digest, written = splice(
-        tmp_path / "old.zip", tmp_path / "spliced.zip", [e.sha256 for e in new.entries], replaced
+        tmp_path / "old.zip",
+        tmp_path / "spliced.zip",
+        [e.sha256 for e in new.entries],
+        replaced,
+        order=order,
     )
     assert (tmp_path / "spliced.zip").read_bytes() == (tmp_path / "new.zip").read_bytes()
     assert digest == expected
@@ -72,6 +89,20 @@ def test_the_spliced_zip_is_the_one_the_writer_writes(tmp_path: Path, edit: str)
     index_zip(tmp_path / "writer.json", tmp_path / "spliced.zip", expected_written, digest)
     fast, writer = (json.loads((tmp_path / f).read_text()) for f in ("fast.json", "writer.json"))
     assert fast == writer
+
+
+def test_an_edit_that_can_move_a_member_goes_to_the_writer() -> None:
+    """The splice keeps every member where it was; an edit of a member the writer puts
+    first by size (or one that grows into one) would move it."""
+    from pmcp_build.package.splice import Replacement
+    from pmcp_build.package.zipwriter import BIG_MEMBER
+
+    def edit(old_size: int, new_size: int) -> list[Replacement]:
+        return [Replacement(0, "a", 0o644, "0" * 64, b"x" * new_size, old_size)]
+
+    assert not rebuild._moves(edit(10, 20))
+    assert rebuild._moves(edit(BIG_MEMBER, 20))
+    assert rebuild._moves(edit(10, BIG_MEMBER))
 
 
 @pytest.fixture

@@ -111,11 +111,11 @@ def test_same_bytes_with_any_worker_count_memory_bound_and_pack_state(
 def test_big_members_first_largest_first_and_compressing_ahead_changes_no_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Members of _BIG bytes or more are written first, largest first, then the rest in
+    """Members of BIG_MEMBER bytes or more are written first, largest first, then the rest in
     layout order (a big file met last would be deflated on one core alone); members
     compressed ahead from the layout's bytes (a cold build's big assets) are taken by
     content, not compressed again, and the zip is byte for byte the same."""
-    monkeypatch.setattr(zipwriter, "_BIG", 4096)
+    monkeypatch.setattr(zipwriter, "BIG_MEMBER", 4096)
     layout = make_layout(corpus(), "python3.12", "index.handler", "x86_64")
     digest, written = write_zip(layout, tmp_path / "a.zip")
     big = sorted((e for e in layout.entries if e.size >= 4096), key=lambda e: (-e.size, e.path))
@@ -136,7 +136,7 @@ def test_big_members_first_largest_first_and_compressing_ahead_changes_no_byte(
     monkeypatch.setattr(zipwriter, "_INFLIGHT_BYTES", 1)
     assert zipwriter.compress_ahead(big[0].sha256, big[0].data or b"")
     assert not zipwriter.compress_ahead(big[1].sha256, big[1].data or b"")
-    assert not zipwriter.compress_ahead("0" * 64, b"tiny")  # below _BIG: the writer's
+    assert not zipwriter.compress_ahead("0" * 64, b"tiny")  # below BIG_MEMBER: the writer's
     zipwriter.drop_ahead()
     monkeypatch.setattr(zipwriter, "_INFLIGHT_BYTES", 32 * 1024 * 1024)
     assert all(zipwriter.compress_ahead(e.sha256, e.data or b"") for e in big)

@@ -54,7 +54,7 @@ from pmcp_build.package.write import (
     layout_fingerprint,
     write_package,
 )
-from pmcp_build.package.zipwriter import FORMAT
+from pmcp_build.package.zipwriter import BIG_MEMBER, FORMAT, write_order
 
 RECORD = ".build-inputs.json"
 STATE = ".build-state.json"
@@ -320,7 +320,7 @@ def _changes(
         if digest != cols["sha256"][i] or mode != cols["mode"][i]:
             if not allow_edits:
                 return None
-            replaced.append(Replacement(i, cols["path"][i], mode, digest, content))
+            replaced.append(Replacement(i, cols["path"][i], mode, digest, content, cols["size"][i]))
         elif current == sig or current is None:
             continue  # racy and unchanged: rehashed again next time
         settled = settled or current != [-1]
@@ -358,14 +358,15 @@ def _package(
     unchanged (its sha256 is checked); otherwise through the writer."""
     name = data["name"]
     recorded = data.get("zip")
-    if not replaced or not isinstance(recorded, str):
+    if not replaced or not isinstance(recorded, str) or _moves(replaced):
         return write_package(layout, out_dir, name)
     started = time.time()
     old = out_dir / f"{name}-{recorded[:12]}.zip"
     tmp = out_dir / f".{name}-building.zip"
     try:
         shas = [e.sha256 for e in layout.entries]
-        digest, written = splice(old, tmp, shas, replaced, old_sha256=recorded)
+        order = write_order(layout.entries)
+        digest, written = splice(old, tmp, shas, replaced, old_sha256=recorded, order=order)
     except (NotTheRecordedZip, ValueError, struct.error, OSError):
         # Not the recorded zip, or not of the recorded shape: the writer makes it (and
         # warns about a changed zip as it would on a full build).
@@ -379,6 +380,13 @@ def _package(
     _index_zip(out_dir / f".{name}.members.json", final, written, digest)
     _record_uses(root, layout, index, started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
+
+
+def _moves(replaced: list[Replacement]) -> bool:
+    """Whether an edit can move a member in the zip: the writer puts members of
+    BIG_MEMBER bytes or more first, by size, so an edit of one (or one that becomes one)
+    changes the order, which the splice keeps; the writer then writes the zip."""
+    return any(max(r.old_size, len(r.data)) >= BIG_MEMBER for r in replaced)
 
 
 def _record_uses(root: Path, layout: Layout, index: Path, started: float) -> None:
@@ -414,7 +422,7 @@ def _fingerprint(layout: Layout) -> str:
     bytes: tests/test_rebuild_splice.py compares the two)."""
     import hashlib
 
-    h = hashlib.sha256(f"zip-v2 {FORMAT}\n".encode())
+    h = hashlib.sha256(f"zip-v3 {FORMAT}\n".encode())
     h.update("".join([f"{e.path}\0{e.mode:o}\0{e.sha256}\n" for e in layout.entries]).encode())
     return h.hexdigest()
 

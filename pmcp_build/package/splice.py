@@ -52,14 +52,17 @@ Landed = tuple[str, int, int, int, int]
 class Replacement:
     """A member's new content: where it sits in the layout, and its bytes."""
 
-    __slots__ = ("data", "index", "mode", "path", "sha256")
+    __slots__ = ("data", "index", "mode", "old_size", "path", "sha256")
 
-    def __init__(self, index: int, path: str, mode: int, sha256: str, data: bytes) -> None:
+    def __init__(
+        self, index: int, path: str, mode: int, sha256: str, data: bytes, old_size: int = 0
+    ) -> None:
         self.index = index
         self.path = path
         self.mode = mode
         self.sha256 = sha256
         self.data = data
+        self.old_size = old_size  # what it replaces: a member's size decides its place
 
 
 def _central_directory(view: memoryview, count: int) -> tuple[int, int]:
@@ -86,10 +89,13 @@ def splice(
     shas: list[str],
     replaced: list[Replacement],
     old_sha256: str | None = None,
+    order: list[int] | None = None,
 ) -> tuple[str, list[Landed]]:
     """Write `new_zip` from `old_zip` (the zip of a layout of len(shas) members) with
-    the `replaced` members (in layout order) changed; `shas` are the new layout's. Returns
-    its sha256 and where each member landed (what the previous-build pack records).
+    the `replaced` members (in layout order) changed; `shas` are the new layout's.
+    `order` is zipwriter.write_order of both layouts (the caller checks that no replaced
+    member moves); the identity when not given. Returns its sha256 and where each
+    member landed, in layout order (what the previous-build pack records).
     With `old_sha256`, the very file opened is hashed first and must match it (raises
     NotTheRecordedZip): a zip replaced or edited since it was recorded is not used."""
     try:
@@ -102,22 +108,28 @@ def splice(
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         try:
-            return _splice(view, new_zip, shas, replaced)
+            return _splice(view, new_zip, shas, replaced, order or list(range(len(shas))))
         finally:
             view.release()
             mm.close()
 
 
 def _splice(
-    view: memoryview, new_zip: Path, shas: list[str], replaced: list[Replacement]
+    view: memoryview,
+    new_zip: Path,
+    shas: list[str],
+    replaced: list[Replacement],
+    order: list[int],
 ) -> tuple[str, list[Landed]]:
     count = len(shas)
     cd_start, cd_size = _central_directory(view, count)
     cd = bytearray(view[cd_start : cd_start + cd_size])
     records = _walk(cd, count)
+    if len(order) != count:
+        raise ValueError("the write order does not match the recorded layout")
     changes = {r.index: r for r in replaced}
     digest = hashlib.sha256()
-    written: list[Landed] = []
+    written: list[Landed] = [("", 0, 0, 0, 0)] * count  # in layout order
     tmp = new_zip.with_name(f".{new_zip.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as out:
@@ -128,15 +140,16 @@ def _splice(
 
             copied_to = shift = 0  # how far the old zip is copied; how far later members move
             pos = 0  # of the record in the central directory
-            for i, (method, crc, size, name_len, offset) in enumerate(records):
+            for p, (method, crc, size, name_len, offset) in enumerate(records):
+                i = order[p]  # the record at write position p is layout entry i
                 change = changes.get(i)
                 if change is None:
                     if shift:
                         struct.pack_into("<I", cd, pos + 42, offset + shift)
                     at = offset + shift + _LOCAL_SIZE + name_len
-                    written.append((shas[i], method, crc, at, size))
+                    written[i] = (shas[i], method, crc, at, size)
                 else:
-                    end = records[i + 1][4] if i + 1 < count else cd_start
+                    end = records[p + 1][4] if p + 1 < count else cd_start
                     put(view[copied_to:offset])
                     new_offset = offset + shift
                     header, central, member = _member(change, new_offset)
@@ -145,7 +158,7 @@ def _splice(
                     cd[pos : pos + len(central)] = central
                     at = new_offset + len(header)
                     new_size = len(member.payload)
-                    written.append((change.sha256, member.method, member.crc, at, new_size))
+                    written[i] = (change.sha256, member.method, member.crc, at, new_size)
                     shift += len(header) + new_size - (end - offset)
                     copied_to = end
                 pos += _CENTRAL_SIZE + name_len

@@ -78,7 +78,7 @@ _BATCHES_PER_WORKER = 8
 # order): a big file met last would be deflated on one core while the others wait (a
 # 24 MB bootstrap sorts after every asset). Largest-first keeps every worker busy to
 # the end, and the order is a pure function of the layout (sizes and paths).
-_BIG = _BATCH_BYTES
+BIG_MEMBER = _BATCH_BYTES
 
 
 def _workers() -> int:
@@ -297,7 +297,7 @@ def compress_ahead(sha256: str, data: bytes) -> bool:
     """Start deflating `data` (whose sha256 is `sha256`) for the next write_zip; False
     when it is small or the budget is spent (the writer then reads the file itself)."""
     global _ahead_bytes, _ahead_pool
-    if len(data) < _BIG or sha256 in _ahead:
+    if len(data) < BIG_MEMBER or sha256 in _ahead:
         return False
     if len(_ahead) >= _workers() and _ahead_bytes + len(data) > _INFLIGHT_BYTES:
         return False
@@ -394,13 +394,13 @@ def write_zip(
 
 def write_order(entries: tuple[Entry, ...]) -> list[int]:
     """The order members are written in (indices into `entries`, which are in layout
-    order): members of _BIG bytes or more first, largest first (ties by path), then the
+    order): members of BIG_MEMBER bytes or more first, largest first (ties by path), then the
     rest in layout order. The central directory follows the same order."""
     big = sorted(
-        (i for i, e in enumerate(entries) if e.size >= _BIG),
+        (i for i, e in enumerate(entries) if e.size >= BIG_MEMBER),
         key=lambda i: (-entries[i].size, entries[i].path),
     )
-    return big + [i for i, e in enumerate(entries) if e.size < _BIG]
+    return big + [i for i, e in enumerate(entries) if e.size < BIG_MEMBER]
 
 
 def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[Entry, Member]]:
