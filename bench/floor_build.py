@@ -135,7 +135,7 @@ def main() -> None:
     site = os.path.join(deps, "site")
     entries += [(p, m, s, h, os.path.join(site, p)) for p, (m, s, h) in known.items()]
     # The writer's member order (zipwriter.write_order): 1 MiB or more first, largest
-    # first, then the rest by path.
+    # first, then the rest by path; its central directory is by path.
     entries.sort(key=lambda e: (0, -e[2], e[0]) if e[2] >= 1024 * 1024 else (1, 0, e[0]))
 
     packs = [
@@ -184,30 +184,34 @@ def main() -> None:
             write(header + raw)
             write(payload)
             central.append(
-                struct.pack(
-                    "<IHHHHHHIIIHHHHHII",
-                    0x02014B50,
-                    0x314,
-                    20,
-                    flags,
-                    method,
-                    0,
-                    33,
-                    crc,
-                    len(payload),
-                    size,
-                    len(raw),
-                    0,
-                    0,
-                    0,
-                    0,
-                    ((0o100000 | mode) << 16),
-                    offset,
+                (
+                    path,
+                    struct.pack(
+                        "<IHHHHHHIIIHHHHHII",
+                        0x02014B50,
+                        0x314,
+                        20,
+                        flags,
+                        method,
+                        0,
+                        33,
+                        crc,
+                        len(payload),
+                        size,
+                        len(raw),
+                        0,
+                        0,
+                        0,
+                        0,
+                        ((0o100000 | mode) << 16),
+                        offset,
+                    )
+                    + raw,
                 )
-                + raw
             )
             offset += len(header) + len(raw) + len(payload)
-        cd = b"".join(central)
+        # The central directory lists the members by path, as the writer's does.
+        cd = b"".join(record for _, record in sorted(central))
         write(cd)
         write(
             struct.pack(

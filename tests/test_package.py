@@ -208,8 +208,8 @@ def test_cold_build_deflates_big_files_as_it_hashes_them_and_makes_the_same_zip(
     """A cold build (no earlier zip of the project) deflates the artifact and big assets
     from the bytes it hashed, while the layout is resolved; the writer takes them by
     content instead of reading the files again. A build that is not cold compresses them
-    in the writer: same zip, byte for byte. Members of 1 MiB or more come first, largest
-    first."""
+    in the writer: same zip, byte for byte. Members of 1 MiB or more are written first,
+    largest first; the central directory lists the layout's order."""
     from pmcp_build.package import zipwriter
 
     rng = random.Random(3)
@@ -237,7 +237,9 @@ def test_cold_build_deflates_big_files_as_it_hashes_them_and_makes_the_same_zip(
     assert sorted(ahead) == [1_200_000, 1_800_000, len(boot)]
     assert not {"bootstrap", "data/noise.bin", "data/words.txt"} & set(produced)
     with zipfile.ZipFile(cold["path"]) as zf:
-        assert [i.filename for i in zf.infolist()] == [
+        by_offset = sorted(zf.infolist(), key=lambda i: i.header_offset)
+        assert [i.filename for i in zf.infolist()] == sorted(i.filename for i in by_offset)
+        assert [i.filename for i in by_offset] == [
             "bootstrap", "data/words.txt", "data/noise.bin",
             *(f"data/docs/{n}.md" for n in range(5)),
         ]  # fmt: skip

@@ -241,11 +241,8 @@ def _has_pack(layout: Layout) -> bool:
 
 
 def zip_problem(data: bytes, layout: Layout) -> str | None:
-    """What differs between a zip and the layout (names in the writer's order, modes,
-    bytes)."""
-    from pmcp_build.package.zipwriter import write_order
-
-    entries = [layout.entries[i] for i in write_order(layout.entries)]
+    """What differs between a zip and the layout (names in order, modes, bytes)."""
+    entries = layout.entries
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()

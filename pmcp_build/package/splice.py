@@ -139,29 +139,30 @@ def _splice(
                 digest.update(data)
 
             copied_to = shift = 0  # how far the old zip is copied; how far later members move
-            pos = 0  # of the record in the central directory
-            for p, (method, crc, size, name_len, offset) in enumerate(records):
-                i = order[p]  # the record at write position p is layout entry i
+            # The members' bytes are in write order, their records in layout order.
+            for p, i in enumerate(order):
+                pos, method, crc, size, name_len, offset = records[i]
                 change = changes.get(i)
                 if change is None:
                     if shift:
                         struct.pack_into("<I", cd, pos + 42, offset + shift)
                     at = offset + shift + _LOCAL_SIZE + name_len
                     written[i] = (shas[i], method, crc, at, size)
-                else:
-                    end = records[p + 1][4] if p + 1 < count else cd_start
-                    put(view[copied_to:offset])
-                    new_offset = offset + shift
-                    header, central, member = _member(change, new_offset)
-                    put(header)
-                    put(member.payload)
-                    cd[pos : pos + len(central)] = central
-                    at = new_offset + len(header)
-                    new_size = len(member.payload)
-                    written[i] = (change.sha256, member.method, member.crc, at, new_size)
-                    shift += len(header) + new_size - (end - offset)
-                    copied_to = end
-                pos += _CENTRAL_SIZE + name_len
+                    continue
+                end = records[order[p + 1]][5] if p + 1 < count else cd_start
+                if end < offset:
+                    raise ValueError("the members are not in the write order")
+                put(view[copied_to:offset])
+                new_offset = offset + shift
+                header, central, member = _member(change, new_offset)
+                put(header)
+                put(member.payload)
+                cd[pos : pos + len(central)] = central
+                at = new_offset + len(header)
+                new_size = len(member.payload)
+                written[i] = (change.sha256, member.method, member.crc, at, new_size)
+                shift += len(header) + new_size - (end - offset)
+                copied_to = end
             put(view[copied_to:cd_start])
             put(cd)
             put(end_records(count, len(cd), cd_start + shift))
@@ -171,8 +172,9 @@ def _splice(
     return digest.hexdigest(), written
 
 
-def _walk(cd: bytearray, count: int) -> list[tuple[int, int, int, int, int]]:
-    """Each record's (method, crc, compressed size, name length, local header offset)."""
+def _walk(cd: bytearray, count: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Each record's (position in the central directory, method, crc, compressed size,
+    name length, local header offset), in layout order."""
     unpack = _RECORD.unpack_from
     found = []
     pos = 0
@@ -180,7 +182,7 @@ def _walk(cd: bytearray, count: int) -> list[tuple[int, int, int, int, int]]:
         method, crc, size, name_len, extra, comment, offset = unpack(cd, pos)
         if extra or comment:
             raise ValueError("a central directory record with extra fields or a comment")
-        found.append((method, crc, size, name_len, offset))
+        found.append((pos, method, crc, size, name_len, offset))
         pos += _CENTRAL_SIZE + name_len
     if pos != len(cd):
         raise ValueError("the central directory is not the recorded layout's")

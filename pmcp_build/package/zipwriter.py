@@ -383,7 +383,7 @@ def write_zip(
     try:
         with open(tmp, "wb") as fh:
             sink = _Sink(fh)
-            written = _write_members(sink, tuple(layout.entries[i] for i in order), cache)
+            written = _write_members(sink, layout.entries, order, cache)
             sink.flush()
         os.replace(tmp, dest)
     finally:
@@ -491,11 +491,16 @@ def _members(entries: tuple[Entry, ...], cache: MemberCache) -> Iterator[tuple[E
 def _write_members(
     sink: _Sink,
     entries: tuple[Entry, ...],
+    order: list[int],
     cache: MemberCache,
 ) -> list[Written]:
-    central: list[bytes] = []
+    """The members' data in `order`, then the central directory in layout order: what
+    every reader lists (unzip -l, zipfile, Lambda) stays the sorted layout (DESIGN 5:
+    "sorted entries"); only where each member's bytes sit follows the write order."""
+    central: list[bytes] = [b""] * len(entries)
     written: list[Written] = []
-    for entry, m in _members(entries, cache):
+    in_order = tuple(entries[i] for i in order)
+    for position, (entry, m) in enumerate(_members(in_order, cache)):
         name = entry.path.encode("utf-8")
         flags = 0 if name.isascii() else _FLAG_UTF8
         offset = sink.offset
@@ -520,7 +525,7 @@ def _write_members(
         written.append(Written(entry.sha256, m.method, m.crc, sink.offset, size))
         sink.write(m.payload)
         external = ((0o100000 | entry.mode) << 16) & 0xFFFFFFFF
-        central.append(
+        central[order[position]] = (
             struct.pack(
                 "<IHHHHHHIIIHHHHHII",
                 0x02014B50,
