@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from pmcp_build.package.build import Package
     from pmcp_build.package.load_check import LoadReport
 
+# manifest.model.MANIFEST_NAME, spelled here so that registering the commands (their
+# `-f` defaults) does not import the manifest models and pydantic: `--help` need not
+# (tests/test_startup.py keeps the two equal).
+MANIFEST_NAME = "metorial.toml"
+
 app = typer.Typer(
     name="pmcp-build",
     help="Turn MCP servers into AWS Lambda deployments, declaratively.",
