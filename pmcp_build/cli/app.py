@@ -108,6 +108,8 @@ def guard(func: F) -> F:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, TyperException):
             raise  # usage errors keep click's exit code 2
+        except BrokenPipeError:
+            raise  # the reader went away (`build | head`): entry.py exits 141, says nothing
         except Exception as exc:
             if _State.debug:
                 _traceback_and_exit(1)
