@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pmcp_build.layout.model import DIRECT_UPLOAD_LIMIT, Entry, Layout
 from pmcp_build.text import mask_known, one_line
@@ -77,13 +77,15 @@ def layout_lines(layout: Layout, zipped: int | None = None) -> list[str]:
     return lines
 
 
-Stream = str  # "out" or "err"
+Stream = Literal["out", "err"]
 
 
 def build_text(package: Package, report: LoadReport | None) -> list[tuple[Stream, str]]:
     """`build`'s text, line by line with the stream each goes to, in order: the full
     build and the fast path (entry.py) both print it with `print_plain`."""
-    shown = [("out", line) for line in layout_lines(package.layout, zipped=package.size)]
+    shown: list[tuple[Stream, str]] = [
+        ("out", line) for line in layout_lines(package.layout, zipped=package.size)
+    ]
     if report is not None:
         shown.append(("out", report.line()))
         shown += [("err", f"note: {note}") for note in report.notes]
