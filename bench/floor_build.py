@@ -119,13 +119,15 @@ def main() -> None:
         toml = fh.read()
     name = re.search(r'name = "([^"]+)"', toml).group(1)  # type: ignore[union-attr]
 
-    entries = [entry(p, f) for p, f in walk(project)]
+    assets = re.findall(r'from = "([^"]+)"\s*\nto = "([^"]+)"', toml)  # file assets
+    moved = {src for src, _ in assets}  # an asset is packaged at its `to` only
+    entries = [entry(p, f) for p, f in walk(project) if p not in moved]
     entries += [
         entry(f"__metorial__/{n}", os.path.join(BOOT, n), 0o644)
         for n in os.listdir(BOOT)
         if n.endswith(".py")
     ]
-    for src, to in re.findall(r'from = "([^"]+)"\s*\nto = "([^"]+)"', toml):  # file assets
+    for src, to in assets:
         entries.append(entry(to, os.path.join(project, src)))
     text = handler(cache)
     entries.append(("index.py", 0o644, len(text), hashlib.sha256(text).hexdigest(), ""))

@@ -1,4 +1,8 @@
-"""The `pmcp-build` entry point, and the fast path of `pmcp-build build`.
+"""The `pmcp-build` entry point: `--version` and the fast path of `pmcp-build build`.
+
+`pmcp-build --version` is answered here from the version constant, before anything
+else is imported (the CLI would import typer and the manifest models, ~8x a bare
+interpreter; tests/test_startup.py keeps the constant equal to the installed metadata).
 
 A `build` whose inputs are provably unchanged but for file contents (package/rebuild.py)
 is done here, before the CLI framework and the manifest models are imported. Only the
@@ -8,14 +12,18 @@ usual, so every error is still reported by the one code path. The output is the 
 build's, line for line (tests/test_rebuild.py compares them).
 
 This module is outside pmcp_build.cli on purpose: importing that package registers
-every command, which imports typer.
+every command, which imports typer. The text is printed here as plain text, without
+rich (layout/view.py print_plain; the full build prints through the same function).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # What a Unix tool killed by SIGPIPE exits with (128 + 13): the reader of our output
 # went away (`plan | head`). Not 0: under `set -o pipefail` a `--detailed-exitcode`
@@ -25,7 +33,7 @@ BROKEN_PIPE_EXIT = 141
 
 def main() -> None:
     try:
-        if fast_build(sys.argv[1:]):
+        if fast_version(sys.argv[1:]) or fast_build(sys.argv[1:]):
             return
         from pmcp_build.cli import main as cli_main
 
@@ -49,8 +57,25 @@ def _quiet_stdout() -> None:
         pass
 
 
+# Set by a shell asking click for completions: always the full CLI, which answers it.
+COMPLETE_VAR = "_PMCP_BUILD_COMPLETE"
+
+
+def fast_version(argv: list[str]) -> bool:
+    """`pmcp-build --version`, exactly as the CLI prints it; False for any other form."""
+    if argv != ["--version"] or os.environ.get(COMPLETE_VAR):
+        return False
+    from pmcp_build import __version__
+
+    sys.stdout.write(f"pmcp-build {__version__}\n")
+    sys.stdout.flush()
+    return True
+
+
 def _parse(argv: list[str]) -> tuple[Path | None, Path, bool] | None:
     """(directory, manifest, json) for the plain forms, None for anything else."""
+    from pathlib import Path
+
     args = list(argv)
     directory = None
     if args[:1] in (["-C"], ["--directory"]) and len(args) >= 2:
@@ -72,11 +97,13 @@ def _parse(argv: list[str]) -> tuple[Path | None, Path, bool] | None:
 
 def fast_build(argv: list[str]) -> bool:
     """True when the build was done here (and printed); False: run the full CLI."""
-    if os.environ.get("PMCP_NO_FAST_BUILD"):
+    if os.environ.get("PMCP_NO_FAST_BUILD") or os.environ.get(COMPLETE_VAR):
         return False
     parsed = _parse(argv)
     if parsed is None:
         return False
+    from pathlib import Path
+
     directory, manifest, json_out = parsed
     base = directory if directory is not None else Path.cwd()
     path = manifest if manifest.is_absolute() else base / manifest
@@ -88,7 +115,7 @@ def fast_build(argv: list[str]) -> bool:
     if package is None:
         return False
     from pmcp_build.errors import UserError
-    from pmcp_build.layout.view import build_json, layout_lines
+    from pmcp_build.layout.view import build_json, build_text, print_plain
     from pmcp_build.package.load_check import check
 
     try:
@@ -98,18 +125,6 @@ def fast_build(argv: list[str]) -> bool:
 
     if json_out:
         sys.stdout.write(build_json(package, report))
-        return True
-    from rich.console import Console
-
-    # Text, as the CLI's consoles print it: no markup, no emoji codes, no highlighting.
-    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
-    for line in layout_lines(package.layout, zipped=package.size):
-        out.print(line, markup=False)
-    if report is not None:
-        out.print(report.line(), markup=False)
-        for note in report.notes:
-            Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False).print(
-                f"note: {note}", markup=False
-            )
-    out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+    else:
+        print_plain(build_text(package, report))
     return True

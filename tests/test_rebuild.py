@@ -145,17 +145,19 @@ def test_bytecode_packages_rebuild_only_when_nothing_changed(
     assert _fast(project, capsys, "--json") is None  # the .pyc must be recompiled
 
 
-def test_the_installed_command_takes_the_fast_path(project: Path) -> None:
-    """Through the real entry point: no typer, no pydantic imported for a rebuild."""
+@pytest.mark.parametrize("form", [["--json"], []], ids=["json", "as typed"])
+def test_the_installed_command_takes_the_fast_path(project: Path, form: list[str]) -> None:
+    """Through the real entry point: no typer, no pydantic imported for a rebuild, and
+    no rich for its tree either (it costs what --json costs)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     code = (
         "import sys; from pmcp_build.package import rebuild; rebuild._RACY_NS = 0; "
         "from pmcp_build.entry import main; sys.argv[1:] = ['-C', sys.argv[1], 'build', "
-        "'--json']; main(); print(json.dumps(sorted(m for m in ('typer', 'pydantic') "
-        "if m in sys.modules)), file=sys.stderr)"
+        "*sys.argv[2:]]; main(); print(json.dumps(sorted(m for m in ('typer', 'pydantic', "
+        "'rich') if m in sys.modules)), file=sys.stderr)"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", "import json; " + code, str(project)],
+        [sys.executable, "-c", "import json; " + code, str(project), *form],
         capture_output=True,
         text=True,
         env=env,
@@ -163,7 +165,10 @@ def test_the_installed_command_takes_the_fast_path(project: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
-    assert json.loads(proc.stdout)["package"]["sha256"]
+    if form:
+        assert json.loads(proc.stdout)["package"]["sha256"]
+    else:
+        assert proc.stdout.splitlines()[-1].startswith(f"wrote {project}")
 
 
 def test_the_load_checks_task_root_is_the_zips_contents(cli, project: Path, tmp_path: Path) -> None:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from pmcp_build.package.build import Package
     from pmcp_build.package.load_check import LoadReport
 
+# manifest.model.MANIFEST_NAME, spelled here so that registering the commands (their
+# `-f` defaults) does not import the manifest models and pydantic: `--help` need not
+# (tests/test_startup.py keeps the two equal).
+MANIFEST_NAME = "metorial.toml"
+
 app = typer.Typer(
     name="pmcp-build",
     help="Turn MCP servers into AWS Lambda deployments, declaratively.",
@@ -103,6 +108,8 @@ def guard(func: F) -> F:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, TyperException):
             raise  # usage errors keep click's exit code 2
+        except BrokenPipeError:
+            raise  # the reader went away (`build | head`): entry.py exits 141, says nothing
         except Exception as exc:
             if _State.debug:
                 _traceback_and_exit(1)

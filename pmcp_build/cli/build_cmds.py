@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     AllManifestsOption,
     ArchOption,
     JsonOption,
@@ -27,7 +28,6 @@ from pmcp_build.cli.app import (
     out,
 )
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 from pmcp_build.text import one_line
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def build(
     all_manifests: AllManifestsOption = None,
 ) -> None:
     """Build the package into .pmcp/dist/ and print its layout."""
-    from pmcp_build.layout.view import build_json, layout_lines
+    from pmcp_build.layout.view import build_json, build_text, print_plain
     from pmcp_build.package import remote
 
     remote.configure(remote_cache)
@@ -66,10 +66,7 @@ def build(
     if json_out:
         sys.stdout.write(build_json(package, report))
         return
-    for line in layout_lines(package.layout, zipped=package.size):
-        out.print(line, markup=False)
-    print_load_report(report)
-    out.print(f"wrote {package.path} (sha256 {package.sha256})", markup=False)
+    print_plain(build_text(package, report))  # what the fast path prints (entry.py)
 
 
 def no_single_options(file: Path, *synth: str | None) -> None:

@@ -14,6 +14,7 @@ from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     AllManifestsOption,
     ArchOption,
     JsonOption,
@@ -37,7 +38,6 @@ from pmcp_build.cli.app import (
     quiet,
 )
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 if TYPE_CHECKING:
     from pmcp_build.deploy.actions import Action, Plan

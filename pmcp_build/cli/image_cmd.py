@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     ArchOption,
     PythonOption,
     S3Option,
@@ -21,7 +22,6 @@ from pmcp_build.cli.app import (
     guard,
     load_with_text,
 )
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 
 @app.command("image-run")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     ManifestOption,
     app,
     build_quietly,
@@ -19,7 +20,6 @@ from pmcp_build.cli.app import (
     load,
 )
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 PassthroughOption = Annotated[
     list[str] | None,

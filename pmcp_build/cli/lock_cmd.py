@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pmcp_build.cli.app import ManifestOption, app, guard, load, out
+from pmcp_build.cli.app import MANIFEST_NAME, ManifestOption, app, guard, load, out
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 
 @app.command("lock")

@@ -12,9 +12,17 @@ from typing import Annotated, Any
 
 import typer
 
-from pmcp_build.cli.app import JsonOption, ManifestOption, app, check_targets, err, guard, load
+from pmcp_build.cli.app import (
+    MANIFEST_NAME,
+    JsonOption,
+    ManifestOption,
+    app,
+    check_targets,
+    err,
+    guard,
+    load,
+)
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 
 @app.command()

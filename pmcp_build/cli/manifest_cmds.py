@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     JsonOption,
     ManifestOption,
     app,
@@ -20,7 +21,6 @@ from pmcp_build.cli.app import (
     shorten,
 )
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME
 
 
 @app.command()

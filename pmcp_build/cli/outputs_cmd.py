@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pmcp_build.cli.app import (
+    MANIFEST_NAME,
     JsonOption,
     ManifestOption,
     TargetsOption,
@@ -26,10 +27,10 @@ from pmcp_build.cli.app import (
     out,
 )
 from pmcp_build.errors import UserError
-from pmcp_build.manifest.model import MANIFEST_NAME, TAG_PREFIX, LambdaTarget, S3Target
 
 if TYPE_CHECKING:
     from pmcp_build.manifest.load import LoadedManifest
+    from pmcp_build.manifest.model import LambdaTarget, S3Target
 
 
 @app.command()
@@ -56,6 +57,7 @@ def outputs(
 
 def read_outputs(loaded: LoadedManifest, name: str) -> dict[str, Any]:
     from pmcp_build.deploy import aws
+    from pmcp_build.manifest.model import LambdaTarget, S3Target
 
     t = loaded.manifest.targets[name]
     if not isinstance(t, LambdaTarget | S3Target):
@@ -96,6 +98,7 @@ def _s3_outputs(name: str, t: S3Target) -> dict[str, Any]:
 
 def _lambda_outputs(name: str, t: LambdaTarget, server: str) -> dict[str, Any]:
     from pmcp_build.deploy import aws
+    from pmcp_build.manifest.model import TAG_PREFIX
 
     lam = aws.clients(aws.connection(t)).lam
     found = aws.absent_as_none(
