@@ -16,7 +16,6 @@ live in `__command__/` apart from the runtime's, so it may pin any mcp it likes.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -373,6 +372,8 @@ class StdioServer:
         )
 
     async def forward(self, method: str, params: Any) -> dict[str, Any]:
+        import asyncio  # loaded by the loop this runs on; not before the command starts
+
         from mcp.shared.exceptions import MCPError
 
         body = _params(params)
