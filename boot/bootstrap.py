@@ -3,6 +3,16 @@
 The author's module is imported once per container (at init, when Lambda gives the
 most CPU); an import failure is reported on every invocation rather than crashing
 the runtime, so the platform can show the author what went wrong.
+
+What a cold start imports is what its first event needs: this module imports no part
+of the mcp SDK. `discover`, `oauth` and `callbacks` for a server written on metorial
+need only `mcp_types` (results.py); the SDK's server and its HTTP stack (engine.py:
+mcp.server, starlette, sse_starlette, uvicorn) load with the first event that is
+served through them (`mcp.request`, an HTTP event, any event of a server the author
+built on the SDK, which imported it already). A stdio command is started before any of
+that, so it boots while the runtime imports (stdio_bridge.py). Where init is not on
+a request's path (SnapStart's snapshot, provisioned concurrency) the engine's modules
+are imported at init instead, so a restored environment finds them loaded.
 """
 
 from __future__ import annotations
@@ -16,13 +26,20 @@ import os
 import sys
 import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import auth, callbacks, config, load_errors, oauth, results, server_kinds, transport
+from . import callbacks, config, oauth, server_kinds, transport
 from .jsonrpc import error_body, request_id
 from .metorial import MetorialServer, registry
 from .oauth import ActionError
 from .transport import REQUEST_LIMIT, RESPONSE_LIMIT
+
+if TYPE_CHECKING:  # loop.py (asyncio) loads with the first event that runs a coroutine
+    from .loop import LoopThread
+
+# Lambda's AWS_LAMBDA_INITIALIZATION_TYPE values whose init runs before any request
+# (SnapStart's snapshot, provisioned concurrency): there the engine loads at init.
+_INIT_AHEAD = frozenset({"snap-start", "provisioned-concurrency"})
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,14 +58,19 @@ class Runtime:
         self.found: server_kinds.Found | None = None
         self.load_error: str | None = None
         self._engine: Any = None
+        self._runner: LoopThread | None = None
         self._load_failures = 0
         self._retry_at = 0.0  # when a stdio command that failed to start is tried again
         try:
             self._import_entrypoint()
         except BaseException as exc:  # its own frames first, not ours (load_errors)
             self._load_failed(exc)
+        if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in _INIT_AHEAD:
+            from . import engine, results  # noqa: F401 (into the snapshot, off the request path)
 
     def _load_failed(self, exc: BaseException) -> None:
+        from . import load_errors
+
         self.load_error = load_errors.describe(exc, self.root)
         self._load_failures += 1
         if self.command is not None:
@@ -86,12 +108,31 @@ class Runtime:
         return registry.server
 
     @property
+    def runner(self) -> LoopThread:
+        """The container's event loop, for the author's coroutines (loop.py)."""
+        if self._runner is None:
+            from .loop import LoopThread
+
+            self._runner = LoopThread()
+        return self._runner
+
+    @property
     def engine(self) -> Any:
         if self._engine is None:
             from .engine import Engine  # the SDK loads here, once per container
 
-            self._engine = Engine(self.foreign or self.author)
+            self._engine = Engine(self.foreign or self.author, self.runner)
         return self._engine
+
+    def run(self, coro: Any) -> Any:
+        """An author's coroutine on the container's loop, without loading the SDK."""
+        return self.runner.run(coro)
+
+    def _call(self, func: Any, *args: Any) -> Any:
+        """A coroutine calling one of the author's handlers (sync or async), as loop.py does."""
+        from .loop import call
+
+        return call(func, *args)
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -125,18 +166,18 @@ class Runtime:
             if action in ("mcp.request", "mcp.batch"):
                 return self.mcp_messages(event, budget)
             if action == "oauth":
-                result = self.engine.run(
+                result = self.run(
                     oauth.handle(
-                        str(event.get("oauthAction", "")), event.get("oauthInput"), results.call
+                        str(event.get("oauthAction", "")), event.get("oauthInput"), self._call
                     )
                 )
                 return {"success": True, "oauth": result}
             if action == "callbacks":
-                result = self.engine.run(
+                result = self.run(
                     callbacks.handle(
                         str(event.get("callbackAction", "")),
                         event.get("callbackInput"),
-                        results.call,
+                        self._call,
                     )
                 )
                 return {"success": True, "callbacks": result}
@@ -158,6 +199,8 @@ class Runtime:
                 "oauth": oauth.status(),
                 "callbacks": callbacks.status(),
             }
+        from . import results  # mcp_types only: no SDK server, no HTTP stack
+
         author = self.author
         h = author.handlers
 
@@ -165,25 +208,18 @@ class Runtime:
             if kind not in h:
                 return []
             listing = results.LISTINGS[kind]
-            result = listing.convert(self.engine.run(results.call(h[kind])))
+            result = listing.convert(self.run(results.call(h[kind])))
             return [
                 item.model_dump(by_alias=True, exclude_none=True, mode="json")
                 for item in getattr(result, listing.field)
             ]
 
-        # What initialize advertises, from the same SDK server: one source of truth.
-        advertised = self.engine.server.get_capabilities().model_dump(
-            by_alias=True, exclude_none=True, mode="json"
-        )
-        capabilities: dict[str, dict[str, Any]] = {
-            key: {} for key in ("tools", "resources", "prompts") if key in advertised
-        }
         return {
             "tools": listed("list_tools"),
             "resourceTemplates": listed("list_resource_templates"),
             "resources": listed("list_resources"),
             "prompts": listed("list_prompts"),
-            "capabilities": capabilities,
+            "capabilities": results.capabilities(h),
             "implementation": {"name": author.name, "version": author.version},
             "instructions": author.instructions,
             "oauth": oauth.status(),
@@ -303,6 +339,8 @@ class Runtime:
                 headers[key.lower()] = ",".join(values)
         if v2 and event.get("cookies"):
             headers["cookie"] = "; ".join(str(c) for c in event["cookies"])
+        from . import auth
+
         refused = auth.refusal(method, path, headers)  # OAuth, when the url asks for it
         if refused is not None:
             return _http_reply(*refused)

@@ -10,10 +10,12 @@ notification. It never raises for a bad message: a JSON-RPC error is a response.
 `Engine.handle_message` is that entry point for any mcp SDK low-level `Server`
 (one built here from a MetorialServer, or an SDK / FastMCP server as it is).
 
-One engine per container. The SDK's StreamableHTTPSessionManager.run() may be entered
-only once per instance, so it runs for the container's life in an event loop on a
-background thread, and every invocation (warm or cold) is handed to that loop. Lambda
-freezes the process between invocations, which suspends the idle thread harmlessly.
+One engine per container, made by the first event that needs the SDK (an HTTP event,
+`mcp.request`, a foreign server's `discover`): importing this module is most of a cold
+start, so a platform event that needs none of it never imports it. The SDK's
+StreamableHTTPSessionManager.run() may be entered only once per instance, so it runs
+for the container's life on the runtime's one event loop (loop.py), and every
+invocation (warm or cold) is handed to that loop.
 
 Two stateless session managers: a client that accepts `text/event-stream` is answered
 by the SDK's SSE mode, buffered into one body (the request's own logging and progress
@@ -40,6 +42,7 @@ from mcp.shared.exceptions import MCPError
 
 from . import results
 from .jsonrpc import error_body, request_id
+from .loop import LoopThread
 from .metorial import MetorialServer
 from .transport import (
     REQUEST_LIMIT,
@@ -145,7 +148,9 @@ def build_sdk_server(author: MetorialServer) -> Server[Any]:
 
 
 class Engine:
-    def __init__(self, author: MetorialServer | Server[Any]) -> None:
+    def __init__(
+        self, author: MetorialServer | Server[Any], runner: LoopThread | None = None
+    ) -> None:
         self.author = author
         # An mcp low-level Server (an SDK, fastmcp or stdio server) is served as it is.
         self.server = author if isinstance(author, Server) else build_sdk_server(author)
@@ -160,7 +165,8 @@ class Engine:
             stateless=True,
             max_request_body_size=REQUEST_LIMIT,
         )
-        self.loop = asyncio.new_event_loop()
+        self.runner = runner or LoopThread()
+        self.loop = self.runner.loop
         ready = threading.Event()
         self._failure: BaseException | None = None
 
@@ -173,26 +179,15 @@ class Engine:
                 self._failure = exc
                 ready.set()
 
-        self.thread = threading.Thread(
-            target=self.loop.run_until_complete,
-            args=(keep_running(),),
-            name="metorial-mcp",
-            daemon=True,
-        )
-        self.thread.start()
+        # The managers live for the container's life, as a task on the shared loop.
+        self._managers = asyncio.run_coroutine_threadsafe(keep_running(), self.loop)
         ready.wait()
         if self._failure is not None:
             raise RuntimeError(f"MCP engine failed to start: {self._failure}")
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
-        """Run `coro` on the engine's loop; past `timeout` seconds it is cancelled there
-        (not abandoned) and TimeoutError is raised here."""
-        if timeout is not None:
-            coro = asyncio.wait_for(coro, max(timeout, 0.0))
-        try:
-            return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-        except asyncio.TimeoutError as exc:  # noqa: UP041 (python3.10: not the builtin)
-            raise TimeoutError(f"no answer within {timeout} s") from exc
+        """Run `coro` on the engine's loop (LoopThread.run)."""
+        return self.runner.run(coro, timeout)
 
     async def handle_message(
         self, msg: dict[str, Any], context: Any = None

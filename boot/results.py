@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import inspect
 import json
@@ -10,6 +9,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import mcp_types as types
+
+from .loop import call as call  # handlers are called as loop.py calls them
 
 
 def takes_argument(func: Any) -> bool:
@@ -30,16 +31,6 @@ def next_cursor(value: Any) -> str | None:
     else:
         cursor = getattr(value, "next_cursor", None)
     return cursor if isinstance(cursor, str) else None
-
-
-async def call(func: Any, *args: Any) -> Any:
-    """Call a handler that may be sync or async; sync ones run off the event loop."""
-    if inspect.iscoroutinefunction(func):
-        return await func(*args)
-    result = await asyncio.to_thread(func, *args)
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 def _dump(value: Any) -> Any:
@@ -109,6 +100,17 @@ LISTINGS: dict[str, Listing] = {
     ),
     "list_prompts": Listing(prompts, "on_list_prompts", "prompts"),
 }
+
+# A capability family is what the SDK's Server.get_capabilities() advertises for the
+# handlers engine.build_sdk_server registers: announced by its list handler (tools/list,
+# resources/list, prompts/list). `discover` says it without building that server (and
+# importing the SDK); tests/test_cold_imports.py holds the two equal.
+CAPABILITY_LISTS = {"tools": "list_tools", "resources": "list_resources", "prompts": "list_prompts"}
+
+
+def capabilities(handlers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """discover's `capabilities`: the families the author's handlers serve."""
+    return {family: {} for family, kind in CAPABILITY_LISTS.items() if kind in handlers}
 
 
 def _text(value: Any) -> types.TextContent:

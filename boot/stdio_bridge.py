@@ -16,7 +16,6 @@ live in `__command__/` apart from the runtime's, so it may pin any mcp it likes.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -166,22 +165,24 @@ class StdioServer:
         self.stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
         self.stderr_reader.start()
         threading.Thread(target=self._read_stdout, args=(proc,), daemon=True).start()
+        # The command boots from here on, while the runtime imports what it needs (the
+        # types, then the SDK the engine serves it with): the two overlap instead of
+        # adding up (cold start). A command that exits meanwhile is reported with its
+        # own stderr, whichever step notices it (the handshake's send or its wait).
         from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
-        future = self._request(
-            "initialize",
-            {
-                "protocolVersion": LATEST_HANDSHAKE_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": BRIDGE_NAME, "version": "1"},
-            },
-        )
-        # While the command starts, load the SDK the engine serves it with: the two
-        # imports overlap instead of adding up (cold start).
-        import mcp.server.lowlevel.server
-        import mcp.server.streamable_http_manager  # noqa: F401
-
         try:
+            future = self._request(
+                "initialize",
+                {
+                    "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": BRIDGE_NAME, "version": "1"},
+                },
+            )
+            import mcp.server.lowlevel.server
+            import mcp.server.streamable_http_manager  # noqa: F401
+
             result = self._wait_for_initialize(future)
         except BridgeError as exc:
             raise self._start_error(proc) or exc from None
@@ -373,6 +374,8 @@ class StdioServer:
         )
 
     async def forward(self, method: str, params: Any) -> dict[str, Any]:
+        import asyncio  # loaded by the loop this runs on; not before the command starts
+
         from mcp.shared.exceptions import MCPError
 
         body = _params(params)

@@ -65,10 +65,6 @@ def handler_module(tree: SourceTree) -> str:
     return "metorial_index" if any(f.path == "index.py" for f in tree.files) else "index"
 
 
-def boot_modules() -> list[str]:
-    return sorted(p.stem for p in BOOT_DIR.glob("*.py") if p.stem != "__init__")
-
-
 def boot_entries() -> list[Entry]:
     return [
         entry_from_file(f"{BOOT_PREFIX}/{p.name}", p, "boot", mode=0o644)
@@ -87,7 +83,6 @@ def index_entry(
     variables = {
         "server_name": server_name,
         "entrypoint": entrypoint,
-        "boot_modules": boot_modules(),
         "version": __version__,
         "command": command,
     }
