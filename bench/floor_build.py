@@ -126,6 +126,8 @@ def main() -> None:
         if n.endswith(".py")
     ]
     for src, to in re.findall(r'from = "([^"]+)"\s*\nto = "([^"]+)"', toml):  # file assets
+        # A source file an asset names ships once, where the asset puts it.
+        entries = [e for e in entries if e[0] != os.path.normpath(src)]
         entries.append(entry(to, os.path.join(project, src)))
     text = handler(cache)
     entries.append(("index.py", 0o644, len(text), hashlib.sha256(text).hexdigest(), ""))
