@@ -46,9 +46,7 @@ def _server(cli: Any, root: Path) -> dict[str, Any]:
     return dict(json.loads(_build(cli, root, "--json").stdout)["server"])
 
 
-def test_a_rebuild_of_data_it_never_opened_is_not_loaded_again(
-    cli: Any, tmp_path: Path
-) -> None:
+def test_a_rebuild_of_data_it_never_opened_is_not_loaded_again(cli: Any, tmp_path: Path) -> None:
     root = python_project(tmp_path / "p", server=READER, extra=ASSETS)
     (root / "data").mkdir()
     (root / "data" / "greeting.txt").write_text("hello\n")

@@ -177,10 +177,14 @@ def pyc_name(path: str, tag: str) -> str:
 
 class Prefix:
     """A slot's pycache prefix: hard links into the store, and the record of them
-    (prefix path -> [source sha256, the link's inode])."""
+    (prefix path -> [source sha256, the file's inode, its ctime]). Copies instead of
+    links where the check runs without a sandbox (`linked` False): a server that can
+    write there then reaches only this slot's copy, whose changed ctime has it copied
+    again (a link's ctime moves whenever another slot links the same file, so only
+    the inode is compared for links, which nothing but the tool can write through)."""
 
-    def __init__(self, folder: Path, tag: str) -> None:
-        self.folder, self.tag = folder, tag
+    def __init__(self, folder: Path, tag: str, linked: bool = True) -> None:
+        self.folder, self.tag, self.linked = folder, tag, linked
         self.record_path = folder.with_name(f"{folder.name}.{PREFIX_FORMAT}.json")
         try:
             self.record: dict[str, list[object]] = json.loads(self.record_path.read_text())
@@ -207,12 +211,13 @@ class Prefix:
 
     def _kept(self, rel: str, sha: str) -> bool:
         known = self.record.get(rel)
-        if not known or known[0] != sha:
+        if not known or len(known) != 3 or known[0] != sha:
             return False
         try:
-            return os.lstat(self.folder / rel).st_ino == known[1]
+            st = os.lstat(self.folder / rel)
         except OSError:
             return False
+        return st.st_ino == known[1] and (self.linked or st.st_ctime_ns == known[2])
 
     def _link_one(self, rel: str, sha: str) -> bool:
         shard = store_dir(self.tag) / sha[:2]
@@ -233,10 +238,13 @@ class Prefix:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
         try:
+            if not self.linked:
+                raise OSError("a copy")
             os.link(stored, target)
-        except OSError:  # another file system, or no hard links here: a copy
+        except OSError:  # unsandboxed, another file system, or no hard links here
             shutil.copyfile(stored, target)
-        self.record[rel] = [sha, os.lstat(target).st_ino]
+        st = os.lstat(target)
+        self.record[rel] = [sha, st.st_ino, st.st_ctime_ns]
 
     def add(self, compiled: dict[str, tuple[str, Path]]) -> None:
         """Link freshly compiled store entries (prefix path -> (sha, stored))."""

@@ -13,24 +13,31 @@ layout is resolved and writes the zip meanwhile: laying out the task root and th
 worker's import run beside the deflating (only a source edited after it was hashed
 makes the check wait for the zip and unpack it).
 
-What it loads is exactly the zip's files and modes, laid out from the Layout rather
-than extracted from the zip just written (runner.task_root_from_layout: copied, never
-hard-linked, so a server writing to its root cannot reach the cache). The task root
-sits at a fixed path inside the dependency set's cache folder and is kept between
-checks, so the next check writes only the files that changed (and removes whatever else
-is there), and the worker keeps bytecode for it outside the root (`-X pycache_prefix`,
-which `-I` does not ignore): a rebuild with the same dependency set imports the SDK
-from bytecode instead of compiling it. The prefix's bytecode for every file written
-anew is removed before each load, so an edit within the same second and of the same
-size cannot load stale code. `serve` and `invoke` never use the prefix: they run what
+What it loads is exactly the zip's files and modes. Each dependency set has SLOTS task
+roots kept between checks (package/check_view.py says how they are made): in the
+sandbox, each top-level folder of the sealed `site/` that holds exactly the layout's
+files there is bound read-only into /var/task rather than copied; the rest (the
+source, the runtime, the handler, assets) is laid out from the Layout
+(runner.task_root_from_layout: copied, never hard-linked, and only what changed since
+the slot's last check). Bytecode is compiled once per file content into a shared store
+of hash-checked .pyc files (valid for any source with those bytes, so an edit within the
+same second and of the same size can never load stale code), on both cores while the
+zip is written, and the worker reads it through a pycache prefix (`-X pycache_prefix`,
+which `-I` does not ignore) of links to it; the standard library's bytecode is the
+python installation's own. `serve` and `invoke` never use the prefix: they run what
 Lambda runs, bytecode only where the zip has it.
+
+A rebuild whose only changes are data files the server did not open when it was last
+checked (inert(): a source or asset file that is not code, by suffix and mode; the
+worker records what it opens with an audit hook), with the same paths and modes, is not
+loaded again: the last check's report is given with a note saying so.
 
 The source's code is hostile until proven otherwise, so the worker runs in the sandbox
 (pmcp_build/sandbox.py: bwrap, the task root at /var/task read-only, no network, no home,
 no cache, Lambda's environment only). Nothing of the cache is writable from inside: the
-bytecode prefix is mounted read-only and the worker runs with -B; the tool compiles the
-bytecode of the modules the check imported itself, outside, from the files it wrote
-(_compile_loaded), so what the next check reuses was written by the tool alone. Where no
+bytecode prefix is mounted read-only and the worker runs with -B; the tool compiles all
+bytecode itself, outside, from files it verified, so what the next check reuses was
+written by the tool alone. Where no
 sandbox can be had, a downloaded source's code never runs (the check is skipped with a
 note saying why) and a local source's check runs with the same scrubbed environment and
 a note that it was not isolated. Every process the check starts is stopped when it ends
@@ -560,7 +567,7 @@ class _Bytecode:
 
         if self.prefix is None:
             return ()
-        self.links = check_view.Prefix(self.prefix, self.tag)
+        self.links = check_view.Prefix(self.prefix, self.tag, linked=isolated)
         jobs: dict[str, tuple[str, str]] = {}  # prefix path -> (task root path, sha256)
         for entry in self.layout.entries:
             if entry.path.endswith(".py") and self._wanted(entry):
