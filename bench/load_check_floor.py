@@ -17,6 +17,10 @@ Two goals, each as the user types the command (`pmcp-build -C DIR build`, text o
   check's own command line with the worker replaced by `-c "import index"`, taken from
   the check itself (its PythonInvoker is swapped for one that runs that instead).
 
+`--both` adds a third cold side, the check with its first bytecode compiled after the
+load (PMCP_BUILD_CHECK_COMPILE=after: the worker compiles in memory, the tool compiles
+what it imported afterwards) instead of before it on both cores (as shipped).
+
 Offline from .wheelhouse/ (python tests/wheelhouse.py), caches under a temporary folder.
 Prints medians, the per-run ratios' medians and ranges, and the load before and after.
 """
@@ -101,7 +105,9 @@ def bare_import(project: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    parser.add_argument("--both", action="store_true", help="also compile-after, cold")
+    args = parser.parse_args()
+    runs = args.runs
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pmcp_build")], check=True)
     print(f"before: {load()}")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -109,34 +115,39 @@ def main() -> None:
         base = dict(os.environ, CI="1", UV_NO_INDEX="1", UV_FIND_LINKS=str(ROOT / ".wheelhouse"))
         base["UV_CACHE_DIR"] = str(tmp / "uv")
         base.pop("PMCP_BUILD_LOAD_CHECK", None)
-        cold = cold_builds(tmp, base, runs)
+        cold = cold_builds(tmp, base, runs, args.both)
         rebuild = rebuilds(tmp, base, runs + 2)
     print(f"{'examples/python-server, check as shipped':<48} {'median s':>9} {'ratio':>7}  range")
     report("cold build / check off", cold)
+    if args.both:
+        after = [a / b for a, b in zip(cold["after"], cold["off"], strict=True)]
+        spread = f"{min(after):.2f}-{max(after):.2f}x"
+        label = "cold build, compiled after / check off"
+        print(f"{label:<48} {median(cold['after']):>9.3f} {median(after):>6.2f}x  {spread}")
     report("one-file rebuild / floors", rebuild)
     print("goals: cold <= 2.5x the build with PMCP_BUILD_LOAD_CHECK=0; rebuild <= 1.3x")
     print(f"after: {load()}")
 
 
-def cold_builds(tmp: Path, base: dict[str, str], runs: int) -> dict[str, list[float]]:
-    """Cold builds, check as shipped and off, alternating which goes first."""
-    out: dict[str, list[float]] = {"check": [], "off": [], "ratio": []}
+def cold_builds(tmp: Path, base: dict[str, str], runs: int, both: bool) -> dict[str, list[float]]:
+    """Cold builds, check as shipped and off (and compiled after), rotating the order."""
+    sides = {"check": {}, "off": {"PMCP_BUILD_LOAD_CHECK": "0"}}
+    if both:
+        sides["after"] = {"PMCP_BUILD_CHECK_COMPILE": "after"}
+    out: dict[str, list[float]] = {side: [] for side in sides}
+    out["ratio"] = []
     warm = tmp / "warm"
     shutil.copytree(EXAMPLE, warm, ignore=shutil.ignore_patterns(".pmcp"))
     typed_build(warm, dict(base, PMCP_BUILD_CACHE_DIR=str(tmp / "warm-cache")))  # uv's cache
+    names = list(sides)
     for i in range(runs):
-        took = {}
-        for side in ("check", "off") if i % 2 == 0 else ("off", "check"):
+        for side in names[i % len(names) :] + names[: i % len(names)]:
             project = tmp / f"cold-{i}-{side}"
             shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".pmcp"))
-            env = dict(base, PMCP_BUILD_CACHE_DIR=str(tmp / f"cache-{i}-{side}"))
-            if side == "off":
-                env["PMCP_BUILD_LOAD_CHECK"] = "0"
+            env = dict(base, PMCP_BUILD_CACHE_DIR=str(tmp / f"cache-{i}-{side}"), **sides[side])
             os.sync()  # the last build's writeback is not this one's
-            took[side] = typed_build(project, env)[0]
-        out["check"].append(took["check"])
-        out["off"].append(took["off"])
-        out["ratio"].append(took["check"] / took["off"])
+            out[side].append(typed_build(project, env)[0])
+        out["ratio"].append(out["check"][-1] / out["off"][-1])
     return out
 
 
@@ -176,7 +187,7 @@ def report(label: str, found: dict[str, list[float]]) -> None:
     spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
     print(f"{label:<48} {median(found['check']):>9.3f} {median(ratios):>6.2f}x  {spread}")
     for side, values in found.items():
-        if side not in ("check", "ratio"):
+        if side not in ("check", "ratio", "after"):
             print(f"  {side:<46} {median(values):>9.3f}")
 
 

@@ -90,15 +90,14 @@ def _watch_opens() -> set[str]:
         at = _READS.get(event)
         if at is None or len(args) <= at:
             return
-        path = args[at]
-        if event == "subprocess.Popen" and path is None and args[1:2]:
-            argv = args[1]
-            path = argv if isinstance(argv, (str, bytes)) else (list(argv) or [None])[0]
-        try:
-            path = os.fsdecode(path)
-        except TypeError:
-            return  # a file descriptor, None: nothing named
-        opened.add(os.path.normpath(os.path.join(os.getcwd(), path)))
+        try:  # never in the server's way: a hook that raises fails the operation
+            path = args[at]
+            if event == "subprocess.Popen" and path is None and args[1:2]:
+                argv = args[1]
+                path = argv if isinstance(argv, (str, bytes)) else (list(argv) or [None])[0]
+            opened.add(os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(path))))
+        except Exception:  # a file descriptor, None, a removed cwd
+            pass
 
     sys.addaudithook(hook)
     return opened

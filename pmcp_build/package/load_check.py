@@ -576,6 +576,7 @@ class _Bytecode:
         self.missing = self.links.link({rel: sha for rel, (_, sha) in jobs.items()})
         if COMPILE_FIRST and len(self.missing) >= COMPILE_AT:
             self._compile(python, {rel: jobs[rel][0] for rel in self.missing})
+        self.links.save()  # before the worker starts: what is linked is always recorded
         mounts: tuple[tuple[Path, str], ...] = ((self.prefix, sandbox.BYTECODE_DIR),)
         return mounts + self._stdlib(python, isolated)
 
