@@ -21,11 +21,11 @@ source, the runtime, the handler, assets) is laid out from the Layout
 (runner.task_root_from_layout: copied, never hard-linked, and only what changed since
 the slot's last check). Bytecode is compiled once per file content into a shared store
 of hash-checked .pyc files (valid for any source with those bytes, so an edit within the
-same second and of the same size can never load stale code), on both cores while the
-zip is written, and the worker reads it through a pycache prefix (`-X pycache_prefix`,
-which `-I` does not ignore) of links to it; the standard library's bytecode is the
-python installation's own. `serve` and `invoke` never use the prefix: they run what
-Lambda runs, bytecode only where the zip has it.
+same second and of the same size can never load stale code), on both cores, for the
+files the check imported without any; the worker reads it through a pycache prefix
+(`-X pycache_prefix`, which `-I` does not ignore) of links to it. The standard
+library's bytecode is the python installation's own. `serve` and `invoke` never use
+the prefix: they run what Lambda runs, bytecode only where the zip has it.
 
 A rebuild whose only changes are data files the server did not open when it was last
 checked (inert(): a source or asset file that is not code, by suffix and mode; the
@@ -75,10 +75,13 @@ DEADLINE = 60.0  # seconds for the server to load, and again to answer discover
 # one-file edit compiles its file in the worker (in memory, ~1 ms) rather than paying a
 # compiler's start (~20 ms).
 COMPILE_AT = 8
-# A fresh dependency set's bytecode is compiled before its first check, on both cores
-# while the zip is written, rather than compiled in memory by the worker and again by
-# the tool after it (bench/load_check_floor.py measured both).
-COMPILE_FIRST = os.environ.get("PMCP_BUILD_CHECK_COMPILE", "first") != "after"
+# Bytecode the store lacks is compiled after the check, on both cores, for what the
+# worker imported (it compiled those in memory), rather than all of the package's
+# files before it, while the zip is written: bench/load_check_floor.py --both measured
+# the first check of a fresh set at 2.51x the build without a check, against 2.82x
+# (9 runs, load 4-7), as the second compiles twice the files (what is never imported)
+# before the load can start. PMCP_BUILD_CHECK_COMPILE=first chooses the other.
+COMPILE_FIRST = os.environ.get("PMCP_BUILD_CHECK_COMPILE", "after") == "first"
 
 
 class LoadReport(Frozen):
@@ -560,9 +563,10 @@ class _Bytecode:
         return self.root / path
 
     def prepare(self, python: str, isolated: bool) -> tuple[tuple[Path, str], ...]:
-        """Link the store's bytecode for every .py file the check may import (compiling
-        what the store lacks first, on both cores, when that is worth a compiler's start)
-        and the standard library's mirror; returns the read-only mounts it needs."""
+        """Link the store's bytecode for every .py file the check may import (with
+        COMPILE_FIRST, compiling what the store lacks first, on both cores, when that is
+        worth a compiler's start) and the standard library's mirror; returns the
+        read-only mounts it needs."""
         from pmcp_build import sandbox
 
         if self.prefix is None:
@@ -644,9 +648,9 @@ class _Worker:
         return self.invoker.invoke(event, timeout)
 
     def keep_bytecode(self, python: str) -> None:
-        """Ask the worker what it imported and opened; compile, outside the sandbox, the
-        bytecode of the task root's files it imported without any (a source module, or
-        all of them when COMPILE_FIRST is off), once there are COMPILE_AT of them (a
+        """Ask the worker what it imported and opened; compile, outside the sandbox, on
+        both cores, the bytecode of the task root's files it imported without any, once
+        there are COMPILE_AT of them (a
         one-file edit compiles its file in the worker, ~1 ms, rather than paying a
         compiler's start, ~20 ms). The worker's list is its own word: it can cost a
         compile of a file the tool laid out, never put a byte of its choosing in the
