@@ -1,6 +1,6 @@
 """The load check against its floor (issue 26, item 1), from one interleaved run.
 
-    python bench/load_check_floor.py [--runs 5]
+    python bench/load_check_floor.py [--runs 7] [--both]
 
 Two goals, each as the user types the command (`pmcp-build -C DIR build`, text output):
 
@@ -105,7 +105,7 @@ def bare_import(project: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--both", action="store_true", help="also compile-first, cold")
     args = parser.parse_args()
     runs = args.runs

@@ -180,3 +180,29 @@ def test_the_check_sees_exactly_the_zip_with_its_dependencies_bound_not_copied(
     cache = Path(load_check.cache_dir())
     slots = [p for p in cache.glob("deps/*/check/*/mcp") if p.is_dir()]
     assert slots and not [f for slot in slots for f in slot.rglob("*")]  # mount points only
+
+
+@needs_bwrap
+def test_a_bound_dependency_file_changed_in_the_cache_loads_the_zip_instead(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site/ file bound into the sandbox is checked against the layout's sha256 (by
+    identity once verified): one changed in place, same size, is never what the check
+    loads; the check loads the zip, which holds the packed bytes."""
+    from pmcp_build.local import runner
+
+    root = python_project(tmp_path / "t", server=SERVER)
+    _build(cli, root)
+    cache = Path(load_check.cache_dir())
+    (victim,) = [p for p in cache.glob("deps/*/site/mcp/__init__.py") if p.is_file()][:1]
+    original = victim.read_bytes()
+    unpacked: list[Path] = []
+    extract = runner.extract
+    monkeypatch.setattr(runner, "extract", lambda z, d: (unpacked.append(z), extract(z, d)))
+    try:
+        victim.write_bytes(original.replace(b"mcp", b"MCP", 1))
+        (root / "server.py").write_text(SERVER + "\n# edited\n")
+        assert _server(cli, root)["status"] == "ok"
+        assert len(unpacked) == 1
+    finally:
+        victim.write_bytes(original)

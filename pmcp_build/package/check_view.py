@@ -34,7 +34,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +62,13 @@ COMPILER = (
 # -- the task root: binds of the sealed site ------------------------------------------
 
 
-def bindable(layout: Layout, folder: Path) -> dict[str, Path]:
+def bindable(layout: Layout, folder: Path) -> tuple[dict[str, Path], Callable[[], bool]]:
     """The top-level names of the task root that can be bound from the dependency set at
     `folder` (name -> host path): every file under it is a dependency entry from this
-    set's site/, and site/ holds exactly those files there, with their modes and bytes."""
+    set's site/, and site/ holds exactly those files there, with their modes. And what
+    confirms their bytes (True when each file not known by identity hashes to its
+    entry's sha256; it records them), which may run while the worker loads: nothing the
+    check reports counts before it says True."""
     site = folder / "site"
     prefix = f"{site}{os.sep}"
     by_top: dict[str, dict[str, Entry]] = {}
@@ -83,14 +86,22 @@ def bindable(layout: Layout, folder: Path) -> dict[str, Path]:
     except (OSError, ValueError):
         record = {}
     verified: dict[str, list[object]] = {}
+    to_hash: list[tuple[str, Entry, list[object]]] = []
     found: dict[str, Path] = {}
     for top, wanted in by_top.items():
-        if top not in blocked and _same_files(site, top, wanted, record, verified):
+        if top not in blocked and _same_files(site, top, wanted, record, verified, to_hash):
             found[top] = site / top
-    if verified != {p: record.get(p) for p in verified}:
-        with contextlib.suppress(OSError):
-            cache_store.write_atomic(record_path, json.dumps(verified).encode())
-    return found
+
+    def confirm() -> bool:
+        if not _hashes_match(site, to_hash):
+            return False
+        verified.update((rel, now) for rel, _, now in to_hash)
+        if verified != {p: record.get(p) for p in verified}:
+            with contextlib.suppress(OSError):
+                cache_store.write_atomic(record_path, json.dumps(verified).encode())
+        return True
+
+    return found, confirm
 
 
 def _same_files(
@@ -99,8 +110,10 @@ def _same_files(
     wanted: dict[str, Entry],
     record: dict[str, list[object]],
     verified: dict[str, list[object]],
+    to_hash: list[tuple[str, Entry, list[object]]],
 ) -> bool:
-    """Whether site/<top> holds exactly `wanted` (paths relative to site/), nothing else."""
+    """Whether site/<top> holds exactly `wanted` (paths relative to site/), nothing else,
+    with their modes; the files not known by identity are added to `to_hash`."""
     root = site / top
     files: list[tuple[str, os.stat_result]] = []
     if top in wanted:
@@ -120,7 +133,7 @@ def _same_files(
                 files.append((f"{base}/{name}", os.lstat(os.path.join(dirpath, name))))
     if len(files) != len(wanted):
         return False
-    to_hash: list[tuple[str, Entry, list[object]]] = []
+    hashing: list[tuple[str, Entry, list[object]]] = []
     for rel, st in files:
         entry = wanted.get(rel)
         if entry is None or not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != entry.mode:
@@ -128,13 +141,10 @@ def _same_files(
         now: list[object] = [entry.sha256, entry.mode, st.st_ino, st.st_size, st.st_mtime_ns]
         now.append(st.st_ctime_ns)
         if record.get(rel) != now:
-            to_hash.append((rel, entry, now))
+            hashing.append((rel, entry, now))
         else:
             verified[rel] = now
-    if not _hashes_match(site, to_hash):
-        return False
-    for rel, _, now in to_hash:
-        verified[rel] = now
+    to_hash += hashing
     return True
 
 

@@ -52,6 +52,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -361,6 +362,8 @@ def _load(
     try:
         info: dict[str, Any] = getattr(invoker, "server_info", None) or {}
         if info.get("load_error"):
+            if not invoker.bytecode.confirm.result():
+                raise _NeedsZip()
             raise _LoadFailed(f"the server failed to load:\n{info['load_error'].rstrip()}")
         reply = invoker.invoke({"action": "discover"}, timeout=_deadline())
         invoker.keep_bytecode(python)
@@ -456,6 +459,8 @@ def _start_worker(layout: Layout, python: str, zip_path: Path | None, run: _Run)
     root, held, prefix = _claim_root(layout)
     inside = sandbox.TASK_ROOT if run.isolated else str(root)
     record = root.with_suffix(".json")
+    code: _Bytecode | None = None
+    confirm = _Confirm(None)
     try:
         before = None
         if held is not None and record.exists():
@@ -464,7 +469,8 @@ def _start_worker(layout: Layout, python: str, zip_path: Path | None, run: _Run)
         folder = dependency_set(layout)
         bound: dict[str, Path] = {}
         if run.isolated and held is not None and folder is not None and zip_path is None:
-            bound = check_view.bindable(layout, folder)
+            bound, check_bytes = check_view.bindable(layout, folder)
+            confirm = _Confirm(check_bytes)  # hashing beside the worker's import
         laid = _without(layout, bound)
         done = None if zip_path is not None else task_root_from_layout(laid, root, before)
         if done is None:
@@ -481,15 +487,19 @@ def _start_worker(layout: Layout, python: str, zip_path: Path | None, run: _Run)
                 tmp = record.with_suffix(f".tmp{os.getpid()}")
                 tmp.write_text(json.dumps(done[0]))
                 os.replace(tmp, record)
-        code = _Bytecode(layout, root, inside, prefix, bound)
+        code = _Bytecode(layout, root, inside, prefix, bound, confirm)
         mounts = code.prepare(python, run.isolated)
         mounts += tuple((host, f"{inside}/{top}") for top, host in sorted(bound.items()))
         invoker = _invoker(layout, root, python, run, code, mounts, held)
     except BaseException:
+        if code is not None:
+            code.join()
         record.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
         if held is not None:
             held.close()
+        if not confirm.result():
+            raise _NeedsZip() from None  # what failed was not the layout's bytes
         raise
     return _Worker(invoker, held, code)
 
@@ -519,7 +529,7 @@ def _invoker(
 
     # -B: the worker writes no bytecode anywhere; it reads the tool's, read-only.
     options: tuple[str, ...] = ("-B",)
-    if code.prefix is not None:
+    if code.use_prefix:
         options += ("-X", f"pycache_prefix={code.shown_prefix(run.isolated)}")
     return PythonInvoker(
         root,
@@ -535,20 +545,53 @@ def _invoker(
     )
 
 
+class _Confirm:
+    """check_view.bindable's confirmation of the bound files' bytes, run in a thread from
+    now; `result()` waits for it (True when there is nothing to confirm)."""
+
+    def __init__(self, confirm: Callable[[], bool] | None) -> None:
+        self.answer: bool | None = True if confirm is None else None
+        self.thread: threading.Thread | None = None
+        if confirm is not None:
+            self.thread = threading.Thread(target=self._run, args=(confirm,), daemon=True)
+            self.thread.start()
+
+    def _run(self, confirm: Callable[[], bool]) -> None:
+        try:
+            self.answer = confirm()
+        except OSError:
+            self.answer = False
+
+    def result(self) -> bool:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        return bool(self.answer)
+
+
 class _Bytecode:
     """A check's bytecode: the slot's pycache prefix of links into the content store
     (check_view.Prefix), the standard library's mirror, and where the task root's files
     are, as the worker sees them and on this machine."""
 
     def __init__(
-        self, layout: Layout, root: Path, inside: str, prefix: Path | None, bound: dict[str, Path]
+        self,
+        layout: Layout,
+        root: Path,
+        inside: str,
+        prefix: Path | None,
+        bound: dict[str, Path],
+        confirm: _Confirm,
     ) -> None:
         self.layout, self.root, self.inside, self.prefix, self.bound = (
             layout, root, inside, prefix, bound,
         )  # fmt: skip
+        self.confirm = confirm
         self.tag = "cpython-" + layout.runtime.removeprefix("python").replace(".", "")
         self.links: check_view.Prefix | None = None
         self.missing: dict[str, str] = {}
+        self.use_prefix = prefix is not None
+        self.mirror: threading.Thread | None = None
 
     def shown_prefix(self, isolated: bool) -> str:
         from pmcp_build import sandbox
@@ -581,8 +624,22 @@ class _Bytecode:
         if COMPILE_FIRST and len(self.missing) >= COMPILE_AT:
             self._compile(python, {rel: jobs[rel][0] for rel in self.missing})
         self.links.save()  # before the worker starts: what is linked is always recorded
+        if not COMPILE_FIRST and len(self.missing) >= COMPILE_AT:
+            # A fresh set: the worker compiles its files in memory anyway, and without a
+            # prefix it reads the standard library's bytecode where it is; the mirror
+            # for the next check is made meanwhile (joined before the check ends).
+            self.use_prefix = False
+            self.mirror = threading.Thread(target=self._stdlib, args=(python, isolated))
+            self.mirror.start()
+            return ()
         mounts: tuple[tuple[Path, str], ...] = ((self.prefix, sandbox.BYTECODE_DIR),)
         return mounts + self._stdlib(python, isolated)
+
+    def join(self) -> None:
+        self.confirm.result()
+        if self.mirror is not None:
+            self.mirror.join()
+            self.mirror = None
 
     def _wanted(self, entry: Any) -> bool:
         """A source file's bytecode is kept once a check imported it (a 10,000-module
@@ -658,6 +715,8 @@ class _Worker:
         code = self.bytecode
         loaded = self.invoker.loaded_files()
         self.opened = list(getattr(self.invoker, "opened_files", []) or [])
+        if not code.confirm.result():
+            raise _NeedsZip()  # a bound file is not what the layout hashed: load the zip
         if code.prefix is None or code.links is None:
             return
         inside = code.inside + "/"
@@ -679,5 +738,6 @@ class _Worker:
         try:
             self.invoker.close()
         finally:
+            self.bytecode.join()
             if self.held is not None:
                 self.held.close()
