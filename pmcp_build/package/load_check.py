@@ -624,10 +624,11 @@ class _Bytecode:
         if COMPILE_FIRST and len(self.missing) >= COMPILE_AT:
             self._compile(python, {rel: jobs[rel][0] for rel in self.missing})
         self.links.save()  # before the worker starts: what is linked is always recorded
-        if not COMPILE_FIRST and len(self.missing) >= COMPILE_AT:
-            # A fresh set: the worker compiles its files in memory anyway, and without a
-            # prefix it reads the standard library's bytecode where it is; the mirror
-            # for the next check is made meanwhile (joined before the check ends).
+        if not COMPILE_FIRST and not self.links.record:
+            # Files the store has no bytecode for at all (a fresh cache, or only new
+            # contents): the worker compiles them in memory anyway, and without a prefix
+            # it reads the standard library's bytecode where it is; the mirror for the
+            # next check is made meanwhile (joined before the check ends).
             self.use_prefix = False
             self.mirror = threading.Thread(target=self._stdlib, args=(python, isolated))
             self.mirror.start()
