@@ -120,10 +120,10 @@ def test_bytecode_is_compiled_once_per_file_content_across_dependency_sets(
     make_wheel(wheels, "tinypkg", "2.0")
     monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
     before = _sets(cache)
-    _build(cli, python_project(tmp_path / "a", server=SERVER, requirements="tinypkg==1.0\n"))
+    _build(cli, python_project(tmp_path / "a", name="set-a", requirements="tinypkg==1.0\n"))
     first = _sets(cache) - before
     compiled.clear()
-    other = python_project(tmp_path / "b", server=SERVER, requirements="tinypkg==2.0\n")
+    other = python_project(tmp_path / "b", name="set-b", requirements="tinypkg==2.0\n")
     _build(cli, other)
     (second,) = _sets(cache) - before - first
     assert not [rel for rel in compiled if "/var/task/mcp/" in rel]
@@ -191,10 +191,12 @@ def test_a_bound_dependency_file_changed_in_the_cache_loads_the_zip_instead(
     loads; the check loads the zip, which holds the packed bytes."""
     from pmcp_build.local import runner
 
-    root = python_project(tmp_path / "t", server=SERVER)
+    root = python_project(tmp_path / "t", name="bound", server=SERVER)
     _build(cli, root)
     cache = Path(load_check.cache_dir())
-    (victim,) = [p for p in cache.glob("deps/*/site/mcp/__init__.py") if p.is_file()][:1]
+    used = json.loads((cache / "uses" / "last-build.json").read_text())["items"]
+    (deps,) = [item for item in used if item.startswith("deps/")]
+    victim = cache / deps / "site" / "mcp" / "__init__.py"
     original = victim.read_bytes()
     unpacked: list[Path] = []
     extract = runner.extract
