@@ -78,6 +78,7 @@ def main() -> None:
 # argument (the second for subprocess.Popen, its args) is the path.
 _READS = {"open": 0, "os.exec": 0, "os.posix_spawn": 0, "os.spawn": 1, "sqlite3.connect": 0,
           "ctypes.dlopen": 0, "shutil.copyfile": 0, "subprocess.Popen": 0}  # fmt: skip
+_OPENED_LIMIT = 20_000  # paths kept; past it, "*": it may have opened anything
 
 
 def _watch_opens() -> set[str]:
@@ -95,7 +96,10 @@ def _watch_opens() -> set[str]:
             if event == "subprocess.Popen" and path is None and args[1:2]:
                 argv = args[1]
                 path = argv if isinstance(argv, (str, bytes)) else (list(argv) or [None])[0]
-            opened.add(os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(path))))
+            if len(opened) < _OPENED_LIMIT:
+                opened.add(os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(path))))
+            else:  # a long-running server (serve) holds no more than this
+                opened.add("*")
         except Exception:  # a file descriptor, None, a removed cwd
             pass
 

@@ -332,7 +332,8 @@ class _LoadKey:
 
     def remember(self, report: LoadReport, opened: list[str]) -> None:
         data = {"format": FORMAT, "report": report.to_json(), "inert": self.inert}
-        data["opened"] = [p for p in opened if p in self.inert]
+        seen = set(opened)
+        data["opened"] = [p for p in self.inert if "*" in seen or p in seen]
         with contextlib.suppress(OSError):
             cache_store.write_atomic(self.path, json.dumps(data).encode())
 
@@ -371,6 +372,8 @@ def _load(
         invoker.close()
     inside = invoker.bytecode.inside + "/"
     opened = sorted({p[len(inside) :] for p in invoker.opened if p.startswith(inside)})
+    if "*" in invoker.opened:
+        opened.append("*")  # more than the worker keeps: any file may have been read
     notes = tuple(one_line(str(n)) for n in info.get("notes") or ())
     if why is not None:
         notes += (f"the check ran without a sandbox ({why}): not isolated from this machine",)
