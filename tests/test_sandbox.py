@@ -445,10 +445,14 @@ def test_the_check_compiles_bytecode_outside_and_the_worker_cannot_write_it(
     root = python_project(tmp_path / "p", server=SERVER)
     assert _build(cli, root).exit_code == 0
     compiled = [str(p) for p in cache.glob("deps/*/bytecode/0/**/*.pyc")]
-    # The SDK modules the server imported, at the path the sandbox shows them at, and
-    # the standard library's (the prefix stands for every source).
+    # The SDK's modules, at the path the sandbox shows them at: links into the store the
+    # tool compiled (pyc/<tag>/), hash-checked against their sources.
     assert len([p for p in compiled if "/bytecode/0/var/task/mcp/" in p]) > 20
-    assert [p for p in compiled if p.endswith(f"/json/decoder.cpython-{HOST_TAG}.pyc")]
+    stored = {p.stat().st_ino for p in cache.glob(f"pyc/cpython-{HOST_TAG}/*/*.pyc")}
+    assert {Path(p).stat().st_ino for p in compiled} <= stored
+    # The standard library's are the python installation's own, mirrored as symlinks.
+    (decoder,) = cache.glob(f"stdlib/*/json/decoder.cpython-{HOST_TAG}.pyc")
+    assert decoder.is_symlink() and "/__pycache__/" in str(decoder.readlink())
     assert not list(cache.glob("deps/*/check/**/__pycache__"))
     (root / "server.py").write_text(SERVER + "\n# edited\n")
     assert _build(cli, root).exit_code == 0

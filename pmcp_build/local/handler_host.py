@@ -50,6 +50,7 @@ def main() -> None:
     sys.path.insert(0, task_root)
     os.chdir(task_root)
     os.environ.setdefault("LAMBDA_TASK_ROOT", task_root)
+    opened = _watch_opens()
     try:
         module = importlib.import_module(module_name)
         handler = module.handler
@@ -63,13 +64,47 @@ def main() -> None:
         try:
             envelope = json.loads(line)
             if envelope.get("loaded_files"):
-                protocol.write(json.dumps({"loaded_files": _loaded_files()}) + "\n")
+                reply = {"loaded_files": _loaded_files(), "opened": sorted(opened)}
+                protocol.write(json.dumps(reply) + "\n")
                 continue
             context = LambdaContext(envelope.get("context") or {})
             result = {"result": handler(envelope.get("event"), context)}
         except BaseException:
             result = {"error": traceback.format_exc()}
         protocol.write(json.dumps(result, default=str) + "\n")
+
+
+# Audit events that name a file whose bytes the process reads or runs: the first
+# argument (the second for subprocess.Popen, its args) is the path.
+_READS = {"open": 0, "os.exec": 0, "os.posix_spawn": 0, "os.spawn": 1, "sqlite3.connect": 0,
+          "ctypes.dlopen": 0, "shutil.copyfile": 0, "subprocess.Popen": 0}  # fmt: skip
+_OPENED_LIMIT = 20_000  # paths kept; past it, "*": it may have opened anything
+
+
+def _watch_opens() -> set[str]:
+    """Every file the server opens (reads, runs, connects to) from here on, as absolute
+    paths: the load check skips a rebuild whose only changes are files it never opened
+    (package/load_check.py). An audit hook, added before the handler is imported."""
+    opened: set[str] = set()
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        at = _READS.get(event)
+        if at is None or len(args) <= at:
+            return
+        try:  # never in the server's way: a hook that raises fails the operation
+            path = args[at]
+            if event == "subprocess.Popen" and path is None and args[1:2]:
+                argv = args[1]
+                path = argv if isinstance(argv, (str, bytes)) else (list(argv) or [None])[0]
+            if len(opened) < _OPENED_LIMIT:
+                opened.add(os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(path))))
+            else:  # a long-running server (serve) holds no more than this
+                opened.add("*")
+        except Exception:  # a file descriptor, None, a removed cwd
+            pass
+
+    sys.addaudithook(hook)
+    return opened
 
 
 def _loaded_files() -> list[str]:

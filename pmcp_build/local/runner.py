@@ -375,6 +375,11 @@ class PythonInvoker:
             self.proc.stdin.flush()
             reply = self._read(10)
         files = reply.get("loaded_files") if isinstance(reply, dict) else None
+        opened = reply.get("opened") if isinstance(reply, dict) else None
+        # The files it opened besides (the load check's asset rule): its word, too.
+        self.opened_files = (
+            [f for f in opened if isinstance(f, str)] if isinstance(opened, list) else []
+        )
         return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
     def close(self) -> None:

@@ -16,7 +16,13 @@ Items, by kind:
                                        the member packs; no build needs them now)
   package         packages/<print>     a layout fingerprint -> the zip's sha256
   download        sources/<sha>/       an unpacked source zip ([source].url)
-  bytecode        pyc/<tag>/<xx>/*     a compiled .pyc, <key>.<its sha256>.pyc
+  bytecode        pyc/<tag>/<xx>/*     a compiled .pyc, <key>.<its sha256>.pyc (the key is
+                                       the source's sha256, and for a shipped .pyc its
+                                       path's: the load check's are hash-checked and
+                                       shared by every source with those bytes)
+  stdlib bytecode stdlib/<key>/        a python installation's own standard-library
+                                       bytecode, as symlinks where the load check's
+                                       pycache prefix looks for it (package/check_view.py)
   handler         index/*.py           a rendered handler module, <key>.<its sha256>.py
   load check      loadcheck/<print>.json  what loading a layout's server found
                                        (package/load_check.py; kept while its
@@ -37,7 +43,10 @@ from pathlib import Path
 
 from pmcp_build.text import one_line
 
-KINDS = ("dependency set", "blob", "package", "download", "bytecode", "handler", "load check")
+KINDS = (
+    "dependency set", "blob", "package", "download", "bytecode", "stdlib bytecode", "handler",
+    "load check",
+)  # fmt: skip
 LAST_BUILD = Path("uses") / "last-build.json"
 
 
@@ -198,7 +207,7 @@ def _item_of(root: Path, path: Path) -> str | None:
     if not parts:
         return None
     depth = {"deps": 2, "sources": 2, "packages": 2, "index": 2, "blobs": 3, "pyc": 4,
-             "loadcheck": 2}  # fmt: skip
+             "loadcheck": 2, "stdlib": 2}  # fmt: skip
     n = depth.get(parts[0])
     if n is None or len(parts) < n:
         return None
@@ -272,6 +281,8 @@ def inventory(root: Path) -> list[Item]:
         add("dependency set", d, _mtime(d, "used", "origins.json"))
     for d in children(root / "sources"):
         add("download", d, _mtime(d, "used", ".complete"))
+    for d in children(root / "stdlib"):
+        add("stdlib bytecode", d, _mtime(d, ".complete"))
     for f in children(root / "packages"):
         add("package", f, f.stat().st_mtime)
     for f in children(root / "index"):
