@@ -87,6 +87,16 @@ def test_which_files_may_change_without_a_check() -> None:
     assert not inert(_entry("index.py", "generated")) and not inert(_entry("boot.txt", "boot"))
 
 
+SDK_SERVER = """from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("shared")
+
+
+@app.tool()
+def size(text: str) -> int:
+    return len(text)
+"""
+
 needs_bwrap = pytest.mark.skipif(
     sandbox.unavailable() is not None, reason=f"no sandbox here: {sandbox.unavailable()}"
 )
@@ -102,7 +112,8 @@ def test_bytecode_is_compiled_once_per_file_content_across_dependency_sets(
 ) -> None:
     """Two dependency sets sharing the SDK's files (tinypkg 1.0 and 2.0 beside it): the
     second set's check compiles none of them again, and its pycache prefix links the very
-    files the first one's does."""
+    files the first one's does. The server is an SDK one, whose import loads the SDK's
+    server (a Metorial-API server's discover loads almost none of it)."""
     from pmcp_build.package import check_view
 
     cache = Path(load_check.cache_dir())
@@ -120,10 +131,14 @@ def test_bytecode_is_compiled_once_per_file_content_across_dependency_sets(
     make_wheel(wheels, "tinypkg", "2.0")
     monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
     before = _sets(cache)
-    _build(cli, python_project(tmp_path / "a", name="set-a", requirements="tinypkg==1.0\n"))
+    server = SDK_SERVER
+    a = python_project(tmp_path / "a", name="set-a", requirements="tinypkg==1.0\n", server=server)
+    _build(cli, a)
     first = _sets(cache) - before
     compiled.clear()
-    other = python_project(tmp_path / "b", name="set-b", requirements="tinypkg==2.0\n")
+    other = python_project(
+        tmp_path / "b", name="set-b", requirements="tinypkg==2.0\n", server=server
+    )
     _build(cli, other)
     (second,) = _sets(cache) - before - first
     assert not [rel for rel in compiled if "/var/task/mcp/" in rel]
