@@ -91,7 +91,8 @@ def write(path):
 for folder in PLAN["writable"]:
     attempt("write", lambda folder=folder: write(os.path.join(folder, "pwned.txt")))
 for pattern in ("deps/*/members.pack", "deps/*/members.json", "deps/*/site/**/*.py"):
-    for path in glob.glob(os.path.join(PLAN["cache"], pattern), recursive=True)[:3]:
+    found_paths = glob.glob(os.path.join(PLAN["cache"], pattern), recursive=True)
+    for path in found_paths[:PLAN["cache_writes"]]:
         attempt("cache", lambda path=path: write(path))
 for folder in glob.glob(os.path.join(PLAN["cache"], "deps/*/bytecode/*")):
     attempt("pyc", lambda folder=folder: write(os.path.join(folder, "planted.cpython-3.pyc")))
@@ -174,8 +175,11 @@ def hostile_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     listener.close()
 
 
-def _hostile_project(root: Path, env: dict[str, Any], marker: str, hang: bool = False) -> Path:
+def _hostile_project(
+    root: Path, env: dict[str, Any], marker: str, hang: bool = False, cache_writes: int = 3
+) -> Path:
     plan = {
+        "cache_writes": cache_writes,
         "canary_keys": sorted(CANARIES),
         "credentials": str(env["home"] / ".aws" / "credentials"),
         "dotenv": str(root / ".env"),
@@ -286,7 +290,11 @@ def test_without_a_sandbox_a_local_source_runs_scrubbed_and_says_so(
     cli: Any, tmp_path: Path, hostile_env: dict[str, Any]
 ) -> None:
     marker = f"pmcp-canary-{uuid.uuid4().hex}"
-    root = _hostile_project(tmp_path / "local", hostile_env, marker)
+    # Unsandboxed, its writes into the build cache succeed (it can do what you can), and
+    # the build then fails or not by timing: the writer, running beside the check, finds
+    # the damaged set and installs it again under the check's feet. That the cache
+    # catches such writes is test_cache_trust's; here only the environment is.
+    root = _hostile_project(tmp_path / "local", hostile_env, marker, cache_writes=0)
     result = _build(cli, root, PMCP_BUILD_SANDBOX="0")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["server"]
@@ -436,13 +444,15 @@ def test_the_check_compiles_bytecode_outside_and_the_worker_cannot_write_it(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next check imports the SDK from bytecode the tool wrote; none is written by
-    the worker (-B, and the prefix is read-only in the sandbox)."""
+    the worker (-B, and the prefix is read-only in the sandbox). An SDK server: its
+    import loads the SDK's server modules (a Metorial-API server's discover does not)."""
     if sandbox.unavailable() is not None:
         pytest.skip(f"no sandbox on this machine: {sandbox.unavailable()}")
     cache = tmp_path / "cache"
     monkeypatch.setenv("PMCP_BUILD_CACHE_DIR", str(cache))
     monkeypatch.setenv("PMCP_BUILD_LOAD_CHECK", "1")
-    root = python_project(tmp_path / "p", server=SERVER)
+    sdk_server = 'from mcp.server.mcpserver import MCPServer\n\napp = MCPServer("sdk")\n'
+    root = python_project(tmp_path / "p", server=sdk_server)
     assert _build(cli, root).exit_code == 0
     compiled = [str(p) for p in cache.glob("deps/*/bytecode/0/**/*.pyc")]
     # The SDK's modules, at the path the sandbox shows them at: links into the store the
