@@ -16,6 +16,10 @@ Two goals, each as the user types the command (`pmcp-build -C DIR build`, text o
   same prepared task root, in the same sandbox, with the same read-only bytecode: the
   check's own command line with the worker replaced by `-c "import index"`, taken from
   the check itself (its PythonInvoker is swapped for one that runs that instead).
+  Since a Metorial-API server's import loads no part of the SDK, that floor is about a
+  bare interpreter's start; a second floor has the bare interpreter answer the same
+  `discover` through the handler (which imports mcp_types, the check's largest cost
+  beyond the import), so the check's own overhead shows apart from what answering costs.
 
 `--both` adds a third cold side, the check with its first bytecode compiled before the
 load, all of the package's files on both cores while the zip is written
@@ -61,9 +65,11 @@ def typed_build(project: Path, env: dict[str, str]) -> tuple[float, str]:
     return took, done.stdout.rsplit("(sha256 ", 1)[-1].split(")")[0]
 
 
-def bare_import(project: Path) -> float:
+def bare_import(project: Path, discover: bool = False) -> float:
     """The bare-import floor for `project`'s current layout: the check's task root and
-    sandbox, a bare `import index` instead of the worker (timed alone)."""
+    sandbox, a bare `import index` instead of the worker (timed alone); with `discover`,
+    the bare interpreter also answers the platform's discover through the handler (what
+    the check asks for, without the worker and its protocol)."""
     from pmcp_build.local import runner
     from pmcp_build.manifest.load import load_manifest
     from pmcp_build.package import load_check
@@ -78,6 +84,8 @@ def bare_import(project: Path) -> float:
             argv, env, cwd = runner._python_command(spec, kw["settings"], kw["sandboxed"])
             task_root = argv[-2]
             code = f"import sys; sys.path.insert(0, {task_root!r}); import {module}"
+            if discover:
+                code += f"; assert {module}.handler({{'action': 'discover'}}, None)['success']"
             argv = [*argv[:-3], "-c", code]
             start = time.perf_counter()
             subprocess.run(argv, check=True, capture_output=True, env=env, cwd=cwd)
@@ -167,6 +175,7 @@ def rebuilds(tmp: Path, base: dict[str, str], runs: int) -> dict[str, list[float
         typed_build(project, env)
     time.sleep(2.1)  # files written within two seconds are racy (package/rebuild.py)
     out: dict[str, list[float]] = {"check": [], "stdlib": [], "bare": [], "ratio": []}
+    out.update({"bare+discover": [], "ratio with discover": []})
     for i in range(runs):
         server.write_text(original + f"\n# edit {i}\n")
         start = time.perf_counter()
@@ -176,6 +185,9 @@ def rebuilds(tmp: Path, base: dict[str, str], runs: int) -> dict[str, list[float
         if floor_sha != our_sha:
             raise SystemExit(f"the floor's zip {floor_sha} is not the tool's {our_sha}")
         bare = bare_import(project)
+        answered = bare_import(project, discover=True)
+        out["bare+discover"].append(answered)
+        out["ratio with discover"].append(ours / (stdlib + answered))
         out["check"].append(ours)
         out["stdlib"].append(stdlib)
         out["bare"].append(bare)
@@ -188,7 +200,11 @@ def report(label: str, found: dict[str, list[float]]) -> None:
     spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
     print(f"{label:<48} {median(found['check']):>9.3f} {median(ratios):>6.2f}x  {spread}")
     for side, values in found.items():
-        if side not in ("check", "ratio", "first"):
+        if side == "ratio with discover":
+            spread = f"{min(values):.2f}-{max(values):.2f}x"
+            label = "  / (stdlib + bare import and discover)"
+            print(f"{label:<48} {'':>9} {median(values):>6.2f}x  {spread}")
+        elif side not in ("check", "ratio", "first"):
             print(f"  {side:<46} {median(values):>9.3f}")
 
 

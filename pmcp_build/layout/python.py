@@ -14,13 +14,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pmcp_build import __version__
 from pmcp_build.errors import UserError
 from pmcp_build.layout.model import Entry, entry_from_bytes, entry_from_file
-from pmcp_build.manifest.model import ENTRYPOINT_ORDER, PythonRuntime
 from pmcp_build.package import cache as cache_store
-from pmcp_build.source.tree import SourceTree
+
+if TYPE_CHECKING:
+    from pmcp_build.manifest.model import PythonRuntime
+    from pmcp_build.source.tree import SourceTree
 
 BOOT_DIR = Path(__file__).resolve().parents[2] / "boot"
 BOOT_PREFIX = "__metorial__"
@@ -28,6 +31,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def detect_entrypoint(runtime: PythonRuntime, tree: SourceTree) -> str:
+    # Here, not at the top: the load check imports this module for find_python, and the
+    # manifest's models (pydantic) would cost every rebuild's check ~0.1 s.
+    from pmcp_build.manifest.model import ENTRYPOINT_ORDER
+
     packaged = {f.path for f in tree.files}
     if runtime.entrypoint is not None:
         path = runtime.entrypoint.partition(":")[0]  # "server.py:app" names an instance
