@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 HOST_ARCH = "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
@@ -145,3 +146,19 @@ def served_url(proc: subprocess.Popen[str], label: str = "serve") -> str:
         proc.wait(5)
         pytest.fail(f"{label} did not start: {proc.stderr.read() if proc.stderr else ''}")
     return line.split(" at ")[1].split(" ")[0]
+
+
+def cli_commands() -> list[tuple[str, ...]]:
+    """Every command path of the CLI (() for the top level), sorted."""
+    from typer.main import get_command
+
+    from pmcp_build.cli import app
+
+    found: list[tuple[str, ...]] = [()]
+    stack: list[tuple[tuple[str, ...], Any]] = [((), get_command(app))]
+    while stack:
+        path, command = stack.pop()
+        for name, sub in getattr(command, "commands", {}).items():
+            found.append((*path, name))
+            stack.append(((*path, name), sub))
+    return sorted(found)

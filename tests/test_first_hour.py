@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 
 from .conftest import EXAMPLES
-from .helpers import SERVER, python_project, served_url, start_serve
+from .helpers import SERVER, cli_commands, python_project, served_url, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -494,21 +494,6 @@ def test_shell_completion_is_typers_own(tmp_path: Path) -> None:
     assert completed.stdout.split() == ["serve"], completed
 
 
-def _commands() -> list[tuple[str, ...]]:
-    from typer.main import get_command
-
-    from pmcp_build.cli import app
-
-    found: list[tuple[str, ...]] = [()]
-    stack: list[tuple[tuple[str, ...], Any]] = [((), get_command(app))]
-    while stack:
-        path, command = stack.pop()
-        for name, sub in getattr(command, "commands", {}).items():
-            found.append((*path, name))
-            stack.append(((*path, name), sub))
-    return sorted(found)
-
-
 def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
     """`--help` showed `<bool>` for flags, `<list[str]>` and `<str>` for values, and
     several options had no text at all."""
@@ -521,7 +506,7 @@ def test_every_option_says_what_it_takes_and_what_it_is_for(cli: Any) -> None:
 
     root: Any = get_command(app)
     tidy(root)
-    for path in _commands():
+    for path in cli_commands():
         shown = cli(*path, "--help")
         assert shown.exit_code == 0, shown.output
         assert not re.search(r"<(bool|str|int|float|list|path|int range)\b", shown.stdout), (

@@ -15,13 +15,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pmcp_build.layout.view import print_plain
 
 from .conftest import ROOT
+from .helpers import cli_commands
 
 SCRIPT = str(Path(sys.executable).with_name("pmcp-build"))
 HELP_PAGES = Path(__file__).resolve().parent / "fixtures" / "help.txt"
@@ -78,21 +78,6 @@ def test_manifest_name_is_the_models() -> None:
     assert MANIFEST_NAME == MODELS
 
 
-def _commands() -> list[tuple[str, ...]]:
-    from typer.main import get_command
-
-    from pmcp_build.cli import app
-
-    found: list[tuple[str, ...]] = [()]
-    stack: list[tuple[tuple[str, ...], Any]] = [((), get_command(app))]
-    while stack:
-        path, command = stack.pop()
-        for name, sub in getattr(command, "commands", {}).items():
-            found.append((*path, name))
-            stack.append(((*path, name), sub))
-    return sorted(found)
-
-
 def test_help_is_unchanged(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every command's --help, byte for byte as it was before start-up was made lazy
     (tests/fixtures/help.txt, written by the code of that time at 100 columns). After a
@@ -104,7 +89,7 @@ def test_help_is_unchanged(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", None)
     env = {"COLUMNS": "100", "LINES": "40", "TERM": "dumb", "NO_COLOR": "1"}
     pages = []
-    for path in _commands():
+    for path in cli_commands():
         result = cli(*path, "--help", env=env)
         assert result.exit_code == 0, (path, result.output)
         pages.append(f"$ pmcp-build {' '.join((*path, '--help'))}\n{result.stdout}")

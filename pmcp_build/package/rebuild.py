@@ -52,6 +52,7 @@ from pmcp_build.package.write import (
     Package,
     dependency_set,
     layout_fingerprint,
+    record_uses,
     write_package,
 )
 from pmcp_build.package.zipwriter import BIG_MEMBER, FORMAT, write_order
@@ -378,7 +379,7 @@ def _package(
     index = root / "packages" / _fingerprint(layout)
     cache_store.write_atomic(index, f"{digest}\n".encode())
     _index_zip(out_dir / f".{name}.members.json", final, written, digest)
-    _record_uses(root, layout, index, started)
+    record_uses(root, layout, index, dependency_set(layout), started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
 
 
@@ -387,34 +388,6 @@ def _moves(replaced: list[Replacement]) -> bool:
     BIG_MEMBER bytes or more first, by size, so an edit of one (or one that becomes one)
     changes the order, which the splice keeps; the writer then writes the zip."""
     return any(max(r.old_size, len(r.data)) >= BIG_MEMBER for r in replaced)
-
-
-def _record_uses(root: Path, layout: Layout, index: Path, started: float) -> None:
-    """write.py's `_record_uses` for a spliced zip, without making a Path of every
-    entry's source to find the few in the cache (bytecode, downloaded sources): the
-    same items recorded, the same uses touched."""
-    needed = [index]
-    deps = dependency_set(layout)
-    if deps is not None:
-        needed.append(deps)
-        cache_store.touch(deps / "used")
-    inside = f"{root}{os.sep}"
-    for e in layout.entries:
-        if e.origin == "dependency":
-            continue
-        src = e.src_text
-        if src is not None and src.startswith(inside):
-            path = Path(src)
-            needed.append(path)
-            if e.path.endswith(".pyc"):
-                cache_store.touch_if_stale(path, started)
-        if e.origin == "generated":
-            for rendered in sorted((root / "index").glob(f"*.{e.sha256}.py")):
-                needed.append(rendered)
-                cache_store.touch_if_stale(rendered, started)
-    for item in cache_store.record_build(root, needed, started):
-        if item.startswith("sources/"):
-            cache_store.touch(root / item / "used")
 
 
 def _fingerprint(layout: Layout) -> str:

@@ -126,7 +126,7 @@ def write_package(layout: Layout, out_dir: Path, name: str) -> Package:
     for old in out_dir.glob(f"{name}-*.zip"):
         if old != final:  # dist/ holds the current build; deployments keep their own copy
             old.unlink(missing_ok=True)
-    _record_uses(root, layout, index, deps, started)
+    record_uses(root, layout, index, deps, started)
     return Package(layout=layout, path=final, sha256=digest, size=final.stat().st_size)
 
 
@@ -169,9 +169,7 @@ def _changed(entry: Entry) -> Exception:
     return CacheDamaged(item)
 
 
-def _record_uses(
-    root: Path, layout: Layout, index: Path, deps: Path | None, started: float
-) -> None:
+def record_uses(root: Path, layout: Layout, index: Path, deps: Path | None, started: float) -> None:
     """What this build needed from the cache, so `pmcp-build cache prune` keeps it, and
     a fresh mtime ("last use") on what it read."""
     needed = [index]
@@ -182,10 +180,14 @@ def _record_uses(
     for e in layout.entries:
         if e.origin == "dependency":
             continue
-        if e.src is not None and str(e.src).startswith(inside):
-            needed.append(e.src)  # bytecode, a downloaded source
+        # The source as text: a Path is made only for the few in the cache (a rebuild's
+        # layout of 10,000 entries would make one per entry).
+        src = e.src_text
+        if src is not None and src.startswith(inside):
+            path = Path(src)
+            needed.append(path)  # bytecode, a downloaded source
             if e.path.endswith(".pyc"):
-                cache_store.touch_if_stale(e.src, started)
+                cache_store.touch_if_stale(path, started)
         if e.origin == "generated":
             for rendered in _rendered(root / "index", e):
                 needed.append(rendered)
