@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load() -> str:
@@ -33,3 +38,27 @@ def peak_rss(cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def build_example(example: str, project: Path, tmp: Path, bytecode: bool | None = None) -> Path:
+    """Copy examples/`example` to `project` (with `bytecode` set when given) and build it
+    offline from .wheelhouse/, load check off, with uv and build caches under `tmp`;
+    the zip's path."""
+    shutil.copytree(ROOT / "examples" / example, project, ignore=shutil.ignore_patterns(".pmcp"))
+    if bytecode is not None:
+        toml = project / "metorial.toml"
+        setting = f'kind = "python"\nbytecode = {str(bytecode).lower()}\n'
+        toml.write_text(toml.read_text().replace('kind = "python"\n', setting))
+    env = {
+        **os.environ,
+        "CI": "1",
+        "UV_OFFLINE": "1",
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
+        "UV_CACHE_DIR": str(tmp / "uv-cache"),
+        "PMCP_BUILD_CACHE_DIR": str(tmp / "pmcp-cache"),
+        "PMCP_BUILD_LOAD_CHECK": "0",
+    }
+    cmd = [sys.executable, "-m", "pmcp_build", "-C", str(project), "build"]
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return next((project / ".pmcp" / "dist").glob("*.zip"))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import load
+from _util import build_example, load
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 0.8  # issue 26, item 6: import + first discover, .pyc shipped
@@ -110,32 +109,7 @@ print(middle - start, time.perf_counter() - middle)
 
 
 def build(tmp: Path, bytecode: bool) -> Path:
-    project = tmp / f"src-{bytecode}"
-    shutil.copytree(
-        ROOT / "examples" / "python-server", project, ignore=shutil.ignore_patterns(".pmcp")
-    )
-    toml = project / "metorial.toml"
-    toml.write_text(
-        toml.read_text().replace(
-            'kind = "python"\n', f'kind = "python"\nbytecode = {str(bytecode).lower()}\n'
-        )
-    )
-    env = {
-        **os.environ,
-        "CI": "1",
-        "UV_OFFLINE": "1",
-        "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
-        "UV_CACHE_DIR": str(tmp / "uv-cache"),
-        "PMCP_BUILD_CACHE_DIR": str(tmp / "pmcp-cache"),
-        "PMCP_BUILD_LOAD_CHECK": "0",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "pmcp_build", "-C", str(project), "build"],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    zip_path = next((project / ".pmcp" / "dist").glob("*.zip"))
+    zip_path = build_example("python-server", tmp / f"src-{bytecode}", tmp, bytecode)
     task = tmp / f"task-{bytecode}"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(task)

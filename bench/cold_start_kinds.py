@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import load  # noqa: E402
+from _util import build_example, load  # noqa: E402
 
 from boot.stdio_bridge import LAUNCHER  # noqa: E402
 from pmcp_build.layout.python import find_python  # noqa: E402
@@ -118,28 +118,6 @@ compileall.compile_dir(sys.argv[1], quiet=2, workers=0,
 """
 
 
-def build(example: str, tmp: Path) -> Path:
-    env = {
-        **os.environ,
-        "UV_OFFLINE": "1",
-        "UV_NO_INDEX": "1",
-        "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
-        "UV_CACHE_DIR": str(tmp / "uv-cache"),
-        "PMCP_BUILD_CACHE_DIR": str(tmp / "pmcp-cache"),
-        "PMCP_BUILD_LOAD_CHECK": "0",
-    }
-    project = tmp / "src" / example
-    shutil.copytree(ROOT / "examples" / example, project, ignore=shutil.ignore_patterns(".pmcp"))
-    out = subprocess.run(
-        [sys.executable, "-m", "pmcp_build", "-C", str(project), "build", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
-    return Path(json.loads(out)["package"]["path"])
-
-
 def _cpu() -> float:
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime
@@ -179,7 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for example, (label, native_code, attr) in KINDS.items():
-            zip_path = build(example, tmp)
+            zip_path = build_example(example, tmp / "src" / example, tmp)
             for variant, keep in (("no bytecode", False), (".pyc", True)):
                 task = tmp / f"{example}-{keep}"
                 with zipfile.ZipFile(zip_path) as zf:

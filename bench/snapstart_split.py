@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import load
+from _util import build_example, load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("python-server", "sdk-server", "fastmcp-server")
@@ -58,29 +57,9 @@ print(json.dumps([t1 - t0, t2 - t1]))
 
 
 def build(tmp: Path, example: str) -> Path:
-    project = tmp / example
-    shutil.copytree(ROOT / "examples" / example, project, ignore=shutil.ignore_patterns(".pmcp"))
-    toml = project / "metorial.toml"
-    toml.write_text(
-        toml.read_text().replace('kind = "python"\n', 'kind = "python"\nbytecode = true\n')
-    )
-    env = {
-        **os.environ,
-        "CI": "1",
-        "UV_OFFLINE": "1",
-        "UV_FIND_LINKS": str(ROOT / ".wheelhouse"),
-        "UV_CACHE_DIR": str(tmp / "uv-cache"),
-        "PMCP_BUILD_CACHE_DIR": str(tmp / "pmcp-cache"),
-        "PMCP_BUILD_LOAD_CHECK": "0",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "pmcp_build", "-C", str(project), "build"],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
+    zip_path = build_example(example, tmp / example, tmp, bytecode=True)
     task = tmp / f"task-{example}"
-    with zipfile.ZipFile(next((project / ".pmcp" / "dist").glob("*.zip"))) as zf:
+    with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(task)
     return task
 
