@@ -31,7 +31,7 @@ import struct
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import deflate
 
@@ -373,9 +373,11 @@ class _Sink:
 def write_zip(
     layout: Layout, dest: Path, cache: MemberCache | None = None
 ) -> tuple[str, list[Written]]:
-    """Write the layout's entries, in layout order, to `dest` (atomically).
+    """Write the layout's entries to `dest` (atomically): their bytes in write_order,
+    the central directory in layout order.
 
-    Returns the zip's sha256 and where each member landed (what a pack records).
+    Returns the zip's sha256 and where each member landed, in layout order (what a pack
+    records).
     """
     cache = cache or MemberCache()
     order = write_order(layout.entries)
@@ -388,14 +390,14 @@ def write_zip(
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    in_layout = [w for _, w in sorted(zip(order, written, strict=True), key=lambda p: p[0])]
-    return sink.digest.hexdigest(), in_layout
+    return sink.digest.hexdigest(), written
 
 
 def write_order(entries: tuple[Entry, ...]) -> list[int]:
     """The order members are written in (indices into `entries`, which are in layout
     order): members of BIG_MEMBER bytes or more first, largest first (ties by path), then the
-    rest in layout order. The central directory follows the same order."""
+    rest in layout order. Only the members' bytes follow it: the central directory lists
+    the layout's order."""
     big = sorted(
         (i for i, e in enumerate(entries) if e.size >= BIG_MEMBER),
         key=lambda i: (-entries[i].size, entries[i].path),
@@ -496,9 +498,10 @@ def _write_members(
 ) -> list[Written]:
     """The members' data in `order`, then the central directory in layout order: what
     every reader lists (unzip -l, zipfile, Lambda) stays the sorted layout (DESIGN 5:
-    "sorted entries"); only where each member's bytes sit follows the write order."""
+    "sorted entries"); only where each member's bytes sit follows the write order.
+    Returns where each member landed, in layout order."""
     central: list[bytes] = [b""] * len(entries)
-    written: list[Written] = []
+    written: list[Written | None] = [None] * len(entries)
     in_order = tuple(entries[i] for i in order)
     for position, (entry, m) in enumerate(_members(in_order, cache)):
         name = entry.path.encode("utf-8")
@@ -522,7 +525,7 @@ def _write_members(
             )
             + name
         )
-        written.append(Written(entry.sha256, m.method, m.crc, sink.offset, size))
+        written[order[position]] = Written(entry.sha256, m.method, m.crc, sink.offset, size)
         sink.write(m.payload)
         external = ((0o100000 | entry.mode) << 16) & 0xFFFFFFFF
         central[order[position]] = (
@@ -552,7 +555,7 @@ def _write_members(
     cd = b"".join(central)
     sink.write(cd)
     sink.write(end_records(len(central), len(cd), start))
-    return written
+    return cast("list[Written]", written)  # every place filled: `order` is a permutation
 
 
 def end_records(count: int, cd_size: int, cd_start: int) -> bytes:
