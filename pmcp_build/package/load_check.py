@@ -208,16 +208,17 @@ class PendingCheck:
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self.opened: list[str] = []
-        key = layout_fingerprint(layout)
-        if environment:  # what the server saw is part of what it answered
-            seen = json.dumps(environment, sort_keys=True).encode()
-            key += "-" + hashlib.sha256(seen).hexdigest()[:16]
-        self.cached = cache_dir() / "loadcheck" / f"{key}.json"
         if layout.handler == "bootstrap":
             return
         if os.environ.get("PMCP_BUILD_LOAD_CHECK", "1") == "0":
             self.report = LoadReport("skipped", notes=("PMCP_BUILD_LOAD_CHECK=0",))
             return
+        # Keyed only now: a binary or a build with the check off hashes no layout for it.
+        key = layout_fingerprint(layout)
+        if environment:  # what the server saw is part of what it answered
+            seen = json.dumps(environment, sort_keys=True).encode()
+            key += "-" + hashlib.sha256(seen).hexdigest()[:16]
+        self.cached = cache_dir() / "loadcheck" / f"{key}.json"
         if self.cached.exists():
             data = json.loads(self.cached.read_text())
             if data.get("format") == FORMAT:
